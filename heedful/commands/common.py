@@ -1,0 +1,48 @@
+"""Options and set-up shared by the commands that run a model."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+
+def model_options(f):
+    @click.option("--model", "model", default=None, metavar="DIR|HF_ID",
+                  help="Local model folder or Hugging Face id (default: the embedded gated model).")
+    @click.option("--dtype", default="auto", show_default=True,
+                  type=click.Choice(["auto", "float32", "bfloat16", "float16"]), help="Weights dtype.")
+    @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+    @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def session_options(f):
+    @click.option("--window", type=click.IntRange(min=1), default=256, show_default=True,
+                  help="Recent tokens always attended (W).")
+    @click.option("--budget", type=click.IntRange(min=1), default=1024, show_default=True,
+                  help="Most KV rows resident per layer (B >= W + sinks + pins).")
+    @click.option("--sinks", type=click.IntRange(min=0), default=None,
+                  help="First tokens always kept (default: 0 for gated models, 4 otherwise).")
+    @click.option("--auto-topk", type=click.IntRange(min=0), default=0, show_default=True,
+                  help="NSA-style blocks picked per step from the rest of the budget (0 = off).")
+    @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+    @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                  help="0 = greedy.")
+    @click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True)
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def open_session(model=None, dtype="auto", device=None, trust_remote_code=False, recorder=None, **settings):
+    from heedful.selector.session import Session
+
+    return Session.from_pretrained(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                   recorder=recorder, **settings)

@@ -1,0 +1,180 @@
+"""Model loading: any Hugging Face causal LM from a local directory or a hub id.
+
+Safetensors only; `trust_remote_code` off unless asked; dtype and device chosen sensibly
+(CUDA if present, bf16 there, fp32 on CPU). Every failure a user can cause becomes one
+line naming the argument: a missing path, a folder without a config, an unsupported
+architecture, a hub id that is not in the local cache while offline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from heedful.errors import ModelLoadError
+
+# Architectures whose attention calls transformers' attention interface and uses
+# rotate-half RoPE, which heedful's position compaction relies on (a cached key moves
+# from position p to p' by one more rotation). Gated: qwen3_5*, qwen3_next.
+GATED_TYPES = {"qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_next"}
+SUPPORTED_TYPES = GATED_TYPES | {
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str  # what the user asked for ("default" for the embedded model)
+    gated: bool  # attention output multiplied by a sigmoid gate (no attention sink)
+
+
+def default_model_dir() -> Path | None:
+    """The embedded gated model shipped inside the package, if this build has one."""
+    d = Path(__file__).parent / "default_model"
+    return d if (d / "config.json").is_file() else None
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as e:
+            raise ModelLoadError(f"--device {device!r}: {e}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError(f"--device {device!r}: CUDA is not available on this machine")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ModelLoadError(f"--dtype {dtype!r}: expected one of {', '.join(sorted(table))} or auto")
+    return table[dtype]
+
+
+# "name" or "org/name": anything else (./x, /x, ~/x, a/b/c) is a filesystem path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or not _HUB_ID.match(name)
+
+
+def resolve_source(name: str | None) -> tuple[str, str, bool]:
+    """Returns (what to pass to from_pretrained, display name, is_local)."""
+    if name is None or name == "default":
+        d = default_model_dir()
+        if d is None:
+            raise ModelLoadError(
+                "no default model is installed yet: pass --model with a local directory or a Hugging Face id"
+            )
+        return str(d), "default", True
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        if not os.path.isfile(os.path.join(expanded, "config.json")):
+            raise ModelLoadError(f"--model {name}: folder has no config.json (not a Hugging Face model folder)")
+        return expanded, name, True
+    if os.path.exists(expanded):
+        raise ModelLoadError(f"--model {name}: is a file, expected a model folder or a Hugging Face id")
+    if _looks_like_path(name):
+        raise ModelLoadError(f"--model {name}: no such directory")
+    return name, name, False
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", ""
+    ).lower() in ("1", "true", "yes")
+
+
+def load_config(source: str, name: str, is_local: bool, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(
+            source, trust_remote_code=trust_remote_code, local_files_only=is_local or _hub_offline()
+        )
+    except OSError as e:
+        if not is_local:
+            why = "not in the local Hugging Face cache and the Hub is offline" if _hub_offline() else (
+                "could not be fetched from the Hugging Face Hub (offline? set HF_HUB_OFFLINE=1 to fail fast)"
+            )
+            raise ModelLoadError(f"--model {name}: {why}") from None
+        raise ModelLoadError(f"--model {name}: cannot read config.json: {str(e).splitlines()[0]}") from None
+    except ValueError as e:
+        raise ModelLoadError(f"--model {name}: {str(e).splitlines()[0]}") from None
+
+
+def check_supported(config, name: str) -> bool:
+    """Raises for an architecture heedful cannot drive; returns whether it is gated."""
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    mtype = getattr(text_config, "model_type", None) or getattr(config, "model_type", "?")
+    if mtype not in SUPPORTED_TYPES:
+        raise ModelLoadError(
+            f"--model {name}: unsupported architecture {mtype!r} "
+            f"(heedful supports {', '.join(sorted(SUPPORTED_TYPES))})"
+        )
+    return mtype in GATED_TYPES
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str = "heedful",
+) -> LoadedModel:
+    """Loads a causal LM and its tokenizer, ready for a heedful Session."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from heedful.selector.attention import register
+
+    register()
+    source, display, is_local = resolve_source(name)
+    config = load_config(source, display, is_local, trust_remote_code)
+    gated = check_supported(config, display)
+    dev = pick_device(device)
+    torch_dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(dtype, dev)
+    local_only = is_local or _hub_offline()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=trust_remote_code, local_files_only=local_only
+        )
+    except (OSError, ValueError, TypeError) as e:
+        raise ModelLoadError(f"--model {display}: cannot load its tokenizer: {str(e).splitlines()[0]}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=torch_dtype,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            local_files_only=local_only,
+            attn_implementation=attn_implementation,
+        )
+    except OSError as e:
+        msg = str(e).splitlines()[0]
+        if "safetensors" in msg.lower() or "model.safetensors" in msg:
+            msg = "no safetensors weights found (heedful loads safetensors only)"
+        raise ModelLoadError(f"--model {display}: {msg}") from None
+    except ValueError as e:
+        raise ModelLoadError(f"--model {display}: {str(e).splitlines()[0]}") from None
+    model.to(dev).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=display, gated=gated)

@@ -1,0 +1,132 @@
+"""The "heedful" attention function, registered with transformers' AttentionInterface.
+
+transformers calls it for every attention layer with q [B, Hq, L, D] (the chunk's new
+tokens) and the cache's k, v [B, Hkv, N, D], keys rotated, the last L rows being the chunk
+itself. The session passes a `heedful_plan` keyword through the model's forward: which past
+rows each KV head may read. Without a plan (plain model use: training, inspection, stock
+comparison) it is ordinary causal attention.
+
+Paths:
+- every resident row attended (auto selection off, the default): the retained set is the
+  attended set, so this is dense attention over the resident rows with a causal tail -
+  one SDPA call, exact;
+- auto selection on: the NSA-style top-k blocks of the candidate pool, per KV head, merged
+  with sinks + pins + window, go to heedful.kernels.sparse_attention (Triton on CUDA, the
+  PyTorch reference elsewhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+NAME = "heedful"
+
+
+@dataclass
+class AutoSelect:
+    """NSA-style selection for one forward: the candidate pool is rows [pool_start,
+    pool_end) of the resident buffer; `base_rows` (sinks, pins, window: always attended)
+    are row numbers in [0, N - L)."""
+
+    base_rows: torch.Tensor  # [K0] int64
+    pool_start: int
+    pool_end: int
+    topk: int  # blocks
+    block_size: int
+    summary: str = "mean"
+
+
+@dataclass
+class StepPlan:
+    auto: AutoSelect | None = None
+    # When set, per layer: the attention the last query gave to each row, averaged over
+    # query heads ([N] fp32), for the UI's heat overlay and diagnostics.
+    collect: dict | None = None
+    # When set, per layer: the rows the last query attended, for tests and the UI.
+    attended: dict | None = field(default=None)
+
+
+def _dense_causal_tail(q, k, v, scale):
+    """Each query i of the chunk (L rows) sees rows [0, N - L + i]."""
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    if n_q == 1:
+        mask = None
+    else:
+        rows = torch.arange(n_k, device=q.device)
+        mask = rows[None, :] <= (n_k - n_q + torch.arange(n_q, device=q.device))[:, None]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+
+
+def merge_indices(base_rows: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """base_rows [K0] (shared by every head) + selected [B, Hkv, K1] (-1 padded) ->
+    [B, Hkv, K0 + K1] sorted, each row once, -1 padding at the end."""
+    b, h, _ = selected.shape
+    base = base_rows.to(selected.device, torch.int64).expand(b, h, -1)
+    allrows = torch.cat([base, selected.to(torch.int64)], dim=-1)
+    big = torch.iinfo(torch.int64).max
+    allrows = torch.where(allrows < 0, torch.full_like(allrows, big), allrows)
+    srt, _ = allrows.sort(dim=-1)
+    dup = torch.zeros_like(srt, dtype=torch.bool)
+    dup[..., 1:] = srt[..., 1:] == srt[..., :-1]
+    srt = torch.where(dup, torch.full_like(srt, big), srt)
+    srt, _ = srt.sort(dim=-1)
+    return torch.where(srt == big, torch.full_like(srt, -1), srt).to(torch.int32)
+
+
+def _collect_last_query(plan, layer_idx, q, k, scale, attended_rows=None):
+    """Softmax weights of the chunk's last query over all N rows, averaged over heads."""
+    qh = q[:, :, -1:].float()  # [B, Hq, 1, D]
+    group = q.shape[1] // k.shape[1]
+    kk = k.float().repeat_interleave(group, dim=1)  # [B, Hq, N, D]
+    scores = (qh @ kk.transpose(-1, -2)).squeeze(-2) * scale  # [B, Hq, N]
+    if attended_rows is not None:  # [B, Hkv, K] -> mask rows a head did not read
+        allowed = torch.zeros(scores.shape[0], k.shape[1], scores.shape[-1] + 1, dtype=torch.bool, device=q.device)
+        idx = attended_rows.to(torch.int64).clamp(min=-1) % (scores.shape[-1] + 1)
+        allowed.scatter_(-1, idx, True)
+        allowed = allowed[..., :-1]
+        allowed[..., -q.shape[2]:] = True
+        scores = scores.masked_fill(~allowed.repeat_interleave(group, dim=1), float("-inf"))
+    probs = scores.softmax(-1).mean(dim=1)[0]  # [N]
+    plan.collect[layer_idx] = probs
+
+
+def heedful_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0,
+                      heedful_plan: StepPlan | None = None, **kwargs):
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    plan = heedful_plan
+    n_new = query.shape[-2]
+    indices = None
+    if plan is None or plan.auto is None:
+        out = _dense_causal_tail(query, key, value, scale)
+    else:
+        from heedful.kernels import select_topk_blocks, sparse_attention
+
+        a = plan.auto
+        if a.pool_end > a.pool_start and a.topk > 0:
+            picked = select_topk_blocks(query, key, a.pool_start, a.pool_end, a.block_size, a.topk, kind=a.summary)
+        else:
+            picked = torch.full((query.shape[0], key.shape[1], 0), -1, dtype=torch.int32, device=query.device)
+        indices = merge_indices(a.base_rows, picked)
+        out = sparse_attention(query, key, value, indices, scale)
+    if plan is not None and plan.collect is not None:
+        _collect_last_query(plan, module.layer_idx, query, key, scale, indices)
+    if plan is not None and plan.attended is not None and indices is not None:
+        plan.attended[module.layer_idx] = indices
+    return out.transpose(1, 2).contiguous(), None
+
+
+_registered = False
+
+
+def register() -> None:
+    """Registers "heedful" with transformers (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(NAME, heedful_attention)
+    _registered = True

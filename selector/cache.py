@@ -1,0 +1,154 @@
+"""The KV cache: a fixed-capacity row buffer per attention layer that frees rows and
+compacts positions.
+
+Row j of every attention layer holds the j-th resident token (resident tokens in stream
+order), so a token's attention position is its row index: its rank among the retained
+(DESIGN.md, "position compaction"). Keys are stored position-free (see rope.py) and
+rotated by row index when a layer reads them. Freeing rows is a gather of the kept rows
+to the front of the buffer; nothing else is recomputed.
+
+Capacity is the KV budget, allocated once: resident memory is constant however long the
+session runs. Linear-attention layers of hybrid models (Qwen3.5, Qwen3-Next) keep their
+recurrent state in transformers' own layer class; eviction does not apply to them.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin, LinearAttentionLayer
+
+from heedful.selector.rope import Rotary
+
+ATTENTION_LAYER_TYPES = {"full_attention", "sliding_attention", "chunked_attention"}
+
+
+class CompactingLayer(CacheLayerMixin):
+    """One attention layer's resident rows: keys (position-free) and values."""
+
+    def __init__(self, rotary: Rotary, capacity: int):
+        super().__init__()
+        self.rotary = rotary
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        b, h, _, d = key_states.shape
+        dv = value_states.shape[-1]
+        self.keys = key_states.new_zeros(b, h, self.capacity, d)
+        self.values = value_states.new_zeros(b, h, self.capacity, dv)
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        """Appends the chunk's rows (keys arrive rotated to positions R..R+L-1) and returns
+        all resident keys rotated to their row positions, and the values."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        r, n_new = self.length, key_states.shape[-2]
+        if r + n_new > self.capacity:
+            raise RuntimeError(f"KV budget exceeded: {r} resident + {n_new} new rows > capacity {self.capacity}")
+        new_pos = torch.arange(r, r + n_new, device=key_states.device)
+        self.keys[:, :, r : r + n_new] = self.rotary.rotate(key_states, -new_pos)
+        self.values[:, :, r : r + n_new] = value_states
+        self.length = r + n_new
+        if r:
+            old = self.rotary.rotate(self.keys[:, :, :r], torch.arange(r, device=key_states.device))
+            keys = torch.cat([old, key_states], dim=-2)
+        else:
+            keys = key_states
+        return keys, self.values[:, :, : self.length]
+
+    # buffers are inference tensors (made under inference_mode): edit them under it too
+    @torch.inference_mode()
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keeps the given rows (ascending), moved to the front in order."""
+        if not self.is_initialized:
+            return
+        n = rows.numel()
+        self.keys[:, :, :n] = self.keys[:, :, rows]
+        self.values[:, :, :n] = self.values[:, :, rows]
+        self.length = n
+
+    @torch.inference_mode()
+    def take(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of the given rows (position-free keys), to put back later with `put`."""
+        return self.keys[:, :, rows].clone(), self.values[:, :, rows].clone()
+
+    @torch.inference_mode()
+    def put(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Appends position-free rows previously taken out."""
+        r, n = self.length, keys.shape[-2]
+        if r + n > self.capacity:
+            raise RuntimeError(f"KV budget exceeded: {r} + {n} rows > capacity {self.capacity}")
+        self.keys[:, :, r : r + n] = keys
+        self.values[:, :, r : r + n] = values
+        self.length = r + n
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+    def get_max_length(self) -> int:
+        return self.capacity
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def nbytes(self) -> int:
+        if not self.is_initialized:
+            return 0
+        return self.keys.numel() * self.keys.element_size() + self.values.numel() * self.values.element_size()
+
+    def resident_bytes(self) -> int:
+        if not self.is_initialized:
+            return 0
+        return self.nbytes() * self.length // self.capacity
+
+
+class HeedfulCache(Cache):
+    """A transformers Cache whose attention layers are CompactingLayers."""
+
+    def __init__(self, config, rotary: Rotary, capacity: int):
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        types = getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers
+        layers = []
+        for t in types:
+            if t in ATTENTION_LAYER_TYPES:
+                layers.append(CompactingLayer(rotary, capacity))
+            elif t in ("linear_attention", "conv"):
+                layers.append(LinearAttentionLayer())
+            else:
+                raise ValueError(f"layer type {t!r} is not supported by heedful's cache")
+        super().__init__(layers=layers)
+        self.capacity = capacity
+
+    @property
+    def attention_layers(self) -> list[CompactingLayer]:
+        return [layer for layer in self.layers if isinstance(layer, CompactingLayer)]
+
+    @property
+    def has_recurrent_layers(self) -> bool:
+        return any(not isinstance(layer, CompactingLayer) for layer in self.layers)
+
+    def resident(self) -> int:
+        layers = self.attention_layers
+        return layers[0].length if layers else 0
+
+    def keep(self, rows: torch.Tensor) -> None:
+        for layer in self.attention_layers:
+            layer.keep(rows)
+
+    def take(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [layer.take(rows) for layer in self.attention_layers]
+
+    def put(self, taken: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for layer, (k, v) in zip(self.attention_layers, taken):
+            layer.put(k, v)
+
+    def allocated_bytes(self) -> int:
+        return sum(layer.nbytes() for layer in self.attention_layers)
+
+    def resident_bytes(self) -> int:
+        return sum(layer.resident_bytes() for layer in self.attention_layers)

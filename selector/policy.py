@@ -1,0 +1,83 @@
+"""The retention policy: which resident tokens keep their KV rows before each forward.
+
+Before a chunk of L new tokens is processed, the resident set is cut to
+
+    sinks (the first S tokens)  ∪  pins  ∪  the last (W - L) tokens before the chunk
+
+so that each new token attends the sinks, the pins and a window of W tokens that ends with
+itself (for a decode step, L = 1: the W - 1 previous tokens and itself). With auto
+selection on, the rest of the budget holds a candidate pool of the most recent tokens
+before the window, from which the top-k blocks are picked per step and per KV head.
+
+A token that leaves the resident set never returns by itself: only `recall` (re-encoding)
+brings its text back, as new tokens. Dropped tokens leave at once.
+
+The budget B bounds resident rows during a forward, chunk included. The guarantee
+|sinks ∪ pins| + W <= B is checked when pins are added (a pin that would break it is
+refused), so the cut above always leaves room for the chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from heedful.errors import BudgetError
+from heedful.selector.spans import Spans
+
+
+@dataclass
+class RetentionPolicy:
+    window: int
+    budget: int
+    sinks: int = 0
+    auto_topk: int = 0  # blocks picked per step per KV head; 0 = auto selection off
+    block_size: int = 64
+
+    def validate(self, max_positions: int | None = None) -> None:
+        if self.window < 1:
+            raise BudgetError(f"--window {self.window}: must be at least 1")
+        if self.sinks < 0:
+            raise BudgetError(f"--sinks {self.sinks}: must be >= 0")
+        if self.budget < self.window + self.sinks:
+            raise BudgetError(
+                f"--budget {self.budget} is smaller than window {self.window} + sinks {self.sinks}"
+            )
+        if max_positions is not None and self.budget > max_positions:
+            raise BudgetError(
+                f"--budget {self.budget} exceeds the model's max_position_embeddings ({max_positions}): "
+                "compacted positions run from 0 to budget - 1"
+            )
+        if self.auto_topk < 0 or self.block_size < 1:
+            raise BudgetError("auto selection: topk must be >= 0 and block size >= 1")
+
+    def fixed_rows(self, pins: Spans) -> int:
+        """Rows that sinks and pins can occupy at most: |sinks ∪ pins|."""
+        return pins.union_count(self.sinks)
+
+    def check_pins(self, pins: Spans) -> None:
+        need = self.fixed_rows(pins) + self.window
+        if need > self.budget:
+            raise BudgetError(
+                f"pins would overflow the KV budget: sinks and pins {self.fixed_rows(pins)} + window "
+                f"{self.window} = {need} rows > budget {self.budget} (unpin something or raise --budget)"
+            )
+
+    def is_fixed(self, t: int, pins: Spans) -> bool:
+        return t < self.sinks or t in pins
+
+    def keep(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> list[int]:
+        """The resident tokens to keep before processing n_new tokens at stream_len."""
+        window_start = stream_len - max(self.window - n_new, 0)
+        keep = [t for t in resident if t >= window_start or self.is_fixed(t, pins)]
+        if self.auto_topk:
+            room = self.budget - n_new - len(keep)
+            if room > 0:
+                kept = set(keep)
+                pool = [t for t in resident if t not in kept][-room:]
+                keep = sorted(keep + pool)
+        return keep
+
+    def attended_base(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> list[int]:
+        """Rows (positions in `resident`) always attended when auto selection is on."""
+        window_start = stream_len - max(self.window - n_new, 0)
+        return [r for r, t in enumerate(resident) if t >= window_start or self.is_fixed(t, pins)]

@@ -1,0 +1,477 @@
+"""The session engine: one token stream, the person's marks, and a bounded KV cache.
+
+A Session owns the stream (every token's id and text, evicted ones too), the pins, the
+drops and the cache of resident rows. Each forward processes a chunk of new tokens after
+the retention policy has cut the resident set (policy.py); the cache frees the rows of the
+tokens that left and renumbers positions (cache.py). Every operation is reported to the
+recorder before it takes effect, with text and regex targets resolved to ranges.
+
+Thread safety: operations take a lock, and `generate` holds it only while it computes one
+token, so a UI thread can pin between two tokens of a stream.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from heedful.errors import BudgetError, HeedfulError, TargetError
+from heedful.selector.attention import AutoSelect, StepPlan, register
+from heedful.selector.cache import HeedfulCache
+from heedful.selector.policy import RetentionPolicy
+from heedful.selector.recorder import NullRecorder, Recorder, TokenRecord
+from heedful.selector.rope import Rotary
+from heedful.selector.spans import Spans
+from heedful.selector.targets import resolve
+from heedful.selector.text import Detokenizer
+
+
+@dataclass
+class SessionConfig:
+    model: str = "default"
+    window: int = 256
+    budget: int = 1024
+    sinks: int | None = None  # None: 0 for gated models, 4 for ungated ones
+    seed: int = 0
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    auto_topk: int = 0  # NSA-style blocks picked per step; 0 = off
+    block_size: int = 64
+    prefill_chunk: int = 256
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Token:
+    index: int
+    id: int
+    text: str
+    retained: bool
+
+
+@dataclass
+class Stats:
+    tokens: int  # stream length
+    generated: int
+    resident: int  # KV rows per attention layer now in memory
+    peak_resident: int
+    evicted: int  # tokens whose rows were freed, in all
+    tokens_per_s: float  # generation speed, time spent in the engine only
+    window: int
+    budget: int
+    pinned: int  # pinned tokens that are resident
+    resident_bytes: int  # bytes of the resident rows, all layers
+    allocated_bytes: int  # bytes of the KV buffers (fixed: budget rows)
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted indices -> maximal [start, end) runs."""
+    out: list[tuple[int, int]] = []
+    for t in indices:
+        if out and out[-1][1] == t:
+            out[-1] = (out[-1][0], t + 1)
+        else:
+            out.append((t, t + 1))
+    return out
+
+
+class Session:
+    def __init__(self, model, tokenizer, *, recorder: Recorder | None = None, gated: bool | None = None,
+                 config: SessionConfig | None = None, **settings):
+        register()
+        self.config = config or SessionConfig(**settings)
+        if config is not None and settings:
+            self.config = SessionConfig(**{**config.to_dict(), **settings})
+        self.model, self.tokenizer = model, tokenizer
+        text_cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+        if gated is None:
+            from heedful.loading import GATED_TYPES
+
+            gated = getattr(text_cfg, "model_type", "") in GATED_TYPES
+        self.gated = gated
+        if self.config.sinks is None:
+            self.config.sinks = 0 if gated else 4
+        if model.config._attn_implementation != "heedful":
+            model.config._attn_implementation = "heedful"
+        c = self.config
+        self.policy = RetentionPolicy(c.window, c.budget, c.sinks, c.auto_topk, c.block_size)
+        self.max_positions = getattr(text_cfg, "max_position_embeddings", None)
+        self.policy.validate(self.max_positions)
+        if c.temperature < 0 or not (0 < c.top_p <= 1):
+            raise HeedfulError(f"sampling: temperature must be >= 0 and top_p in (0, 1] (got {c.temperature}, {c.top_p})")
+        self.device = next(model.parameters()).device
+        self.cache = HeedfulCache(model.config, Rotary.from_model(model), capacity=c.budget)
+        self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
+        self._lock = threading.RLock()
+        self._rng = torch.Generator(device="cpu").manual_seed(c.seed)
+        self._detok = Detokenizer(tokenizer)
+        self.token_ids: list[int] = []
+        self.token_texts: list[str] = []
+        self.token_sources: list[str] = []
+        self._starts: list[int] = []  # first character of each token in the stream text
+        self._text_parts: list[str] = []
+        self.resident_tokens: list[int] = []  # token index of each cache row, ascending
+        self._pins = Spans()
+        self._dropped = Spans()
+        self.next_logits: torch.Tensor | None = None
+        self.last_attention: dict | None = None
+        self.collect_attention = False
+        self._generating = False
+        self._evicted = 0
+        self._peak = 0
+        self._generated = 0
+        self._gen_seconds = 0.0
+        self.recorder.event("config", self.config.to_dict())
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, name: str | None = None, *, dtype=None, device=None, trust_remote_code=False,
+                        recorder: Recorder | None = None, **settings) -> "Session":
+        from heedful.loading import load_model
+
+        lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        return cls(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated, model=lm.name, **settings)
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def text(self, start: int = 0, end: int | None = None) -> str:
+        return "".join(self.token_texts[start:end])
+
+    def retained(self) -> list[int]:
+        with self._lock:
+            return list(self.resident_tokens)
+
+    def pins(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return list(self._pins)
+
+    def dropped(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return list(self._dropped)
+
+    def stats(self) -> Stats:
+        with self._lock:
+            resident = set(self.resident_tokens)
+            pinned = sum(1 for a, b in self._pins for t in range(a, b) if t in resident)
+            return Stats(
+                tokens=len(self.token_ids), generated=self._generated, resident=self.cache.resident(),
+                peak_resident=self._peak, evicted=self._evicted,
+                tokens_per_s=self._generated / self._gen_seconds if self._gen_seconds else 0.0,
+                window=self.config.window, budget=self.config.budget, pinned=pinned,
+                resident_bytes=self.cache.resident_bytes(), allocated_bytes=self.cache.allocated_bytes(),
+            )
+
+    def resolve(self, target, occurrence=None) -> list[tuple[int, int]]:
+        """Token ranges a target designates now (nothing is changed or logged)."""
+        with self._lock:
+            return resolve(target, "".join(self._text_parts), self._starts, len(self.token_ids), occurrence)
+
+    # ------------------------------------------------------------------ the stream
+    def _event(self, op: str, args: dict) -> None:
+        if self._generating:
+            args = {**args, "at": len(self.token_ids)}
+        self.recorder.event(op, args)
+
+    def _append_text(self, tid: int) -> str:
+        piece = self._detok.push(tid)
+        self._starts.append(sum(map(len, self._text_parts[-1:])) + (self._starts[-1] if self._starts else 0))
+        self.token_ids.append(tid)
+        self.token_texts.append(piece)
+        self._text_parts.append(piece)
+        return piece
+
+    def _cut_resident(self, keep: list[int], reason: str) -> None:
+        """Frees the rows of resident tokens not in `keep` (a sorted subset)."""
+        if len(keep) == len(self.resident_tokens):
+            return
+        keep_set = set(keep)
+        rows = [r for r, t in enumerate(self.resident_tokens) if t in keep_set]
+        gone = [t for t in self.resident_tokens if t not in keep_set]
+        self.cache.keep(torch.tensor(rows, dtype=torch.long, device=self.device))
+        self.resident_tokens = [self.resident_tokens[r] for r in rows]
+        self._evicted += len(gone)
+        self.recorder.evicted(_runs(gone), reason)
+
+    def _plan(self, first_new: int, n_new: int) -> StepPlan:
+        plan = StepPlan(collect={} if self.collect_attention else None)
+        if self.config.auto_topk:
+            base = self.policy.attended_base(self.resident_tokens, first_new, n_new, self._pins)
+            base_set = set(base)
+            pool = [r for r in range(len(self.resident_tokens)) if r not in base_set]
+            if pool:
+                plan.auto = AutoSelect(
+                    base_rows=torch.tensor(base, dtype=torch.long, device=self.device),
+                    pool_start=pool[0], pool_end=pool[-1] + 1,
+                    topk=self.config.auto_topk, block_size=self.config.block_size,
+                )
+        return plan
+
+    @torch.inference_mode()
+    def _run(self, token_indices: list[int], ids: list[int], evict: bool) -> None:
+        """One forward over a chunk of tokens that will sit after every resident row."""
+        n = len(ids)
+        if evict:
+            keep = self.policy.keep(self.resident_tokens, token_indices[0], n, self._pins)
+            self._cut_resident(keep, "window")
+        r = self.cache.resident()
+        plan = self._plan(token_indices[0], n)
+        out = self.model(
+            input_ids=torch.tensor([ids], device=self.device),
+            position_ids=torch.arange(r, r + n, device=self.device)[None],
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+            heedful_plan=plan,
+        )
+        self.resident_tokens.extend(token_indices)
+        self._peak = max(self._peak, self.cache.resident())
+        self.next_logits = out.logits[0, -1].float().cpu()
+        self.last_attention = plan.collect
+
+    def _chunk(self) -> int:
+        return max(1, min(self.config.prefill_chunk, self.config.window))
+
+    def _append_and_run(self, ids: list[int], source: str) -> range:
+        start = len(self.token_ids)
+        step = self._chunk()
+        for a in range(0, len(ids), step):
+            part = ids[a : a + step]
+            first = len(self.token_ids)
+            self._run(list(range(first, first + len(part))), part, evict=True)
+            records = []
+            for tid in part:
+                piece = self._append_text(tid)
+                self.token_sources.append(source)
+                records.append(TokenRecord(len(self.token_ids) - 1, tid, piece, source))
+            self.recorder.tokens(records)
+        return range(start, len(self.token_ids))
+
+    # ------------------------------------------------------------------ operations
+    def prompt(self, text: str) -> range:
+        """Appends text to the stream and processes it; returns the new token indices."""
+        if not isinstance(text, str) or not text:
+            raise TargetError("prompt: empty text")
+        with self._lock:
+            ids = self.tokenizer(text, add_special_tokens=not self.token_ids)["input_ids"]
+            if not ids:
+                raise TargetError(f"prompt {text!r}: tokenizes to nothing")
+            self._event("prompt", {"text": text})
+            return self._append_and_run(list(ids), "prompt")
+
+    def generate(self, n: int, *, stop_at_eos: bool = False):
+        """Streams n new tokens (an iterator of Token). Other operations may be called
+        between two tokens; closing the iterator early logs a `stop`."""
+        if not isinstance(n, int) or n < 0:
+            raise TargetError(f"-n {n!r}: must be a non-negative integer")
+        if self.next_logits is None:
+            raise HeedfulError("nothing to continue from: give a prompt first")
+        return self._generate(n, stop_at_eos)
+
+    def _generate(self, n: int, stop_at_eos: bool):
+        eos = self.tokenizer.eos_token_id
+        with self._lock:
+            self._event("generate", {"n": n})
+            self._generating = True
+        produced = 0
+        try:
+            while produced < n:
+                with self._lock:
+                    t0 = time.perf_counter()
+                    tid = self._sample()
+                    index = len(self.token_ids)
+                    self._run([index], [tid], evict=True)
+                    piece = self._append_text(tid)
+                    self.token_sources.append("generated")
+                    self.recorder.tokens([TokenRecord(index, tid, piece, "generated")])
+                    self._generated += 1
+                    self._gen_seconds += time.perf_counter() - t0
+                produced += 1
+                yield Token(index, tid, piece, True)
+                if stop_at_eos and tid == eos:
+                    break
+        finally:
+            with self._lock:
+                self._generating = False
+                if produced < n:
+                    self.recorder.event("stop", {"at": len(self.token_ids)})
+
+    def _sample(self) -> int:
+        logits = self.next_logits
+        c = self.config
+        if c.temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / c.temperature, dim=-1)
+        if c.top_p < 1.0:
+            sorted_p, order = probs.sort(descending=True)
+            cum = sorted_p.cumsum(-1)
+            cut = cum - sorted_p >= c.top_p  # keep the smallest prefix reaching top_p
+            sorted_p = sorted_p.masked_fill(cut, 0.0)
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+        return int(torch.multinomial(probs, 1, generator=self._rng))
+
+    def _check_budget_with(self, extra_pins: list[tuple[int, int]]) -> None:
+        trial = self._pins.copy()
+        for a, b in extra_pins:
+            trial.add(a, b)
+        self.policy.check_pins(trial)
+
+    def _mark(self, op: str, target, occurrence) -> list[tuple[int, int]]:
+        """pin and recall share this: resolve, check the budget, log, then act."""
+        with self._lock:
+            ranges = self.resolve(target, occurrence)
+            # A range wholly resident is pinned in place; a range with any evicted token is
+            # re-encoded whole at the end of the stream, so the kept text stays contiguous.
+            resident = set(self.resident_tokens)
+            whole = [all(t in resident for t in range(a, b)) for a, b in ranges]
+            kept = [t for (a, b), w in zip(ranges, whole) if w for t in range(a, b)]
+            evicted = [t for (a, b), w in zip(ranges, whole) if not w for t in range(a, b)]
+            n_new = len(evicted)
+            trial = [(t, t + 1) for t in kept] + ([(len(self), len(self) + n_new)] if n_new else [])
+            self._check_budget_with(trial)
+            for a, b in ranges:
+                self._event(op, {"range": [a, b]})
+            for t in kept:
+                self._pins.add(t, t + 1)
+            if n_new:
+                start = len(self.token_ids)
+                self._pins.add(start, start + n_new)
+                self._append_and_run([self.token_ids[t] for t in evicted], "recalled")
+            return ranges
+
+    def pin(self, target, occurrence=None) -> list[tuple[int, int]]:
+        """Pins a target: kept however far the window moves. Pinning evicted tokens
+        recalls them (re-encoded as new pinned tokens at the end of the stream)."""
+        return self._mark("pin", target, occurrence)
+
+    def recall(self, target, occurrence=None) -> list[tuple[int, int]]:
+        """Brings evicted text back: re-encoded at the end of the stream, pinned."""
+        return self._mark("recall", target, occurrence)
+
+    def unpin(self, target, occurrence=None) -> list[tuple[int, int]]:
+        with self._lock:
+            ranges = self.resolve(target, occurrence)
+            for a, b in ranges:
+                self._event("unpin", {"range": [a, b]})
+            for a, b in ranges:
+                self._pins.remove(a, b)
+            return ranges
+
+    def drop(self, target, occurrence=None) -> list[tuple[int, int]]:
+        """Forgets a target now, even inside the window (pins on it go too)."""
+        with self._lock:
+            ranges = self.resolve(target, occurrence)
+            for a, b in ranges:
+                self._event("drop", {"range": [a, b]})
+            for a, b in ranges:
+                self._pins.remove(a, b)
+                self._dropped.add(a, b)
+            self._cut_resident([t for t in self.resident_tokens if t not in self._dropped], "drop")
+            return ranges
+
+    def rewind(self, index: int) -> None:
+        """Cuts the stream back to tokens [0, index), to regenerate from there. Pins past
+        the cut go; window tokens that were freed are re-encoded, and so is the last token,
+        so that the next-token logits are fresh."""
+        with self._lock:
+            n = len(self.token_ids)
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= n:
+                raise TargetError(f"rewind {index!r}: must be an index in [0, {n}]")
+            if self.cache.has_recurrent_layers:
+                raise HeedfulError("rewind needs a model whose layers are all full attention "
+                                   "(linear-attention state cannot be cut back)")
+            self._event("rewind", {"index": index})
+            last = index - 1
+            self._cut_resident([t for t in self.resident_tokens if t < max(last, 0)], "rewind")
+            del self.token_ids[index:], self.token_texts[index:], self.token_sources[index:]
+            del self._starts[index:], self._text_parts[index:]
+            self._pins.clip(index)
+            self._dropped.clip(index)
+            self._detok.reset(self.token_ids)
+            self.next_logits = None
+            if index == 0:
+                return
+            self._dropped.remove(last, index)
+            resident = set(self.resident_tokens)
+            lo = max(0, index - self.config.window)
+            missing = [t for t in range(lo, index) if t not in resident and t not in self._dropped]
+            self._reencode(missing)
+
+    def _reencode(self, missing: list[int]) -> None:
+        """Re-encodes freed tokens in place: rows after them are taken out and put back in
+        order, so each re-encoded token attends what is retained before it."""
+        if not missing:
+            return
+        first = missing[0]
+        after = [r for r, t in enumerate(self.resident_tokens) if t > first]
+        taken = self.cache.take(torch.tensor(after, dtype=torch.long, device=self.device)) if after else None
+        detached = [self.resident_tokens[r] for r in after]
+        if after:
+            self.cache.keep(torch.arange(after[0], device=self.device))
+            self.resident_tokens = self.resident_tokens[: after[0]]
+        order = sorted(set(missing) | set(detached))
+        missing_set, run = set(missing), []
+        pos_in_detached = {t: i for i, t in enumerate(detached)}
+
+        def flush():
+            step = self._chunk()
+            for a in range(0, len(run), step):
+                part = run[a : a + step]
+                self._run(part, [self.token_ids[t] for t in part], evict=False)
+            run.clear()
+
+        for t in order:
+            if t in missing_set:
+                run.append(t)
+            else:
+                flush()
+                i = pos_in_detached[t]
+                self.cache.put([(k[:, :, i : i + 1], v[:, :, i : i + 1]) for k, v in taken])
+                self.resident_tokens.append(t)
+        flush()
+
+    # ------------------------------------------------------------------ state for the store
+    def state(self) -> dict:
+        """What a store needs to rebuild this session: settings, pins and drops."""
+        with self._lock:
+            return {"config": self.config.to_dict(), "pins": self.pins(), "dropped": self.dropped(),
+                    "tokens": len(self.token_ids)}
+
+    @classmethod
+    def restore(cls, model, tokenizer, *, config: SessionConfig | dict, token_ids: list[int],
+                token_texts: list[str], token_sources: list[str], pins=(), dropped=(),
+                recorder: Recorder | None = None, gated: bool | None = None) -> "Session":
+        """Rebuilds a session from a store: the stream, pins and drops are set, and the
+        retained set (sinks + pins + window, minus drops) is re-encoded in one pass.
+        Re-encoding gives those tokens fresh KV rows (each attends the retained tokens
+        before it), which is not bit-identical to the rows they had when first processed.
+        The recorder receives no config event and no tokens: the store has them."""
+        if isinstance(config, dict):
+            config = SessionConfig(**config)
+        s = cls(model, tokenizer, config=config, recorder=NullRecorder(), gated=gated)
+        with s._lock:
+            for tid, text, src in zip(token_ids, token_texts, token_sources):
+                s._starts.append((s._starts[-1] + len(s._text_parts[-1])) if s._starts else 0)
+                s.token_ids.append(int(tid))
+                s.token_texts.append(text)
+                s._text_parts.append(text)
+                s.token_sources.append(src)
+            s._detok.reset(s.token_ids)
+            for a, b in pins:
+                s._pins.add(a, b)
+            for a, b in dropped:
+                s._dropped.add(a, b)
+            n = len(s.token_ids)
+            lo = max(0, n - s.config.window)
+            keep = [t for t in range(n) if (t >= lo or s.policy.is_fixed(t, s._pins)) and t not in s._dropped]
+            s._reencode(keep)
+            s._peak = s.cache.resident()
+        if recorder is not None:
+            s.recorder = recorder
+        return s

@@ -1,0 +1,36 @@
+"""Incremental detokenization: each token gets the text it adds to the stream.
+
+Decoding one token alone loses context (SentencePiece drops a leading space, byte-level
+BPE splits a character over several tokens), so each new token's text is the difference
+between decoding a short tail with and without it. A token that ends inside a multi-byte
+character gets "" and the token that completes it carries the character, so the texts of
+all tokens concatenate to the decoded stream.
+"""
+
+from __future__ import annotations
+
+
+class Detokenizer:
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0  # start of the tail already emitted, kept for context
+        self.read = 0  # end of what has been emitted
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def push(self, tid: int) -> str:
+        self.ids.append(tid)
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def reset(self, ids: list[int]) -> None:
+        """Continue after `ids` (after a rewind or a restore)."""
+        self.ids = list(ids[-8:])
+        self.read = len(self.ids)
+        self.prefix = max(0, self.read - 1)

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny models with real configs, saved with save_pretrained and loaded
+back through heedful's own loader (the same path as `--model DIR`)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests.tiny_models import build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen35_dir(tmp_path_factory):
+    """Gated Qwen3.5 text model, every layer full attention."""
+    return build_tiny_model(tmp_path_factory.mktemp("qwen35"), "qwen3_5")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """Ungated Llama-style model."""
+    return build_tiny_model(tmp_path_factory.mktemp("llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen35_short_dir(tmp_path_factory):
+    """Gated model with max_position_embeddings=128, for unbounded continuation."""
+    return build_tiny_model(tmp_path_factory.mktemp("qwen35short"), "qwen3_5", max_positions=128)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen35(tiny_qwen35_dir):
+    from heedful.loading import load_model
+
+    return load_model(str(tiny_qwen35_dir), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_llama_dir):
+    from heedful.loading import load_model
+
+    return load_model(str(tiny_llama_dir), dtype="float32", device="cpu")
