@@ -148,6 +148,11 @@ def load_model(
     from heedful.selector.attention import register
 
     register()
+    # transformers' per-load progress bars would interleave with our one-line errors and
+    # with streamed output; small and local loads are quick.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     source, display, is_local = resolve_source(name)
     config = load_config(source, display, is_local, trust_remote_code)
     gated = check_supported(config, display)

@@ -32,8 +32,8 @@ from heedful.selector.text import Detokenizer
 @dataclass
 class SessionConfig:
     model: str = "default"
-    window: int = 256
-    budget: int = 1024
+    window: int | None = None  # None: min(256, budget - sinks)
+    budget: int | None = None  # None: min(1024, the model's max_position_embeddings)
     sinks: int | None = None  # None: 0 for gated models, 4 for ungated ones
     seed: int = 0
     temperature: float = 0.0  # 0 = greedy
@@ -94,13 +94,17 @@ class Session:
 
             gated = getattr(text_cfg, "model_type", "") in GATED_TYPES
         self.gated = gated
+        self.max_positions = getattr(text_cfg, "max_position_embeddings", None)
         if self.config.sinks is None:
             self.config.sinks = 0 if gated else 4
+        if self.config.budget is None:
+            self.config.budget = min(1024, self.max_positions or 1024)
+        if self.config.window is None:
+            self.config.window = max(1, min(256, self.config.budget - self.config.sinks))
         if model.config._attn_implementation != "heedful":
             model.config._attn_implementation = "heedful"
         c = self.config
         self.policy = RetentionPolicy(c.window, c.budget, c.sinks, c.auto_topk, c.block_size)
-        self.max_positions = getattr(text_cfg, "max_position_embeddings", None)
         self.policy.validate(self.max_positions)
         if c.temperature < 0 or not (0 < c.top_p <= 1):
             raise HeedfulError(f"sampling: temperature must be >= 0 and top_p in (0, 1] (got {c.temperature}, {c.top_p})")
@@ -135,7 +139,8 @@ class Session:
         from heedful.loading import load_model
 
         lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        return cls(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated, model=lm.name, **settings)
+        return cls(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated,
+                   config=SessionConfig(model=lm.name, **settings))
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:

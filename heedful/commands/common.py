@@ -22,10 +22,11 @@ def model_options(f):
 
 
 def session_options(f):
-    @click.option("--window", type=click.IntRange(min=1), default=256, show_default=True,
-                  help="Recent tokens always attended (W).")
-    @click.option("--budget", type=click.IntRange(min=1), default=1024, show_default=True,
-                  help="Most KV rows resident per layer (B >= W + sinks + pins).")
+    @click.option("--window", type=click.IntRange(min=1), default=None,
+                  help="Recent tokens always attended, W [default: min(256, budget - sinks)].")
+    @click.option("--budget", type=click.IntRange(min=1), default=None,
+                  help="Most KV rows resident per layer, B >= W + sinks + pins "
+                       "[default: min(1024, the model's context length)].")
     @click.option("--sinks", type=click.IntRange(min=0), default=None,
                   help="First tokens always kept (default: 0 for gated models, 4 otherwise).")
     @click.option("--auto-topk", type=click.IntRange(min=0), default=0, show_default=True,
