@@ -4,6 +4,7 @@ so `heedful --help` stays fast and a broken optional part cannot break the other
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
@@ -13,6 +14,7 @@ from heedful.errors import HeedfulError
 # name -> "module:attribute" of a click.Command
 COMMANDS = {
     "generate": "heedful.commands.generate:generate",
+    "bench": "heedful.commands.bench:bench",
 }
 
 
