@@ -147,6 +147,10 @@ class HeedfulCache(Cache):
         for layer, (k, v) in zip(self.attention_layers, taken):
             layer.put(k, v)
 
+    def truncate(self, rows: int) -> None:
+        for layer in self.attention_layers:
+            layer.length = min(layer.length, rows)
+
     def allocated_bytes(self) -> int:
         return sum(layer.nbytes() for layer in self.attention_layers)
 

@@ -118,7 +118,6 @@ class Session:
         self.token_texts: list[str] = []
         self.token_sources: list[str] = []
         self._starts: list[int] = []  # first character of each token in the stream text
-        self._text_parts: list[str] = []
         self.resident_tokens: list[int] = []  # token index of each cache row, ascending
         self._pins = Spans()
         self._dropped = Spans()
@@ -176,7 +175,7 @@ class Session:
     def resolve(self, target, occurrence=None) -> list[tuple[int, int]]:
         """Token ranges a target designates now (nothing is changed or logged)."""
         with self._lock:
-            return resolve(target, "".join(self._text_parts), self._starts, len(self.token_ids), occurrence)
+            return resolve(target, "".join(self.token_texts), self._starts, len(self.token_ids), occurrence)
 
     # ------------------------------------------------------------------ the stream
     def _event(self, op: str, args: dict) -> None:
@@ -186,10 +185,9 @@ class Session:
 
     def _append_text(self, tid: int) -> str:
         piece = self._detok.push(tid)
-        self._starts.append(sum(map(len, self._text_parts[-1:])) + (self._starts[-1] if self._starts else 0))
+        self._starts.append(self._starts[-1] + len(self.token_texts[-1]) if self._starts else 0)
         self.token_ids.append(tid)
         self.token_texts.append(piece)
-        self._text_parts.append(piece)
         return piece
 
     def _cut_resident(self, keep: list[int], reason: str) -> None:
@@ -227,14 +225,20 @@ class Session:
             self._cut_resident(keep, "window")
         r = self.cache.resident()
         plan = self._plan(token_indices[0], n)
-        out = self.model(
-            input_ids=torch.tensor([ids], device=self.device),
-            position_ids=torch.arange(r, r + n, device=self.device)[None],
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-            heedful_plan=plan,
-        )
+        try:
+            out = self.model(
+                input_ids=torch.tensor([ids], device=self.device),
+                position_ids=torch.arange(r, r + n, device=self.device)[None],
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+                heedful_plan=plan,
+            )
+        except BaseException:
+            # a failure midway leaves some layers with the chunk's rows: forget them, so the
+            # session stays usable (a recurrent layer's state cannot be rolled back)
+            self.cache.truncate(r)
+            raise
         self.resident_tokens.extend(token_indices)
         self._peak = max(self._peak, self.cache.resident())
         self.next_logits = out.logits[0, -1].float().cpu()
@@ -395,7 +399,7 @@ class Session:
             last = index - 1
             self._cut_resident([t for t in self.resident_tokens if t < max(last, 0)], "rewind")
             del self.token_ids[index:], self.token_texts[index:], self.token_sources[index:]
-            del self._starts[index:], self._text_parts[index:]
+            del self._starts[index:]
             self._pins.clip(index)
             self._dropped.clip(index)
             self._detok.reset(self.token_ids)
@@ -462,10 +466,9 @@ class Session:
         s = cls(model, tokenizer, config=config, recorder=NullRecorder(), gated=gated)
         with s._lock:
             for tid, text, src in zip(token_ids, token_texts, token_sources):
-                s._starts.append((s._starts[-1] + len(s._text_parts[-1])) if s._starts else 0)
+                s._starts.append((s._starts[-1] + len(s.token_texts[-1])) if s._starts else 0)
                 s.token_ids.append(int(tid))
                 s.token_texts.append(text)
-                s._text_parts.append(text)
                 s.token_sources.append(src)
             s._detok.reset(s.token_ids)
             for a, b in pins:

@@ -184,3 +184,24 @@ def test_hybrid_linear_attention_model_generates_and_refuses_rewind(tmp_path):
     assert s.stats().peak_resident <= 16
     with pytest.raises(HeedfulError, match="full attention"):
         s.rewind(5)
+
+
+def test_a_failed_forward_leaves_the_session_usable(tiny_qwen35):
+    s = _session(tiny_qwen35, window=8, budget=24)
+    s.prompt(PROMPT)
+    list(s.generate(5))
+    layer = tiny_qwen35.model.model.layers[1].self_attn
+    state = (s.retained(), len(s))
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated device failure")
+
+    handle = layer.register_forward_pre_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="simulated"):
+            list(s.generate(3))
+    finally:
+        handle.remove()
+    assert len(s) == state[1] and s.cache.resident() == len(s.retained())
+    assert len(list(s.generate(5))) == 5
+    assert s.cache.resident() <= 24
