@@ -1,0 +1,70 @@
+"""Full-text search over session text (FTS5 on word-aligned chunks; see schema.py).
+
+A hit is narrowed from its chunk to the tokens that hold the text, so it can be handed to
+`recall` as a range. Matching follows FTS5's unicode61 tokenizer: case and diacritics are
+ignored, punctuation separates words; a phrase that straddles two chunks is not found.
+"""
+
+from __future__ import annotations
+
+import json
+
+from heedful.store.state import StreamState
+from dataclasses import dataclass
+
+
+@dataclass
+class Hit:
+    session: int
+    start: int  # token range [start, end)
+    end: int
+    text: str  # the tokens' text
+    state: str  # evicted | retained | pinned | dropped | mixed
+
+    def to_json(self) -> dict:
+        return {"session": self.session, "range": [self.start, self.end], "text": self.text, "state": self.state}
+
+
+def fts_query(text: str) -> str:
+    """The user's text as one FTS5 phrase: no operators, so any text is a valid query."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _narrow(rows, needle: str) -> tuple[int, int] | None:
+    """Token range (absolute) of the first case-insensitive occurrence of needle in rows."""
+    texts = [r[2] for r in rows]
+    full = "".join(texts)
+    at = full.casefold().find(needle.casefold())
+    if at < 0 or len(full.casefold()) != len(full):  # casefold changed lengths: no offsets
+        return None
+    pos, first = 0, None
+    for k, t in enumerate(texts):
+        if first is None and pos + len(t) > at:
+            first = k
+        pos += len(t)
+        if first is not None and pos >= at + len(needle):
+            return rows[first][0], rows[k][0] + 1
+    return None
+
+
+def search(store, text: str, session_id: int | None = None, limit: int = 20) -> list[Hit]:
+    if not text.strip():
+        return []
+    sql = ("SELECT c.session, c.start_idx, c.end_idx FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
+           "WHERE chunks_fts MATCH ?" + (" AND c.session = ?" if session_id is not None else "") +
+           " ORDER BY c.session, c.start_idx LIMIT ?")
+    params = [fts_query(text)] + ([session_id] if session_id is not None else []) + [limit]
+    with store.guard():
+        found = store.conn.execute(sql, params).fetchall()
+        states = {}
+        hits = []
+        for sid, a, b in found:
+            rows = list(store.token_rows(sid, a, b))
+            rng = _narrow(rows, text) or (a, b)
+            if sid not in states:
+                row = store.conn.execute("SELECT state FROM sessions WHERE id = ?", (sid,)).fetchone()
+                states[sid] = StreamState.from_json(json.loads(row[0] or "{}"))
+            st = {states[sid].token_state(i) for i in range(*rng)}
+            hits.append(Hit(sid, rng[0], rng[1], "".join(r[2] for r in rows if rng[0] <= r[0] < rng[1]),
+                            st.pop() if len(st) == 1 else "mixed"))
+    return hits

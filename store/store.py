@@ -1,0 +1,150 @@
+"""Store: one heedful database. Opens it, starts recordings, and reads sessions back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from heedful.errors import HeedfulError
+from heedful.store.db import connect, default_db_path, sqlite_errors
+from heedful.store.recorder import SessionRecorder
+from heedful.store.state import StreamState
+
+
+@dataclass
+class SessionInfo:
+    id: int
+    title: str | None
+    created: float
+    updated: float
+    model: str | None
+    config: dict
+    tokens: int
+    events: int
+    state: StreamState
+
+    def to_json(self) -> dict:
+        s = self.state
+        return {"id": self.id, "title": self.title, "created": self.created, "updated": self.updated,
+                "model": self.model, "tokens": self.tokens, "events": self.events,
+                "pinned": s.pins.total(), "evicted": s.evicted.total(), "dropped": s.dropped.total()}
+
+
+@dataclass
+class SessionData:
+    """Everything Session.restore needs."""
+    info: SessionInfo
+    token_ids: list[int]
+    token_texts: list[str]
+    token_sources: list[str]
+
+
+class Store:
+    def __init__(self, db, path: Path):
+        self.db, self.path = db, path
+        self.conn = db.conn
+
+    @classmethod
+    def open(cls, path=None, *, create: bool = True) -> "Store":
+        path = Path(path) if path is not None else default_db_path()
+        return cls(connect(path, create), path)
+
+    def guard(self):
+        return sqlite_errors(self.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---------------------------------------------------------------- recording
+    def new_session(self, title: str | None = None, **opts) -> SessionRecorder:
+        """A recorder for a new session; its row is created with the first event."""
+        return SessionRecorder(self, title=title, **opts)
+
+    def reopen(self, session_id: int, **opts) -> SessionRecorder:
+        """A recorder that continues a stored session (resume)."""
+        info = self.session(session_id)
+        with self.guard():
+            seq = self.conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM events WHERE session = ?",
+                                    (session_id,)).fetchone()[0]
+            row = self.conn.execute("SELECT id, start_idx FROM chunks WHERE session = ? ORDER BY start_idx DESC "
+                                    "LIMIT 1", (session_id,)).fetchone()
+            chunk = (info.tokens, [], None)
+            if row:
+                texts = [t for (t,) in self.conn.execute(
+                    "SELECT text FROM tokens WHERE session = ? AND idx >= ? ORDER BY idx", (session_id, row[1]))]
+                chunk = (row[1], texts, row[0])
+        rec = SessionRecorder(self, session_id, title=info.title, state=info.state, next_seq=seq, chunk=chunk, **opts)
+        rec._config, rec._model = info.config, info.model
+        return rec
+
+    # ---------------------------------------------------------------- reading
+    def _info(self, row) -> SessionInfo:
+        sid, title, created, updated, model, config, state, tokens, events = row
+        # clipped: a recall's pins are stored with its event, before its tokens are written
+        st = StreamState.from_json(json.loads(state or "{}")).clipped(tokens)
+        return SessionInfo(sid, title, created, updated, model, json.loads(config or "{}"), tokens, events, st)
+
+    _SESSION_SQL = ("SELECT s.id, s.title, s.created, s.updated, s.model, s.config, s.state, "
+                    "(SELECT count(*) FROM tokens t WHERE t.session = s.id), "
+                    "(SELECT count(*) FROM events e WHERE e.session = s.id) FROM sessions s")
+
+    def sessions(self) -> list[SessionInfo]:
+        with self.guard():
+            return [self._info(r) for r in self.conn.execute(self._SESSION_SQL + " ORDER BY s.id")]
+
+    def session(self, session_id: int | None = None) -> SessionInfo:
+        """One session; None means the most recent one."""
+        with self.guard():
+            if session_id is None:
+                row = self.conn.execute(self._SESSION_SQL + " ORDER BY s.id DESC LIMIT 1").fetchone()
+                if row is None:
+                    raise HeedfulError(f"{self.path}: no sessions yet")
+            else:
+                row = self.conn.execute(self._SESSION_SQL + " WHERE s.id = ?", (session_id,)).fetchone()
+                if row is None:
+                    raise HeedfulError(f"--session {session_id}: no such session in {self.path}")
+        return self._info(row)
+
+    def load(self, session_id: int | None = None) -> SessionData:
+        info = self.session(session_id)
+        with self.guard():
+            rows = self.conn.execute("SELECT token_id, text, source FROM tokens WHERE session = ? ORDER BY idx",
+                                     (info.id,)).fetchall()
+        ids, texts, sources = (list(c) for c in zip(*rows)) if rows else ([], [], [])
+        return SessionData(info, ids, texts, sources)
+
+    def token_rows(self, session_id: int, start: int = 0, end: int | None = None):
+        """(idx, token_id, text, source) rows in index order."""
+        with self.guard():
+            yield from self.conn.execute(
+                "SELECT idx, token_id, text, source FROM tokens WHERE session = ? AND idx >= ? AND idx < ? "
+                "ORDER BY idx", (session_id, start, end if end is not None else 2**62))
+
+    def events(self, session_id: int) -> list[dict]:
+        """The event log as replay-script lines: {"op": ..., **args}."""
+        with self.guard():
+            rows = self.conn.execute("SELECT op, args FROM events WHERE session = ? ORDER BY seq",
+                                     (session_id,)).fetchall()
+        return [{"op": op, **json.loads(args)} for op, args in rows]
+
+    def evictions(self, session_id: int) -> list[tuple[int, int, str]]:
+        with self.guard():
+            return self.conn.execute("SELECT start_idx, end_idx, reason FROM evictions WHERE session = ? "
+                                     "ORDER BY id", (session_id,)).fetchall()
+
+    def recalls(self, session_id: int) -> list[tuple[int, int, int, int]]:
+        with self.guard():
+            return self.conn.execute("SELECT src_start, src_end, new_start, new_end FROM recalls "
+                                     "WHERE session = ? ORDER BY seq", (session_id,)).fetchall()
+
+    def search(self, text: str, session_id: int | None = None, limit: int = 20):
+        from heedful.store.search import search
+
+        return search(self, text, session_id, limit)
