@@ -1,0 +1,111 @@
+"""Exports of a session: the event log (a replay script), or its tokens as md, txt or jsonl.
+
+What: events (the log, JSON Lines only), pinned (the pinned tokens), retained (what the
+model sees now: every token whose KV rows are resident) or all (the whole stream, each
+token with its state).
+
+Formats:
+- jsonl: one object per token, {"index", "id", "text", "source", "state"};
+- txt: the tokens' text exactly; where the selection skips tokens a line
+  "[… N tokens …]" stands for them (all: the stream's text, nothing added);
+- md: a heading, then one section per run of tokens, its text in a fenced block (the
+  fence is longer than any run of backticks inside, so the text comes out unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from json.encoder import encode_basestring  # C-accelerated, ensure_ascii=False
+
+from heedful.errors import HeedfulError
+
+WHATS = ("pinned", "retained", "all", "events")
+FORMATS = ("md", "txt", "jsonl")
+
+
+def token_states(state, n: int) -> list[str]:
+    """The state of each token index: sink, pinned, retained, evicted or dropped."""
+    out = ["retained"] * n
+    for name, spans in (("evicted", state.evicted), ("pinned", state.pins), ("dropped", state.dropped)):
+        for a, b in spans:
+            a, b = min(a, n), min(b, n)
+            out[a:b] = [name] * (b - a)
+    for i in range(min(state.sinks, n)):
+        if out[i] == "retained":
+            out[i] = "sink"
+    return out
+
+
+SELECT = {
+    "all": lambda s: True,
+    "pinned": lambda s: s == "pinned",
+    "retained": lambda s: s in ("retained", "pinned", "sink"),
+}
+
+
+def write_events(store, session_id: int, out) -> int:
+    events = store.events(session_id)
+    for e in events:
+        out.write(json.dumps(e, ensure_ascii=False) + "\n")
+    return len(events)
+
+
+def export(store, session_id: int | None, what: str, fmt: str, out) -> int:
+    """Writes the export to `out` (a text stream); returns the number of items written."""
+    if what not in WHATS:
+        raise HeedfulError(f"--what {what!r}: expected one of {', '.join(WHATS)}")
+    if fmt not in FORMATS:
+        raise HeedfulError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    info = store.session(session_id)
+    if what == "events":
+        if fmt != "jsonl":
+            raise HeedfulError(f"--what events is written as JSON Lines (the replay format): use --format jsonl")
+        return write_events(store, info.id, out)
+    rows = list(store.token_rows(info.id))
+    states = token_states(info.state, len(rows))
+    keep = SELECT[what]
+    if fmt == "jsonl":
+        n = 0
+        for (i, tid, text, src), st in zip(rows, states):
+            if keep(st):
+                out.write(f'{{"index": {i}, "id": {tid}, "text": {encode_basestring(text)}, '
+                          f'"source": "{src}", "state": "{st}"}}\n')
+                n += 1
+        return n
+    runs = _runs(states, keep, split_by_state=(fmt == "md" and what == "all"), label=what)
+    if fmt == "txt":
+        at = 0
+        for a, b, _ in runs:
+            if a > at:
+                out.write(f"\n[… {a - at} tokens …]\n")
+            out.write("".join(r[2] for r in rows[a:b]))
+            at = b
+        if runs and at < len(rows):
+            out.write(f"\n[… {len(rows) - at} tokens …]\n")
+        return sum(b - a for a, b, _ in runs)
+    # md
+    out.write(f"# Session {info.id}: {info.title or ''}\n\n")
+    out.write(f"{what} tokens of {len(rows)}; model {info.model}; pinned {info.state.pins.total()}, "
+              f"evicted {info.state.evicted.total()}\n")
+    for a, b, st in runs:
+        text = "".join(r[2] for r in rows[a:b])
+        ticks = max((len(m) for m in re.findall(r"`+", text)), default=0)
+        fence = "`" * max(3, ticks + 1)
+        out.write(f"\n## tokens [{a}, {b}) {st}\n\n{fence}text\n{text}\n{fence}\n")
+    return sum(b - a for a, b, _ in runs)
+
+
+def _runs(states, keep, split_by_state: bool, label: str) -> list[tuple[int, int, str]]:
+    """Maximal runs [a, b) of kept tokens with a label: their state when split_by_state."""
+    runs: list[tuple[int, int, str]] = []
+    start = None
+    for k, st in enumerate(states):
+        if start is not None and (not keep(st) or (split_by_state and st != states[start])):
+            runs.append((start, k, states[start] if split_by_state else label))
+            start = None
+        if start is None and keep(st):
+            start = k
+    if start is not None:
+        runs.append((start, len(states), states[start] if split_by_state else label))
+    return runs
