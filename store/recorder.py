@@ -68,8 +68,8 @@ class SessionRecorder:
                 self.title = " ".join(str(args.get("text", "")).split())[:80]
             args_json = json.dumps(args, ensure_ascii=False)
             seq, at = self._seq, self.state.tokens
-            if op == "rewind" and self.atomic:
-                self._rewind_in_memory(int(args["index"]))
+            if self.atomic and op in ("rewind", "resume"):  # both cut the stream
+                self._rewind_in_memory(int(args["index" if op == "rewind" else "tokens"]))
             new = self.state.event(op, args)
             if new is not None:
                 self._recalls.append((seq, args["range"][0], args["range"][1], new[0], new[1]))

@@ -36,6 +36,11 @@ class StreamState:
         """Applies an operation logged before its effect. For a pin/recall that re-encodes
         evicted text, returns the range [start, end) the new pinned tokens will occupy."""
         if op in ("config", "resume"):
+            if op == "resume":  # the engine restarts from the first args["tokens"] tokens
+                self.tokens = int(args["tokens"])
+                for spans in (self.pins, self.dropped, self.evicted):
+                    spans.clip(self.tokens)
+                args = args.get("config", {})
             self.window = int(args.get("window") or self.window)
             self.sinks = int(args.get("sinks") or 0)
         elif op in ("pin", "recall"):
