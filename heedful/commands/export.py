@@ -1,0 +1,36 @@
+"""`heedful export`: a session's event log (a replay script) or its tokens as md, txt, jsonl."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from heedful.store.export import FORMATS, WHATS
+
+
+@click.command()
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Database file [default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db].")
+@click.option("--session", "session_id", type=int, default=None, help="Session id [default: the latest].")
+@click.option("--what", type=click.Choice(WHATS), default="all", show_default=True,
+              help="pinned: the pinned context; retained: what the model sees now; all: the whole "
+                   "stream with each token's state; events: the log, as a replay script.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="[default: jsonl for events, md otherwise]")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="Output file [default: stdout].")
+def export(db, session_id, what, fmt, output):
+    """Export a session of the store."""
+    from heedful.store import Store, default_db_path
+    from heedful.store.export import export as run
+
+    fmt = fmt or ("jsonl" if what == "events" else "md")
+    with Store.open(Path(db) if db else default_db_path(), create=False) as store:
+        store.session(session_id)  # a bad --session fails before the output file is created
+        if output == "-":
+            run(store, session_id, what, fmt, sys.stdout)
+        else:
+            with open(output, "w", encoding="utf-8", newline="") as f:
+                run(store, session_id, what, fmt, f)
