@@ -62,12 +62,13 @@ def export(store, session_id: int | None, what: str, fmt: str, out) -> int:
         if fmt != "jsonl":
             raise HeedfulError(f"--what events is written as JSON Lines (the replay format): use --format jsonl")
         return write_events(store, info.id, out)
-    rows = list(store.token_rows(info.id))
-    states = token_states(info.state, len(rows))
+    data = store.load(info.id)
+    texts = data.token_texts
+    states = token_states(info.state, len(texts))
     keep = SELECT[what]
     if fmt == "jsonl":
         n = 0
-        for (i, tid, text, src), st in zip(rows, states):
+        for i, (tid, text, src, st) in enumerate(zip(data.token_ids, texts, data.token_sources, states)):
             if keep(st):
                 out.write(f'{{"index": {i}, "id": {tid}, "text": {encode_basestring(text)}, '
                           f'"source": "{src}", "state": "{st}"}}\n')
@@ -79,17 +80,17 @@ def export(store, session_id: int | None, what: str, fmt: str, out) -> int:
         for a, b, _ in runs:
             if a > at:
                 out.write(f"\n[… {a - at} tokens …]\n")
-            out.write("".join(r[2] for r in rows[a:b]))
+            out.write("".join(texts[a:b]))
             at = b
-        if runs and at < len(rows):
-            out.write(f"\n[… {len(rows) - at} tokens …]\n")
+        if runs and at < len(texts):
+            out.write(f"\n[… {len(texts) - at} tokens …]\n")
         return sum(b - a for a, b, _ in runs)
     # md
     out.write(f"# Session {info.id}: {info.title or ''}\n\n")
-    out.write(f"{what} tokens of {len(rows)}; model {info.model}; pinned {info.state.pins.total()}, "
+    out.write(f"{what} tokens of {len(texts)}; model {info.model}; pinned {info.state.pins.total()}, "
               f"evicted {info.state.evicted.total()}\n")
     for a, b, st in runs:
-        text = "".join(r[2] for r in rows[a:b])
+        text = "".join(texts[a:b])
         ticks = max((len(m) for m in re.findall(r"`+", text)), default=0)
         fence = "`" * max(3, ticks + 1)
         out.write(f"\n## tokens [{a}, {b}) {st}\n\n{fence}text\n{text}\n{fence}\n")
