@@ -1,0 +1,475 @@
+"""Corpus builder: license-clean English text that is on this machine, plus generated text
+and synthetic recall episodes.
+
+Sources (each recorded with its licence in ``manifest.json`` next to the corpus):
+
+* ``pypi``: docstrings and README long descriptions of installed Python distributions
+  whose metadata declares a permissive licence (MIT, BSD, Apache, PSF, ISC, ...).
+* ``debian``: README / text files under /usr/share/doc and the licence texts under
+  /usr/share/common-licenses (the Debian ``copyright`` file of each package gives the
+  licence; the licence texts themselves are verbatim-copying-permitted).
+* ``generated``: simple stories written by a seeded generator in this file (CC0).
+* ``recall``: synthetic recall episodes: facts stated early, filler, then a query whose
+  answer must be copied from the context (see :func:`recall_episode`).
+
+Everything is deterministic: files are read in sorted order, text is normalised and
+deduplicated by paragraph hash, and the generators use a fixed seed. Output:
+``train.txt`` / ``valid.txt`` (documents separated by a line holding only
+``<|endoftext|>``), ``recall_train.jsonl`` / ``recall_valid.jsonl`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import json
+import random
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOC_SEP = "<|endoftext|>"
+PERMISSIVE = ("mit", "bsd", "apache", "psf", "python software foundation", "isc", "zlib",
+              "cc0", "unlicense", "0bsd", "mpl-2.0", "mozilla public license 2.0", "hpnd")
+
+# ---------------------------------------------------------------------------------------
+# text cleaning
+
+
+_RST_ROLE = re.compile(r":[a-zA-Z:]+:`~?([^`<]+?)(?:\s*<[^>]*>)?`")
+_BACKTICKS = re.compile(r"`+([^`]+)`+")
+_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_URL = re.compile(r"https?://\S+")
+_WS = re.compile(r"\s+")
+
+
+def clean_paragraph(p: str) -> str:
+    p = _RST_ROLE.sub(r"\1", p)
+    p = _MD_LINK.sub(r"\1", p)
+    p = _BACKTICKS.sub(r"\1", p)
+    p = _URL.sub("", p)
+    p = p.replace("**", "").replace("__", "")
+    return _WS.sub(" ", p).strip()
+
+
+def is_prose(p: str) -> bool:
+    """A paragraph that reads as English sentences, not code, tables or markup."""
+    if len(p) < 60 or len(p) > 4000:
+        return False
+    if p.startswith((">>>", "...", "#", "|", "+", "-", "=", "*", ".. ", "$", "{", "[", "<")):
+        return False
+    letters = sum(c.isalpha() or c == " " for c in p)
+    if letters / len(p) < 0.85:
+        return False
+    words = p.split()
+    if len(words) < 10:
+        return False
+    if sum(any(ch in w for ch in "_=(){}[]\\/<>@") for w in words) > len(words) * 0.08:
+        return False
+    if not re.search(r"[a-z]{3,} [a-z]{2,} [a-z]{2,}", p):
+        return False
+    return p[-1] in ".!?:)"
+
+
+def split_paragraphs(text: str) -> list[str]:
+    out = []
+    in_code = False
+    buf: list[str] = []
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("```"):
+            in_code = not in_code
+            if buf:
+                out.append(" ".join(buf))
+                buf = []
+            continue
+        if in_code:
+            continue
+        if not s or line.startswith(("    ", "\t")) and not buf:
+            if buf:
+                out.append(" ".join(buf))
+                buf = []
+            continue
+        buf.append(s)
+    if buf:
+        out.append(" ".join(buf))
+    return [c for c in (clean_paragraph(p) for p in out) if is_prose(c)]
+
+
+# ---------------------------------------------------------------------------------------
+# sources
+
+
+@dataclass
+class Source:
+    kind: str  # pypi | debian | generated | recall
+    name: str
+    version: str
+    licence: str
+    files: int = 0
+    paragraphs: int = 0
+    chars: int = 0
+    docs: list[str] = field(default_factory=list, repr=False)
+
+    def record(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "version": self.version, "licence": self.licence,
+                "files": self.files, "paragraphs": self.paragraphs, "chars": self.chars}
+
+
+def _licence_from_metadata(meta: str) -> str:
+    for key in ("License-Expression:", "License:"):
+        for line in meta.splitlines():
+            if line.startswith(key) and line[len(key):].strip():
+                return line[len(key):].strip()[:120]
+        # stop at the body
+    cls = [line.split("::")[-1].strip() for line in meta.splitlines() if line.startswith("Classifier: License ::")]
+    return "; ".join(cls) or "unknown"
+
+
+def is_permissive(licence: str) -> bool:
+    low = licence.lower()
+    return any(k in low for k in PERMISSIVE) and "gpl" not in low.replace("lgpl", "gpl")
+
+
+def _metadata_body(meta: str) -> str:
+    head, sep, body = meta.partition("\n\n")
+    return body if sep else ""
+
+
+def pypi_sources(site_packages: Path, max_chars_per_package: int = 2_000_000) -> list[Source]:
+    sources = []
+    for info in sorted(site_packages.glob("*.dist-info")):
+        meta_path = info / "METADATA"
+        if not meta_path.is_file():
+            continue
+        meta = meta_path.read_text(errors="replace")
+        name = re.search(r"^Name: (.+)$", meta, re.M)
+        version = re.search(r"^Version: (.+)$", meta, re.M)
+        if not name:
+            continue
+        name_s = name.group(1).strip()
+        if name_s.lower() == "heedful":
+            continue
+        licence = _licence_from_metadata(meta)
+        if not is_permissive(licence):
+            continue
+        src = Source("pypi", name_s, version.group(1).strip() if version else "?", licence)
+        paras = split_paragraphs(_metadata_body(meta))
+        if paras:
+            src.docs.append("\n".join(paras))
+            src.files += 1
+        # the package's own modules, from RECORD (sorted for determinism)
+        record = info / "RECORD"
+        files = []
+        if record.is_file():
+            for line in record.read_text(errors="replace").splitlines():
+                rel = line.split(",")[0]
+                if rel.endswith(".py") and "/tests/" not in rel and "/test_" not in rel and not rel.startswith(".."):
+                    files.append(site_packages / rel)
+        total = sum(len(d) for d in src.docs)
+        for f in sorted(set(files)):
+            if total >= max_chars_per_package:
+                break
+            try:
+                tree = ast.parse(f.read_text(errors="replace"))
+            except (SyntaxError, ValueError, OSError):
+                continue
+            paras = []
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    doc = ast.get_docstring(node, clean=True)
+                    if doc:
+                        paras.extend(split_paragraphs(doc))
+            if paras:
+                text = "\n".join(paras)
+                src.docs.append(text)
+                src.files += 1
+                total += len(text)
+        if src.docs:
+            sources.append(src)
+    return sources
+
+
+def _debian_licence(pkg_dir: Path) -> str:
+    cp = pkg_dir / "copyright"
+    if not cp.is_file():
+        return "unknown"
+    for line in cp.read_text(errors="replace").splitlines():
+        if line.startswith("License:"):
+            return line[8:].strip()[:120] or "unknown"
+    return "see /usr/share/doc/%s/copyright" % pkg_dir.name
+
+
+def _read_maybe_gz(p: Path) -> str:
+    if p.suffix == ".gz":
+        with gzip.open(p, "rt", errors="replace") as fh:
+            return fh.read()
+    return p.read_text(errors="replace")
+
+
+def debian_sources(doc_root: Path = Path("/usr/share/doc"),
+                   licences_root: Path = Path("/usr/share/common-licenses"),
+                   max_file_bytes: int = 400_000) -> list[Source]:
+    sources = []
+    pat = re.compile(r"(readme|\.txt|\.md|faq|\.rst|intro|guide|howto)", re.I)
+    if doc_root.is_dir():
+        for pkg in sorted(p for p in doc_root.iterdir() if p.is_dir()):
+            src = Source("debian", pkg.name, "installed", _debian_licence(pkg))
+            for f in sorted(pkg.rglob("*")):
+                if not f.is_file() or f.is_symlink() or not pat.search(f.name) or "changelog" in f.name.lower():
+                    continue
+                if f.stat().st_size > max_file_bytes:
+                    continue
+                try:
+                    paras = split_paragraphs(_read_maybe_gz(f))
+                except (OSError, EOFError, UnicodeError):
+                    continue
+                if paras:
+                    src.docs.append("\n".join(paras))
+                    src.files += 1
+            if src.docs:
+                sources.append(src)
+    if licences_root.is_dir():
+        src = Source("debian", "common-licenses", "installed", "verbatim copying permitted (licence texts)")
+        for f in sorted(licences_root.iterdir()):
+            if f.is_file() and not f.is_symlink():
+                paras = split_paragraphs(f.read_text(errors="replace"))
+                if paras:
+                    src.docs.append("\n".join(paras))
+                    src.files += 1
+        if src.docs:
+            sources.append(src)
+    return sources
+
+
+# ---------------------------------------------------------------------------------------
+# generated text
+
+
+NAMES = ["Alice", "Bob", "Mia", "Tom", "Ravi", "Lena", "Omar", "Sara", "Ben", "Nora", "Yuki", "Ivan",
+         "Ella", "Sam", "Lucy", "Max", "Anna", "Leo", "Zoe", "Jack", "Emma", "Noah", "Ada", "Hugo"]
+PLACES = ["the park", "the market", "the library", "the river", "the station", "the school", "the garden",
+          "the beach", "the forest", "the old house", "the harbour", "the bakery", "the hill", "the farm"]
+CITIES = ["Paris", "Oslo", "Lima", "Cairo", "Tokyo", "Berlin", "Madrid", "Dublin", "Quito", "Seoul",
+          "Nairobi", "Lisbon", "Vienna", "Prague", "Delhi", "Sydney", "Boston", "Toronto", "Rome", "Athens"]
+THINGS = ["ball", "book", "kite", "lamp", "cup", "hat", "box", "key", "map", "coin", "bag", "boat",
+          "clock", "letter", "apple", "drum", "bike", "coat", "shell", "stone"]
+COLOURS = ["red", "blue", "green", "yellow", "black", "white", "brown", "orange", "purple", "grey"]
+ADJS = ["happy", "tired", "quiet", "brave", "curious", "kind", "busy", "calm", "proud", "sleepy"]
+WEATHER = ["The sun was warm.", "It began to rain.", "The wind was cold.", "The sky was clear and blue.",
+           "Snow fell on the roofs.", "The air smelled of bread."]
+ANIMALS = ["dog", "cat", "bird", "horse", "fox", "rabbit", "duck", "goat", "owl", "frog"]
+
+
+def story(rng: random.Random) -> str:
+    a, b = rng.sample(NAMES, 2)
+    place, place2 = rng.sample(PLACES, 2)
+    thing = rng.choice(THINGS)
+    col = rng.choice(COLOURS)
+    adj = rng.choice(ADJS)
+    animal = rng.choice(ANIMALS)
+    parts = [
+        f"{a} had a {col} {thing}.",
+        rng.choice(WEATHER),
+        f"One day {a} went to {place} with {b}.",
+        f"They saw a {adj} {animal} near the gate.",
+        f"\"Look at the {animal},\" said {b}.",
+        f"{a} smiled and showed the {thing} to {b}.",
+        f"The {animal} ran away, and {a} and {b} laughed.",
+        f"Later they walked to {place2}.",
+        f"{b} was {adj}, so they sat down and ate an apple.",
+        f"When the day was over, {a} went home with the {col} {thing}.",
+        f"{a} told {b}, \"Thank you for a good day.\"",
+    ]
+    keep = [parts[0], parts[2]] + [p for p in parts[1:] if p != parts[2] and rng.random() < 0.6]
+    order = keep[:2] + keep[2:]
+    return " ".join(order)
+
+
+def filler_sentence(rng: random.Random) -> str:
+    n = rng.choice(NAMES)
+    return rng.choice([
+        f"{n} walked to {rng.choice(PLACES)} in the morning.",
+        f"The {rng.choice(COLOURS)} {rng.choice(THINGS)} was on the table.",
+        rng.choice(WEATHER),
+        f"{n} was {rng.choice(ADJS)} after a long day.",
+        f"A {rng.choice(ANIMALS)} slept under the tree.",
+        f"{n} read a {rng.choice(['short', 'long', 'old', 'new'])} book about {rng.choice(CITIES)}.",
+        f"Nobody knew where the {rng.choice(THINGS)} had gone.",
+        f"{n} and {rng.choice(NAMES)} talked about the weather.",
+    ])
+
+
+# ---------------------------------------------------------------------------------------
+# recall episodes
+
+
+def _code(rng: random.Random) -> str:
+    letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+    return rng.choice(letters) + rng.choice(letters) + "-" + str(rng.randint(10, 99))
+
+
+FACT_KINDS = {
+    # kind: (statement template, question template, answer generator)
+    "number": ("The code for the {col} door is {ans}.", "What is the code for the {col} door?",
+               lambda r: str(r.randint(1000, 9999))),
+    "name": ("The guard at {place} is called {ans}.", "Who is the guard at {place}?",
+             lambda r: r.choice(NAMES)),
+    "city": ("{n} was born in {ans}.", "Where was {n} born?", lambda r: r.choice(CITIES)),
+    "tag": ("The {thing} has the tag {ans}.", "What tag does the {thing} have?", _code),
+    "count": ("{n} has {ans} {animal}s.", "How many {animal}s does {n} have?",
+              lambda r: str(r.randint(2, 99))),
+}
+
+
+@dataclass
+class Episode:
+    facts: list[str]
+    filler: str
+    question: str
+    answer: str
+
+    @property
+    def context(self) -> str:
+        return "Facts: " + " ".join(self.facts) + "\n" + self.filler + "\n"
+
+    @property
+    def prompt(self) -> str:
+        return self.context + "Question: " + self.question + "\nAnswer:"
+
+    @property
+    def text(self) -> str:
+        return self.prompt + " " + self.answer + "."
+
+    def to_dict(self) -> dict:
+        return {"facts": self.facts, "filler": self.filler, "question": self.question, "answer": self.answer,
+                "prompt": self.prompt, "text": self.text}
+
+
+def recall_episode(rng: random.Random, n_facts: int | None = None, n_filler: int | None = None) -> Episode:
+    """Facts stated early, filler, a question whose answer must be copied from the facts."""
+    n_facts = n_facts or rng.randint(1, 4)
+    kinds = rng.sample(sorted(FACT_KINDS), n_facts)
+    facts, qas = [], []
+    used_slots: set = set()
+    for k in kinds:
+        stmt, q, gen = FACT_KINDS[k]
+        slots = dict(col=rng.choice(COLOURS), place=rng.choice(PLACES), n=rng.choice(NAMES),
+                     thing=rng.choice(THINGS), animal=rng.choice(ANIMALS))
+        ans = gen(rng)
+        facts.append(stmt.format(ans=ans, **slots))
+        qas.append((q.format(**slots), ans))
+        used_slots.add(k)
+    if n_filler is None:
+        n_filler = rng.randint(2, 12)
+    filler = " ".join(filler_sentence(rng) for _ in range(n_filler))
+    q, a = rng.choice(qas)
+    return Episode(facts, filler, q, a)
+
+
+# ---------------------------------------------------------------------------------------
+# build
+
+
+def _dedup_docs(docs: list[str], seen: set[str]) -> tuple[list[str], int]:
+    """Drops paragraphs seen before (normalised hash); returns the docs and kept paragraphs."""
+    out, kept = [], 0
+    for d in docs:
+        paras = []
+        for p in d.split("\n"):
+            h = hashlib.sha1(_WS.sub(" ", p.lower()).strip().encode()).hexdigest()
+            if h in seen:
+                continue
+            seen.add(h)
+            paras.append(p)
+        if paras:
+            out.append("\n".join(paras))
+            kept += len(paras)
+    return out, kept
+
+
+def build_corpus(out_dir: str | Path, *, seed: int = 0, site_packages: str | Path | None = None,
+                 doc_root: str | Path | None = "/usr/share/doc",
+                 licences_root: str | Path | None = "/usr/share/common-licenses",
+                 n_stories: int = 20000, n_recall: int = 20000, valid_fraction: float = 0.02,
+                 max_chars_per_package: int = 2_000_000, max_natural_chars: int | None = 40_000_000,
+                 log=print) -> dict:
+    """Builds the corpus into ``out_dir``; returns the manifest (also written as manifest.json)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sources: list[Source] = []
+    if site_packages is None:
+        site_packages = next((Path(p) for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()), None)
+    if site_packages:
+        log(f"corpus: scanning Python distributions in {site_packages}")
+        sources += pypi_sources(Path(site_packages), max_chars_per_package)
+    if doc_root or licences_root:
+        log("corpus: scanning Debian documentation")
+        sources += debian_sources(Path(doc_root) if doc_root else Path("/nonexistent"),
+                                  Path(licences_root) if licences_root else Path("/nonexistent"))
+    seen: set[str] = set()
+    natural: list[str] = []
+    total = 0
+    for src in sources:
+        docs, kept = _dedup_docs(src.docs, seen)
+        if max_natural_chars is not None and total >= max_natural_chars:
+            docs, kept = [], 0
+        src.docs = docs
+        src.paragraphs = kept
+        src.chars = sum(len(d) for d in docs)
+        total += src.chars
+        natural.extend(docs)
+    sources = [s for s in sources if s.docs]
+    rng = random.Random(seed)
+    gen = Source("generated", "heedful.train.corpus.story", "1", "CC0-1.0 (generated by this script)")
+    stories = [story(rng) for _ in range(n_stories)]
+    stories, gen.paragraphs = _dedup_docs(stories, seen)
+    gen.chars = sum(len(s) for s in stories)
+    gen.files = 0
+    docs = natural + stories
+    # split by document hash, so the split does not depend on order
+    train_docs, valid_docs = [], []
+    for d in docs:
+        h = int(hashlib.sha1(d.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (valid_docs if h < valid_fraction else train_docs).append(d)
+    rng.shuffle(train_docs)
+    sep = "\n" + DOC_SEP + "\n"
+    (out / "train.txt").write_text(sep.join(train_docs) + "\n")
+    (out / "valid.txt").write_text(sep.join(valid_docs) + "\n")
+    rec = Source("recall", "heedful.train.corpus.recall_episode", "1", "CC0-1.0 (generated by this script)")
+    rrng = random.Random(seed + 1)
+    vrng = random.Random(seed + 2)
+    n_valid = max(1, n_recall // 50)
+    with open(out / "recall_train.jsonl", "w") as fh:
+        for _ in range(n_recall):
+            fh.write(json.dumps(recall_episode(rrng).to_dict()) + "\n")
+    with open(out / "recall_valid.jsonl", "w") as fh:
+        for _ in range(n_valid):
+            fh.write(json.dumps(recall_episode(vrng).to_dict()) + "\n")
+    rec.paragraphs = n_recall
+    manifest = {
+        "seed": seed,
+        "documents": {"train": len(train_docs), "valid": len(valid_docs)},
+        "chars": {"train": sum(map(len, train_docs)), "valid": sum(map(len, valid_docs))},
+        "recall_episodes": {"train": n_recall, "valid": n_valid},
+        "dedup": "exact paragraph hash (lower-cased, whitespace-normalised), first occurrence kept",
+        "licence_policy": "PyPI: permissive licences only (" + ", ".join(PERMISSIVE) + "); "
+                          "Debian: documentation as installed, licence from each package's copyright file",
+        "sources": [s.record() for s in sources] + [gen.record(), rec.record()],
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    log(f"corpus: {len(train_docs)} train docs ({manifest['chars']['train'] / 1e6:.1f}M chars), "
+        f"{len(valid_docs)} valid docs, {n_recall} recall episodes, {len(sources)} sources")
+    return manifest
+
+
+def read_docs(path: str | Path) -> list[str]:
+    text = Path(path).read_text()
+    return [d.strip() for d in text.split("\n" + DOC_SEP + "\n") if d.strip()]
+
+
+def read_episodes(path: str | Path) -> list[dict]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]

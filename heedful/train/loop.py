@@ -1,0 +1,304 @@
+"""The training pipeline: corpus -> tokenizer -> token streams -> model -> checkpoints.
+
+Reproducible: the batch of step t is drawn from a generator seeded with (seed, t), so a
+resumed run sees exactly the batches an uninterrupted run would have seen. Checkpoints
+(``ckpt/``: the model in safetensors, optimizer and scheduler state, the step) are written
+every ``ckpt_every`` steps; ``resume=True`` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from heedful.train.corpus import build_corpus, read_docs, read_episodes
+from heedful.train.models import PRESETS, ModelSize, build_model, count_params
+from heedful.train.tokenizer import train_tokenizer
+
+
+@dataclass
+class TrainConfig:
+    corpus_dir: str = "runs/corpus"
+    out_dir: str = "runs/gated"
+    tokenizer_dir: str | None = None  # reuse a trained tokenizer (the twin must share it)
+    gated: bool = True
+    size: ModelSize = field(default_factory=lambda: PRESETS["cpu"])
+    vocab_size: int = 4096
+    seq_len: int = 256
+    batch_size: int = 8
+    steps: int = 2000
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    recall_fraction: float = 0.3  # share of rows that start with a recall episode
+    seed: int = 0
+    eval_every: int = 250
+    eval_rows: int = 16
+    eval_episodes: int = 32
+    ckpt_every: int = 250
+    threads: int | None = 1
+    device: str | None = None
+    dtype: str = "float32"  # "bfloat16" autocast on CUDA
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = self.size.to_dict()
+        return d
+
+
+# ---------------------------------------------------------------------------------------
+# data
+
+
+class TokenStream:
+    """Documents concatenated with EOS between them, and the offsets rows may start at
+    (document starts, and every seq_len tokens inside a long document)."""
+
+    def __init__(self, ids: np.ndarray, starts: np.ndarray):
+        self.ids = ids
+        self.starts = starts
+
+    @classmethod
+    def from_texts(cls, tokenizer, texts: list[str], seq_len: int, batch: int = 512) -> "TokenStream":
+        eos = tokenizer.eos_token_id
+        chunks, starts, pos = [], [], 0
+        for i in range(0, len(texts), batch):
+            for ids in tokenizer(texts[i:i + batch], add_special_tokens=False)["input_ids"]:
+                ids = list(ids) + [eos]
+                for off in range(0, max(1, len(ids) - 8), seq_len):
+                    starts.append(pos + off)
+                chunks.append(np.asarray(ids, dtype=np.int32))
+                pos += len(ids)
+        all_ids = np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+        # wrap: append the head so any start has seq_len + 1 tokens after it
+        all_ids = np.concatenate([all_ids, all_ids[: seq_len + 1]])
+        return cls(all_ids, np.asarray(starts, dtype=np.int64))
+
+    def rows(self, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+        idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
+        return torch.from_numpy(self.ids[idx].astype(np.int64))
+
+
+def batch_for_step(text: TokenStream, recall: TokenStream | None, step: int, cfg: TrainConfig) -> torch.Tensor:
+    rng = np.random.default_rng([cfg.seed, step])
+    n_recall = 0
+    if recall is not None and len(recall.starts):
+        n_recall = int(rng.binomial(cfg.batch_size, cfg.recall_fraction))
+    rows = []
+    if n_recall:
+        rows.append(recall.rows(rng.choice(recall.starts, n_recall), cfg.seq_len))
+    if cfg.batch_size - n_recall:
+        rows.append(text.rows(rng.choice(text.starts, cfg.batch_size - n_recall), cfg.seq_len))
+    return torch.cat(rows)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+# ---------------------------------------------------------------------------------------
+# eval
+
+
+@torch.no_grad()
+def eval_loss(model, rows: torch.Tensor, device, drop_first: int = 0, skip: int = 0) -> float:
+    """Mean next-token loss over rows. drop_first=k masks the first k tokens out of every
+    query's attention (their KV "evicted"); the loss counts positions >= skip (and >= k)."""
+    model.eval()
+    x = rows[:, :-1].to(device)
+    y = rows[:, 1:].to(device)
+    L = x.shape[1]
+    kwargs = {}
+    if drop_first:
+        allowed = torch.ones(L, L, dtype=torch.bool, device=device).tril()
+        allowed[drop_first:, :drop_first] = False
+        mask = torch.zeros(L, L, device=device)
+        mask.masked_fill_(~allowed, torch.finfo(torch.float32).min)
+        kwargs["attention_mask"] = mask[None, None].expand(x.shape[0], 1, L, L)
+    logits = model(input_ids=x, **kwargs).logits.float()
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none")
+    start = max(skip, drop_first)
+    return float(loss[:, start:].mean())
+
+
+@torch.no_grad()
+def recall_accuracy(model, tokenizer, episodes: list[dict], device) -> float:
+    """Teacher-forced exact match: an episode counts when every answer token is the argmax."""
+    if not episodes:
+        return float("nan")
+    model.eval()
+    hits = 0
+    for ep in episodes:
+        p = tokenizer(ep["prompt"], add_special_tokens=False)["input_ids"]
+        a = tokenizer(" " + ep["answer"], add_special_tokens=False)["input_ids"]
+        x = torch.tensor([p + a], device=device)
+        logits = model(input_ids=x).logits[0]
+        pred = logits[len(p) - 1: len(p) + len(a) - 1].argmax(-1).tolist()
+        hits += pred == a
+    return hits / len(episodes)
+
+
+# ---------------------------------------------------------------------------------------
+# the pipeline
+
+
+def _log_json(path: Path, rec: dict):
+    with open(path, "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+
+
+def prepare_tokenizer(cfg: TrainConfig, train_docs: list[str], episodes: list[dict], log=print):
+    if cfg.tokenizer_dir:
+        from heedful.train.tokenizer import load_tokenizer
+
+        return load_tokenizer(cfg.tokenizer_dir)
+    tok_dir = Path(cfg.out_dir) / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        from heedful.train.tokenizer import load_tokenizer
+
+        return load_tokenizer(tok_dir)
+    log(f"tokenizer: training byte-level BPE, vocab {cfg.vocab_size}")
+    texts = train_docs + [e["text"] for e in episodes[:2000]]
+    return train_tokenizer(texts, cfg.vocab_size, tok_dir, model_max_length=cfg.size.max_position_embeddings)
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
+    """Runs the whole pipeline; returns the final metrics (also in out_dir/training.json)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = Path(cfg.corpus_dir)
+    if not (corpus / "manifest.json").is_file():
+        log(f"corpus: none at {corpus}, building it")
+        build_corpus(corpus, seed=cfg.seed, log=log)
+    train_docs = read_docs(corpus / "train.txt")
+    valid_docs = read_docs(corpus / "valid.txt")
+    episodes = read_episodes(corpus / "recall_train.jsonl")
+    valid_eps = read_episodes(corpus / "recall_valid.jsonl")
+    tokenizer = prepare_tokenizer(cfg, train_docs, episodes, log)
+    t0 = time.time()
+    text = TokenStream.from_texts(tokenizer, train_docs, cfg.seq_len)
+    recall = TokenStream.from_texts(tokenizer, [e["text"] for e in episodes], cfg.seq_len)
+    valid = TokenStream.from_texts(tokenizer, valid_docs, cfg.seq_len)
+    vrng = np.random.default_rng([cfg.seed, 10**9])
+    valid_rows = valid.rows(vrng.choice(valid.starts, min(cfg.eval_rows, len(valid.starts)), replace=False),
+                            cfg.seq_len)
+    log(f"data: {len(text.ids) / 1e6:.2f}M train tokens, {len(recall.ids) / 1e6:.2f}M recall tokens, "
+        f"{len(valid.ids) / 1e6:.3f}M valid tokens (tokenised in {time.time() - t0:.0f}s)")
+
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = build_model(cfg.size, len(tokenizer), tokenizer, gated=cfg.gated, seed=cfg.seed).to(device)
+    n_params = count_params(model)
+    log(f"model: {'gated Qwen3.5' if cfg.gated else 'ungated Qwen3'}, {n_params / 1e6:.2f}M parameters, "
+        f"device {device}")
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+                            fused=device.type == "cuda")
+    ckpt = out / "ckpt"
+    step, elapsed, tokens_seen = 0, 0.0, 0
+    if resume and (ckpt / "state.pt").is_file():
+        from safetensors.torch import load_file
+
+        state = torch.load(ckpt / "state.pt", map_location=device, weights_only=False)
+        sd = load_file(str(ckpt / "model.safetensors"), device=str(device))
+        model.load_state_dict(sd, strict=False)
+        if model.config.tie_word_embeddings:
+            model.tie_weights()
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed, tokens_seen = state["step"], state["elapsed"], state["tokens"]
+        log(f"resume: from step {step}")
+    metrics_path = out / "metrics.jsonl"
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (
+        device.type == "cuda" and cfg.dtype == "bfloat16") else torch.autocast("cpu", enabled=False)
+
+    def evaluate(step):
+        rec = {"step": step, "tokens": tokens_seen, "elapsed_s": round(elapsed, 1),
+               "valid_loss": eval_loss(model, valid_rows, device),
+               "recall_acc": recall_accuracy(model, tokenizer, valid_eps[: cfg.eval_episodes], device)}
+        rec["valid_ppl"] = math.exp(rec["valid_loss"])
+        model.train()
+        _log_json(metrics_path, rec)
+        return rec
+
+    def save_ckpt():
+        ckpt.mkdir(exist_ok=True)
+        tmp = ckpt / "state.pt.tmp"
+        model.save_pretrained(str(ckpt), safe_serialization=True)
+        torch.save({"optimizer": opt.state_dict(), "step": step, "elapsed": elapsed, "tokens": tokens_seen}, tmp)
+        os.replace(tmp, ckpt / "state.pt")
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    model.train()
+    last = {}
+    while step < cfg.steps:
+        t = time.time()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        rows = batch_for_step(text, recall, step, cfg).to(device)
+        with autocast:
+            loss = _lm_loss(model, rows)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += rows[:, :-1].numel()
+        elapsed += time.time() - t
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step - 1, cfg):.1e}")
+        if step % 10 == 0 or step == cfg.steps:
+            _log_json(metrics_path, {"step": step, "loss": round(loss.item(), 4), "gnorm": round(float(gnorm), 3),
+                                     "lr": lr_at(step - 1, cfg), "elapsed_s": round(elapsed, 1)})
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            last = evaluate(step)
+            msg = (f"eval step {step}: valid loss {last['valid_loss']:.3f} (ppl {last['valid_ppl']:.1f}), "
+                   f"recall {last['recall_acc']:.2f}")
+            bar.write(msg) if bar is not None else log(msg)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save_ckpt()
+    if bar is not None:
+        bar.close()
+    if not last:
+        last = evaluate(step)
+    model.eval()
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    info = {"architecture": type(model).__name__, "gated": cfg.gated, "parameters": n_params,
+            "steps": step, "tokens": tokens_seen, "train_seconds": round(elapsed, 1),
+            "device": str(device), "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "final_eval": last, "config": cfg.to_dict(),
+            "corpus_manifest": str(corpus / "manifest.json")}
+    (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    log(f"saved: {out} ({n_params / 1e6:.2f}M parameters, {step} steps, {tokens_seen / 1e6:.2f}M tokens, "
+        f"{elapsed / 60:.1f} min)")
+    return info
+
+
+def _lm_loss(model, rows: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=rows[:, :-1]).logits
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))

@@ -1,0 +1,39 @@
+"""Byte-level BPE tokenizer trained with `tokenizers`, saved so `AutoTokenizer` loads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+SPECIAL_TOKENS = [EOS, PAD]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, out_dir: str | Path | None = None,
+                    model_max_length: int = 256, min_frequency: int = 2):
+    """Trains a byte-level BPE (GPT-2 style pre-tokenisation, so every byte string encodes and
+    decodes losslessly) and returns a transformers PreTrainedTokenizerFast, saved to out_dir
+    when given."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, bos_token=None,
+                                   model_max_length=model_max_length, clean_up_tokenization_spaces=False)
+    if out_dir is not None:
+        fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
