@@ -1,0 +1,129 @@
+"""The store's commands through heedful's entry point: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import heedful.cli
+from heedful.store import Store
+from tests.store.helpers import CONFIG, stream
+
+OWN = {"replay": "heedful.commands.replay:replay", "export": "heedful.commands.export:export",
+       "sessions": "heedful.commands.sessions:sessions"}
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    for name, target in OWN.items():  # registered here until heedful/cli.py lists them
+        monkeypatch.setitem(heedful.cli.COMMANDS, name, target)
+
+    def run(*args):
+        with pytest.raises(SystemExit) as e:
+            heedful.cli.main([str(a) for a in args])
+        out = capsys.readouterr()
+        return e.value.code, out.out, out.err
+
+    return run
+
+
+GOOD = '{"op": "config", "window": 8, "budget": 32}\n{"op": "prompt", "text": "The vault code is 4821."}\n'
+
+BAD = [
+    ("not-json", GOOD + "{op: prompt}\n", 3, "not JSON"),
+    ("unknown-op", GOOD + '{"op": "teleport"}\n', 3, 'unknown op "teleport"'),
+    ("missing-field", GOOD + '{"op": "generate"}\n', 3, "field 'n' must be"),
+    ("wrong-type", GOOD + '{"op": "generate", "n": "5"}\n', 3, "field 'n' must be"),
+    ("bad-range", GOOD + '{"op": "pin", "range": [5, 2]}\n', 3, "0 <= start < end"),
+    ("no-target", GOOD + '{"op": "pin"}\n', 3, "exactly one target"),
+    ("extra-field", GOOD + '{"op": "pin", "text": "x", "rnage": [1, 2]}\n', 3, "unknown field 'rnage'"),
+    ("config-late", GOOD + '{"op": "config", "seed": 1}\n', 3, "first operation"),
+    ("bad-setting", '{"op": "config", "windw": 8}\n', 1, "unknown setting 'windw'"),
+    ("at-outside", GOOD + '{"op": "pin", "text": "vault", "at": 3}\n', 3, "only valid right after a generate"),
+    ("truncated", GOOD + '{"op": "generate", "n"', 3, "truncated last line"),
+    ("not-utf8", GOOD + '{"op": "prompt", "text": "caf\xe9"}\n', 3, "not UTF-8"),
+    ("empty", "", 1, "empty script"),
+    ("blank", "\n  \n", 1, "empty script"),
+    ("array", "[1, 2]\n", 1, "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize("name,text,line,reason", BAD, ids=[b[0] for b in BAD])
+def test_bad_scripts_exit_2_with_file_line_and_nothing_written(cli, tmp_path, name, text, line, reason):
+    script = tmp_path / "s.jsonl"
+    script.write_bytes(text.encode("latin-1") if name == "not-utf8" else text.encode())
+    db = tmp_path / "out.db"
+    code, out, err = cli("replay", script, "--db", db)
+    assert code == 2
+    assert err.count("\n") == 1 and f"s.jsonl:{line}: " in err and reason in err, err
+    assert "Traceback" not in err and not db.exists()
+
+
+RUNTIME_BAD = [
+    ("text-not-found", '{"op": "pin", "text": "no such words"}\n', 3, "not found"),
+    ("range-outside", '{"op": "unpin", "range": [3, 999]}\n', 3, "past the end"),
+    ("stop-unreached", '{"op": "generate", "n": 2}\n{"op": "stop", "at": 500}\n', 4, "never reached"),
+]
+
+
+@pytest.mark.parametrize("name,tail,line,reason", RUNTIME_BAD, ids=[b[0] for b in RUNTIME_BAD])
+def test_scripts_failing_while_running_write_nothing(cli, tmp_path, tiny_qwen35_dir, name, tail, line, reason):
+    script = tmp_path / "s.jsonl"
+    script.write_text(GOOD + tail)
+    db = tmp_path / "out.db"
+    Store.open(db).close()  # an existing database stays as it was
+    code, out, err = cli("replay", script, "--db", db, "--model", tiny_qwen35_dir)
+    assert code == 2 and f"s.jsonl:{line}: " in err and reason in err and err.count("\n") == 1, err
+    with Store.open(db) as s:
+        assert s.sessions() == []
+
+
+def test_replay_json_then_export_and_sessions(cli, tmp_path, tiny_qwen35_dir):
+    script = tmp_path / "s.jsonl"
+    script.write_text(GOOD + '{"op": "pin", "text": "4821"}\n{"op": "generate", "n": 12}\n'
+                      '{"op": "drop", "range": [0, 2]}\n')
+    db = tmp_path / "out.db"
+    code, out, err = cli("replay", script, "--db", db, "--model", tiny_qwen35_dir, "--json")
+    assert code == 0, err
+    lines = [json.loads(ln) for ln in out.splitlines()]
+    assert [d.get("op") for d in lines] == ["config", "prompt", "pin", "generate", "drop", None]
+    assert lines[3]["line"] == 4 and len(lines[3]["ids"]) == 12 and lines[-1]["event"] == "summary"
+    sid = lines[-1]["session"]
+
+    code, out, err = cli("export", "--db", db, "--what", "events")
+    assert code == 0 and [json.loads(ln)["op"] for ln in out.splitlines()] == [
+        "config", "prompt", "pin", "generate", "drop"]
+    events = tmp_path / "events.jsonl"
+    code, _, _ = cli("export", "--db", db, "--session", sid, "--what", "events", "-o", events)
+    assert code == 0
+    code, out2, err = cli("replay", events, "--db", db, "--model", tiny_qwen35_dir, "--json")
+    assert code == 0 and json.loads(out2.splitlines()[3])["ids"] == lines[3]["ids"]
+
+    code, out, _ = cli("export", "--db", db, "--what", "pinned", "--format", "txt")
+    assert code == 0 and "4821" in out
+    code, out, _ = cli("sessions", "--db", db)
+    assert code == 0 and len(out.splitlines()) == 3 and "TOKENS" in out
+    code, out, _ = cli("sessions", "--db", db, "--json")
+    rows = [json.loads(ln) for ln in out.splitlines()]
+    assert [r["id"] for r in rows] == [1, 2] and rows[0]["tokens"] == rows[1]["tokens"] > 12
+    code, out, _ = cli("sessions", "--db", db, "--search", "vault", "--json")
+    assert code == 0 and {json.loads(ln)["session"] for ln in out.splitlines()} == {1, 2}
+
+
+def test_bad_databases_and_sessions_are_one_line_errors(cli, tmp_path):
+    notdb = tmp_path / "notes.txt"
+    notdb.write_text("just text")
+    for args in (["sessions", "--db", notdb], ["export", "--db", notdb], ["sessions", "--db", tmp_path / "no.db"]):
+        code, out, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    db = tmp_path / "x.db"
+    with Store.open(db) as s:
+        rec = s.new_session()
+        rec.event("config", CONFIG)
+        stream(rec, 10)
+        rec.close()
+    code, out, err = cli("export", "--db", db, "--session", 7)
+    assert code == 2 and "--session 7: no such session" in err
+    code, out, err = cli("export", "--db", db, "--what", "all", "--format", "txt")
+    assert code == 0 and out == "".join(f" w{i}" for i in range(10))
