@@ -1,0 +1,125 @@
+"""Evaluation of a trained model for docs/model.md: held-out perplexity (and with the first
+tokens' KV dropped), first-token attention share, recall of the held-out episodes with full
+attention, and sample generations.
+
+    python -m heedful.train.evaluate MODEL_DIR [--corpus runs/corpus] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from heedful.train.corpus import read_docs, read_episodes
+from heedful.train.loop import TokenStream, eval_loss
+
+SAMPLE_PROMPTS = [
+    "One day Mia went to the park with",
+    "The library provides",
+    "This program is free software; you can",
+    "Facts: The code for the blue door is 7316. Tom was born in Lima.\n"
+    "Ella walked to the market in the morning. The sun was warm. A fox slept under the tree.\n"
+    "Question: What is the code for the blue door?\nAnswer:",
+]
+
+
+def _load(model_dir: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32,
+                                                 local_files_only=True, attn_implementation="sdpa").eval()
+    return model, tok
+
+
+@torch.no_grad()
+def greedy_answer(model, tok, prompt: str, max_new: int = 8) -> str:
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    out = model.generate(ids, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def answer_correct(generated: str, answer: str) -> bool:
+    """The answer is what comes first after 'Answer:', up to the full stop or line end."""
+    got = generated.strip().split("\n")[0].strip()
+    got = got[:-1] if got.endswith(".") else got.split(". ")[0]
+    return got.strip() == answer
+
+
+@torch.no_grad()
+def evaluate(model_dir: str, corpus_dir: str = "runs/corpus", rows: int = 64, seq_len: int = 256,
+             drop_first: int = 4, skip: int = 64, episodes: int = 100, seed: int = 0, samples: bool = True) -> dict:
+    from heedful.inspect_model import diagnose
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    model, tok = _load(model_dir)
+    corpus = Path(corpus_dir)
+    valid = TokenStream.from_texts(tok, read_docs(corpus / "valid.txt"), seq_len)
+    rng = np.random.default_rng([seed, 7])
+    starts = rng.choice(valid.starts, min(rows, len(valid.starts)), replace=False)
+    data = valid.rows(starts, seq_len)
+    dev = torch.device("cpu")
+    full, dropped = [], []
+    for i in range(0, len(data), 8):
+        full.append(eval_loss(model, data[i:i + 8], dev, skip=skip))
+        dropped.append(eval_loss(model, data[i:i + 8], dev, drop_first=drop_first, skip=skip))
+    res = {"model": model_dir, "architecture": type(model).__name__, "valid_rows": len(data), "seq_len": seq_len,
+           "loss_positions": f">= {skip}",
+           "valid_loss": float(np.mean(full)), "valid_ppl": math.exp(float(np.mean(full))),
+           f"valid_loss_first{drop_first}_dropped": float(np.mean(dropped)),
+           f"valid_ppl_first{drop_first}_dropped": math.exp(float(np.mean(dropped)))}
+    shares, acts, gates = [], [], []
+    for r in data[:8]:
+        d = diagnose(model, r[None, :seq_len])
+        shares.append(d.first_token_share)
+        acts.append(d.max_activation)
+        if d.mean_gate is not None:
+            gates.append(d.mean_gate)
+    model.set_attn_implementation("sdpa")
+    res["first_token_share"] = float(np.mean(shares))
+    res["max_activation"] = float(np.max(acts))
+    res["mean_gate"] = float(np.mean(gates)) if gates else None
+    eps = read_episodes(corpus / "recall_valid.jsonl")[:episodes]
+    hits = [answer_correct(greedy_answer(model, tok, e["prompt"]), e["answer"]) for e in eps]
+    res["recall_full_attention"] = float(np.mean(hits)) if hits else None
+    res["recall_episodes"] = len(hits)
+    if samples:
+        out = []
+        for i, p in enumerate(SAMPLE_PROMPTS):
+            ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            torch.manual_seed(seed + i)
+            g = model.generate(ids, max_new_tokens=48, do_sample=True, temperature=0.8, top_p=0.95,
+                               pad_token_id=tok.pad_token_id)
+            greedy = model.generate(ids, max_new_tokens=48, do_sample=False, pad_token_id=tok.pad_token_id)
+            out.append({"prompt": p, "sampled (T=0.8, top-p 0.95, seed %d)" % (seed + i):
+                        tok.decode(g[0, ids.shape[1]:], skip_special_tokens=True),
+                        "greedy": tok.decode(greedy[0, ids.shape[1]:], skip_special_tokens=True)})
+        res["samples"] = out
+    res["eval_seconds"] = round(time.time() - t0, 1)
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model_dir")
+    ap.add_argument("--corpus", default="runs/corpus")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--episodes", type=int, default=100)
+    a = ap.parse_args(argv)
+    res = evaluate(a.model_dir, a.corpus, rows=a.rows, episodes=a.episodes)
+    text = json.dumps(res, indent=1)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The shipped gated model: found on the package path, loaded offline through heedful's
+real loader, and it generates."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from heedful.train import DEFAULT_MODEL_DIR
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(),
+                                reason="no default model in this build")
+
+
+def test_shipped_files_and_size():
+    names = {p.name for p in DEFAULT_MODEL_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
+    total = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir() if p.is_file())
+    assert total <= 40 * 1024 * 1024
+
+
+def test_loads_offline_by_default_and_generates(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from heedful.loading import default_model_dir, load_model
+    from heedful.selector.session import Session
+
+    assert default_model_dir() is not None and default_model_dir().resolve() == DEFAULT_MODEL_DIR.resolve()
+    lm = load_model(None, dtype="float32", device="cpu")
+    assert lm.name == "default" and lm.gated
+    assert type(lm.model).__name__ == "Qwen3_5ForCausalLM"
+    cfg = lm.model.config
+    assert set(cfg.layer_types) == {"full_attention"}
+    s = Session(lm.model, lm.tokenizer, gated=True)
+    s.prompt("One day Mia went to the park with")
+    toks = list(s.generate(12))
+    assert len(toks) == 12
+    text = s.text()
+    assert text.startswith("One day Mia went to the park with") and len(text) > 40
