@@ -28,7 +28,7 @@ CHUNK_MIN, CHUNK_MAX = 64, 256  # tokens per search chunk (see schema.py)
 
 class SessionRecorder:
     def __init__(self, store=None, session_id: int | None = None, *, title: str | None = None,
-                 state: StreamState | None = None, next_seq: int = 0, chunk=(0, [], None),
+                 state: StreamState | None = None, next_seq: int = 0, chunk: tuple | None = None,
                  atomic: bool = False, flush_tokens: int = 512, flush_seconds: float = 1.0):
         self._store = store
         self.session_id = session_id
@@ -47,7 +47,7 @@ class SessionRecorder:
         self._recalls: list[tuple] = []
         self._oldest: float | None = None  # monotonic time of the oldest pending token
         # search chunks: the open one (start, texts, row id) and closed ones not yet written
-        self._open_start, self._open_texts, self._open_id = chunk
+        self._open_start, self._open_texts, self._open_id = chunk or (self.state.tokens, [], None)
         self._closed: list[tuple] = []  # (start, texts, row id or None)
         self._open_dirty = False
         self._closed_flag = False
