@@ -86,13 +86,15 @@ class SessionRecorder:
             if first != self.state.tokens:
                 raise HeedfulError(f"store: token {first} reported after {self.state.tokens} tokens (a gap)")
             now = time.time()
-            self._rows.extend([(r.index, r.id, r.text, r.source, now) for r in records])
-            self._chunk_tokens(first, [r.text for r in records])
-            self.state.appended(first, len(records))
+            rows = self._rows
+            for r in records:
+                rows.append((r.index, r.id, r.text, r.source, now))
+            self._chunk_tokens(first, records)
+            self.state.tokens = first + len(records)
             if self._oldest is None:
                 self._oldest = time.monotonic()
-            if not self.atomic and (len(self._rows) >= self.flush_tokens
-                                    or time.monotonic() - self._oldest >= self.flush_seconds):
+            # the flush thread enforces flush_seconds; here only the count is checked
+            if len(rows) >= self.flush_tokens and not self.atomic:
                 self._write()
 
     def evicted(self, ranges, reason: str) -> None:
@@ -148,13 +150,13 @@ class SessionRecorder:
                     except Exception:  # the next synchronous write reports it
                         pass
 
-    def _chunk_tokens(self, first: int, texts: list[str]) -> None:
+    def _chunk_tokens(self, first: int, records) -> None:
         """Grows the open search chunk; a chunk closes before a token that starts a word
         once it holds CHUNK_MIN tokens, or at CHUNK_MAX tokens."""
         open_texts = self._open_texts
-        for k, t in enumerate(texts):
-            n = len(open_texts)
-            if n >= CHUNK_MAX or (n >= CHUNK_MIN and t[:1].isspace()):
+        for k, r in enumerate(records):
+            t, n = r.text, len(open_texts)
+            if n >= CHUNK_MIN and (n >= CHUNK_MAX or t[:1].isspace()):
                 self._closed.append((self._open_start, open_texts, self._open_id))
                 self._open_start, self._open_texts, self._open_id = first + k, [], None
                 open_texts = self._open_texts

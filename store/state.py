@@ -65,10 +65,6 @@ class StreamState:
             self.rewind(int(args["index"]))
         return None
 
-    def appended(self, first: int, count: int) -> None:
-        """Tokens [first, first + count) joined the stream (resident when processed)."""
-        self.tokens = first + count
-
     def evicted_ranges(self, ranges, reason: str) -> None:
         if reason == "rewind":  # accounted for by rewind() itself
             return
