@@ -14,17 +14,27 @@ from heedful.errors import HeedfulError
 # name -> "module:attribute" of a click.Command
 COMMANDS = {
     "generate": "heedful.commands.generate:generate",
+    "chat": "heedful.commands.chat:chat",
+    "replay": "heedful.commands.replay:replay",
+    "export": "heedful.commands.export:export",
+    "sessions": "heedful.commands.sessions:sessions",
     "bench": "heedful.commands.bench:bench",
+    "train": "heedful.commands.train:train",
+    "inspect": "heedful.commands.inspect:inspect",
 }
+
+
+def _available(target: str) -> bool:
+    return importlib.util.find_spec(target.split(":")[0]) is not None
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return sorted(n for n, t in COMMANDS.items() if _available(t))
 
     def get_command(self, ctx, name):
         target = COMMANDS.get(name)
-        if target is None:
+        if target is None or not _available(target):
             return None
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
