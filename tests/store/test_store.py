@@ -209,3 +209,13 @@ def test_not_sqlite_corrupt_and_newer_databases_are_refused(tmp_path):
 
     with pytest.raises(HeedfulError, match="no such database"):
         Store.open(tmp_path / "missing.db", create=False)
+
+
+def test_store_imports_neither_engine_nor_ui():
+    import subprocess
+    import sys
+
+    code = ("import sys, heedful.store, heedful.store.export, heedful.store.search; "
+            "bad = [m for m in sys.modules if m.startswith(('heedful.selector', 'heedful.tui', 'torch'))]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
