@@ -1,0 +1,99 @@
+"""Recall under a KV budget, through the real session engine (a first cut of what
+`heedful bench retention` will report).
+
+Each held-out recall episode is fed to a heedful Session in small prefill chunks (so a
+token's KV rows only ever see what was retained when it was processed); then, per policy,
+the facts are pinned or not, the question is prompted and the answer generated greedily and
+scored with :func:`heedful.train.evaluate.answer_correct`.
+
+Policies (budget B): full (no eviction), window (the last B tokens), sinks+window (4 sinks),
+topk (NSA-style auto selection of blocks), pins (the facts pinned by "the person", the rest
+of the budget is the window), pins+topk.
+
+    python -m heedful.train.retention MODEL_DIR [--budget 64] [--episodes 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from heedful.train.corpus import read_episodes
+from heedful.train.evaluate import answer_correct
+
+POLICIES = ["full", "window", "sinks+window", "topk", "pins", "pins+topk"]
+
+
+def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chunk: int = 16,
+                max_new: int = 8) -> tuple[bool, str]:
+    from heedful.selector.session import Session
+
+    settings = dict(prefill_chunk=chunk, seed=0)
+    n_ctx = getattr(model.config, "max_position_embeddings", 256)
+    if policy == "full":
+        settings.update(budget=n_ctx, window=n_ctx, sinks=0)
+    else:
+        sinks = 4 if policy == "sinks+window" else 0
+        settings.update(budget=budget, sinks=sinks)
+        if "topk" in policy:
+            settings.update(auto_topk=2, block_size=8, window=budget // 2)
+        else:
+            settings.update(window=budget - sinks)
+    if policy.startswith("pins"):
+        # the window gets what the pins leave of the budget (pins + window <= budget)
+        pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
+        settings["window"] = max(4, min(settings["window"], budget - pinned))
+    s = Session(model, tok, gated=gated, **settings)
+    context = "Facts: " + " ".join(ep["facts"]) + "\n" + ep["filler"] + "\n"
+    if policy.startswith("pins"):
+        # pin while the facts are still resident: the person marks them as they stream in
+        s.prompt("Facts: " + " ".join(ep["facts"]))
+        for f in ep["facts"]:
+            s.pin(f)
+        s.prompt("\n" + ep["filler"] + "\n")
+    else:
+        s.prompt(context)
+    s.prompt("Question: " + ep["question"] + "\nAnswer:")
+    out = "".join(t.text for t in s.generate(max_new))
+    return answer_correct(out, ep["answer"]), out
+
+
+def retention(model_dir: str, corpus_dir: str = "runs/corpus", budget: int = 64, episodes: int = 50,
+              policies=POLICIES) -> dict:
+    from heedful.loading import load_model
+
+    torch.set_num_threads(1)
+    lm = load_model(model_dir, dtype="float32", device="cpu")
+    eps = read_episodes(f"{corpus_dir}/recall_valid.jsonl")[:episodes]
+    res = {"model": model_dir, "gated": lm.gated, "budget": budget, "episodes": len(eps), "policies": {}}
+    for p in policies:
+        t0 = time.time()
+        hits, errors = 0, 0
+        for ep in eps:
+            try:
+                ok, _ = run_episode(lm.model, lm.tokenizer, ep, p, budget, lm.gated)
+            except Exception as e:  # a pin set the budget cannot hold counts as a miss
+                ok, errors = False, errors + 1
+                res.setdefault("first_error", f"{p}: {type(e).__name__}: {e}")
+            hits += ok
+        res["policies"][p] = {"accuracy": hits / max(1, len(eps)), "errors": errors,
+                              "seconds": round(time.time() - t0, 1)}
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model_dir")
+    ap.add_argument("--corpus", default="runs/corpus")
+    ap.add_argument("--budget", type=int, default=64)
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--policies", default=",".join(POLICIES))
+    a = ap.parse_args(argv)
+    print(json.dumps(retention(a.model_dir, a.corpus, a.budget, a.episodes, a.policies.split(",")), indent=1))
+
+
+if __name__ == "__main__":
+    main()
