@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,17 +46,24 @@ class Store:
     def __init__(self, db, path: Path):
         self.db, self.path = db, path
         self.conn = db.conn
+        # One connection serves the readers and every recorder (and their flush threads):
+        # the lock keeps their transactions apart.
+        self.lock = threading.RLock()
 
     @classmethod
     def open(cls, path=None, *, create: bool = True) -> "Store":
         path = Path(path) if path is not None else default_db_path()
         return cls(connect(path, create), path)
 
+    @contextlib.contextmanager
     def guard(self):
-        return sqlite_errors(self.path)
+        """Holds the connection and turns SQLite errors into a one-line HeedfulError."""
+        with self.lock, sqlite_errors(self.path):
+            yield
 
     def close(self) -> None:
-        self.conn.close()
+        with self.lock:
+            self.conn.close()
 
     def __enter__(self):
         return self
@@ -126,12 +135,12 @@ class Store:
                 self.conn.execute("COMMIT")
         return SessionData(info, ids, texts, sources)
 
-    def token_rows(self, session_id: int, start: int = 0, end: int | None = None):
+    def token_rows(self, session_id: int, start: int = 0, end: int | None = None) -> list[tuple]:
         """(idx, token_id, text, source) rows in index order."""
         with self.guard():
-            yield from self.conn.execute(
+            return self.conn.execute(
                 "SELECT idx, token_id, text, source FROM tokens WHERE session = ? AND idx >= ? AND idx < ? "
-                "ORDER BY idx", (session_id, start, end if end is not None else 2**62))
+                "ORDER BY idx", (session_id, start, end if end is not None else 2**62)).fetchall()
 
     def events(self, session_id: int) -> list[dict]:
         """The event log as replay-script lines: {"op": ..., **args}."""

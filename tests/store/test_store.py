@@ -219,3 +219,29 @@ def test_store_imports_neither_engine_nor_ui():
             "bad = [m for m in sys.modules if m.startswith(('heedful.selector', 'heedful.tui', 'torch'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readers_share_the_connection_with_a_recording(store):
+    """A UI reads (search, load) while the recorder and its flush thread write."""
+    import threading
+
+    rec = store.new_session(flush_tokens=7, flush_seconds=0.01)
+    rec.event("config", CONFIG)
+    errors, done = [], threading.Event()
+
+    def read():
+        try:
+            while not done.is_set():
+                for info in store.sessions():
+                    store.load(info.id)
+                store.search("w1")
+        except Exception as e:  # pragma: no cover - the assertion shows it
+            errors.append(e)
+
+    t = threading.Thread(target=read)
+    t.start()
+    stream(rec, 3000)
+    done.set()
+    t.join()
+    rec.close()
+    assert errors == [] and store.load(rec.session_id).token_ids == [1000 + i for i in range(3000)]
