@@ -36,7 +36,7 @@ class AutoSelect:
     pool_end: int
     topk: int  # blocks
     block_size: int
-    summary: str = "mean"
+    summary: str = "minmax"
 
 
 @dataclass

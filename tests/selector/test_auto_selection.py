@@ -58,3 +58,28 @@ def test_small_topk_attends_fewer_rows_than_resident(tiny_qwen35):
         pins = [s.retained().index(t) for a, b in s.pins() for t in range(a, b) if t in s.retained()]
         for row in pins:  # pins are read by every head
             assert bool((idx == row).any(-1).all())
+
+
+def test_triton_kernels_give_the_reference_logits(tiny_qwen35, monkeypatch):
+    """The attention function with the Triton kernels (interpreted on CPU) gives the same
+    logits as with the PyTorch references."""
+    import os
+
+    import pytest
+
+    if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        pytest.skip("Triton on CPU needs TRITON_INTERPRET=1 (./test.sh sets it)")
+    lm = tiny_qwen35
+    runs = {}
+    for backend in ("reference", "triton"):
+        monkeypatch.setenv("HEEDFUL_KERNELS", backend)
+        s = Session(lm.model, lm.tokenizer, window=4, budget=40, auto_topk=2, block_size=4, prefill_chunk=4,
+                    gated=True)
+        s.prompt(PROMPT)
+        s.pin("4821")
+        logits = [s.next_logits]
+        for _ in s.generate(8):
+            logits.append(s.next_logits)
+        runs[backend] = (s.token_ids, torch.stack(logits))
+    assert runs["reference"][0] == runs["triton"][0]
+    torch.testing.assert_close(runs["triton"][1], runs["reference"][1], atol=1e-4, rtol=1e-4)

@@ -1,0 +1,65 @@
+"""Reference block selection: summaries, scores, top-k (PyTorch).
+
+Two summaries of a block of keys (rows [start + i*bs, start + (i+1)*bs) of the buffer):
+- "minmax" (Quest): elementwise min and max of the keys. q·k <= sum_d max(q_d min_d,
+  q_d max_d) for every key of the block, an upper bound that a single sharp key (a needle,
+  a fact the person cares about) cannot hide under. The default.
+- "mean" (NSA's compressed keys without the learned MLP): q·mean(k), the block's average
+  affinity; cheaper (one vector per block) but a lone strong key is diluted by its
+  neighbours.
+Scores are summed over the query heads of each KV group (and over the queries of a chunk),
+so all heads that share a KV head share its selection, as NSA does for GQA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def block_summaries_naive(k, block_size: int, kind: str = "minmax", start: int = 0, end: int | None = None):
+    """k [B, Hkv, N, D] -> mean [B, Hkv, nb, D], or (min, max) each [B, Hkv, nb, D]."""
+    end = k.shape[2] if end is None else end
+    x = k[:, :, start:end].float()
+    b, h, n, d = x.shape
+    nb = -(-n // block_size)
+    pad = nb * block_size - n
+    if kind == "mean":
+        xs = torch.nn.functional.pad(x, (0, 0, 0, pad)).reshape(b, h, nb, block_size, d).sum(3)
+        counts = torch.full((nb,), block_size, dtype=torch.float32, device=k.device)
+        if pad:
+            counts[-1] = block_size - pad
+        return xs / counts[:, None]
+    if kind == "minmax":
+        lo = torch.nn.functional.pad(x, (0, 0, 0, pad), value=float("inf")).reshape(b, h, nb, block_size, d).amin(3)
+        hi = torch.nn.functional.pad(x, (0, 0, 0, pad), value=float("-inf")).reshape(b, h, nb, block_size, d).amax(3)
+        return lo, hi
+    raise ValueError(f"unknown summary {kind!r} (expected 'minmax' or 'mean')")
+
+
+def score_blocks_naive(q, summaries, kind: str = "minmax"):
+    """q [B, Hq, L, D] -> [B, Hkv, nb] fp32, summed over the group's heads and the queries."""
+    if kind == "mean":
+        hkv = summaries.shape[1]
+    else:
+        hkv = summaries[0].shape[1]
+    b, hq, length, d = q.shape
+    qg = q.float().reshape(b, hkv, (hq // hkv) * length, d)
+    if kind == "mean":
+        return torch.einsum("bhrd,bhnd->bhn", qg, summaries)
+    lo, hi = summaries
+    bound = torch.maximum(qg[:, :, :, None, :] * lo[:, :, None], qg[:, :, :, None, :] * hi[:, :, None])
+    return bound.sum(-1).sum(2)
+
+
+def blocks_to_rows(blocks, start: int, end: int, block_size: int, topk: int):
+    """Chosen block numbers [B, Hkv, k] -> row indices [B, Hkv, topk * bs] int32, sorted,
+    rows past `end` and missing blocks as -1 at the end."""
+    b, h, kk = blocks.shape
+    offs = torch.arange(block_size, device=blocks.device)
+    rows = start + blocks[..., None] * block_size + offs  # [B, Hkv, k, bs]
+    rows = torch.where(rows < end, rows, torch.full_like(rows, -1)).reshape(b, h, kk * block_size)
+    if kk < topk:
+        rows = torch.cat([rows, rows.new_full((b, h, (topk - kk) * block_size), -1)], dim=-1)
+    big = torch.iinfo(torch.int64).max
+    rows = torch.where(rows < 0, torch.full_like(rows, big), rows).sort(-1).values
+    return torch.where(rows == big, torch.full_like(rows, -1), rows).to(torch.int32)

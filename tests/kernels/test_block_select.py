@@ -1,0 +1,68 @@
+"""Block selection: Triton scoring against the reference, summaries, top-k rows."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from heedful.kernels import block_summaries, score_blocks, select_topk_blocks
+from heedful.kernels.block_select.naive import score_blocks_naive
+
+needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
+                                  reason="Triton on CPU needs TRITON_INTERPRET=1 (./test.sh sets it)")
+
+
+@needs_triton
+@pytest.mark.parametrize("kind", ["minmax", "mean"])
+@pytest.mark.parametrize("group,length", [(1, 1), (4, 1), (8, 3)])
+@pytest.mark.parametrize("n,bs", [(64, 16), (70, 16), (5, 8)])
+def test_triton_scores_match_reference(kind, group, length, n, bs):
+    gen = torch.Generator().manual_seed(n + group)
+    q = torch.randn(2, 2 * group, length, 32, generator=gen)
+    k = torch.randn(2, 2, n, 32, generator=gen)
+    summ = block_summaries(k, bs, kind)
+    torch.testing.assert_close(score_blocks(q, summ, kind, backend="triton"), score_blocks_naive(q, summ, kind),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_summaries_handle_a_short_last_block():
+    k = torch.arange(10, dtype=torch.float32).reshape(1, 1, 10, 1)
+    mean = block_summaries(k, 4, "mean")
+    assert mean.flatten().tolist() == [1.5, 5.5, 8.5]
+    lo, hi = block_summaries(k, 4, "minmax", start=2, end=9)
+    assert lo.flatten().tolist() == [2, 6] and hi.flatten().tolist() == [5, 8]
+
+
+def test_minmax_bound_is_an_upper_bound_of_every_key():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 1, 1, 16, generator=gen)
+    k = torch.randn(1, 1, 32, 16, generator=gen)
+    bound = score_blocks(q, block_summaries(k, 8, "minmax"), "minmax")[0, 0]
+    dots = (q[0, 0, 0] @ k[0, 0].T).reshape(4, 8).amax(-1)
+    assert (bound >= dots - 1e-5).all()
+
+
+def test_topk_picks_the_block_with_the_needle():
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 2, 1, 16, generator=gen)
+    k = 0.01 * torch.randn(1, 1, 100, 16, generator=gen)
+    k[0, 0, 57] = 5 * q[0, 0, 0]  # one sharp key in block 5 of rows [7, 100) with bs 10: (57-7)//10
+    rows = select_topk_blocks(q, k, 7, 100, 10, 2)
+    assert rows.shape == (1, 1, 20) and rows.dtype == torch.int32
+    assert 57 in rows.tolist()[0][0]
+    got = [r for r in rows.tolist()[0][0] if r >= 0]
+    assert got == sorted(got) and all(7 <= r < 100 for r in got)
+
+
+def test_topk_larger_than_the_pool_pads_with_minus_one():
+    k = torch.randn(1, 2, 30, 8)
+    q = torch.randn(1, 4, 1, 8)
+    rows = select_topk_blocks(q, k, 20, 30, 4, 5)
+    assert rows.shape == (1, 2, 20)
+    for head in rows[0].tolist():
+        assert [r for r in head if r >= 0] == list(range(20, 30))
+        assert head[10:] == [-1] * 10
+    with pytest.raises(ValueError, match="outside"):
+        select_topk_blocks(q, k, 20, 40, 4, 2)
