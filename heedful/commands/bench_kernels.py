@@ -1,0 +1,150 @@
+"""`heedful bench kernels`: sparse decode against dense and sparse alternatives, one run.
+
+For B=1, Hq=32, Hkv=8, D=128, bf16 and each (n, k): heedful's Triton sparse decode over k
+selected rows per KV head, dense SDPA over all n rows (flash backend), gather + SDPA over
+the k rows, and FlexAttention with a block mask of k/128 blocks; µs (triton.testing.do_bench,
+which flushes L2 before every run), GB/s over the bytes actually read, share of the GPU's
+peak memory bandwidth, and the NSA-style selection (summaries + scoring + top-k) overhead.
+`--cpu-smoke` runs one tiny shape through the same code on CPU (reference and interpreted
+Triton) to check the command itself; its timings mean nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+import torch
+
+from heedful.errors import HeedfulError
+
+PEAK_GBS = {"H100 SXM": 3350, "H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100 NVL": 3900, "H200": 4800,
+            "A100-SXM4-80GB": 2039, "A100-SXM4-40GB": 1555, "A100-PCIE": 1935}
+
+
+def _peak(name: str, override: float | None) -> float | None:
+    if override:
+        return override
+    for key, gbs in PEAK_GBS.items():
+        if key.lower() in name.lower():
+            return gbs
+    return None
+
+
+def _bench(fn, device, reps: int):
+    if device.type == "cuda":
+        import triton.testing
+
+        return 1000 * triton.testing.do_bench(fn, warmup=10, rep=reps)  # ms -> µs
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        fn()
+    return 1e6 * (time.perf_counter() - t0) / 3
+
+
+def _unique_indices(b, hkv, n, k, device):
+    """k distinct rows per KV head, sorted (what the engine's merge produces)."""
+    rows = torch.stack([torch.randperm(n, device=device)[:k].sort().values for _ in range(b * hkv)])
+    return rows.reshape(b, hkv, k).to(torch.int32)
+
+
+def _flex(q, k, v, sel_blocks, block):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    n = k.shape[2]
+    allowed = torch.zeros(k.shape[1], n // block, dtype=torch.bool, device=q.device)
+    allowed.scatter_(1, sel_blocks, True)
+    group = q.shape[1] // k.shape[1]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return allowed[h // group, kv_idx // block]
+
+    bm = create_block_mask(mask_mod, B=None, H=q.shape[1], Q_LEN=1, KV_LEN=n, device=q.device, BLOCK_SIZE=block)
+    fn = torch.compile(flex_attention)
+    return lambda: fn(q, k, v, block_mask=bm, enable_gqa=True)
+
+
+@click.command()
+@click.option("--n", "ns", default="8192,32768,131072", show_default=True, help="Cache lengths, comma-separated.")
+@click.option("--k", "ks", default="256,2048,16384", show_default=True, help="Selected rows, comma-separated.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16"]), default="bfloat16", show_default=True)
+@click.option("--rep", type=int, default=100, show_default=True, help="do_bench repetition time, ms.")
+@click.option("--peak-gbs", type=float, default=None, help="Peak memory bandwidth, GB/s (default: by GPU name).")
+@click.option("--cpu-smoke", is_flag=True, help="Tiny shapes on CPU to check the command (timings meaningless).")
+def kernels(ns, ks, dtype, rep, peak_gbs, cpu_smoke):
+    """Sparse decode µs, GB/s and % of peak bandwidth vs dense SDPA, gather+SDPA, FlexAttention."""
+    from heedful.kernels import select_topk_blocks, sparse_decode
+
+    if cpu_smoke:
+        device, b, hq, hkv, d, dt = torch.device("cpu"), 1, 8, 2, 64, torch.float32
+        ns_, ks_ = [512], [64, 256]
+        backend = "triton" if os.environ.get("TRITON_INTERPRET") == "1" else "reference"
+        name = f"CPU smoke test ({backend}); timings meaningless"
+    else:
+        if not torch.cuda.is_available():
+            raise HeedfulError("bench kernels needs a CUDA GPU (use --cpu-smoke to check the command on CPU)")
+        device, b, hq, hkv, d = torch.device("cuda"), 1, 32, 8, 128
+        dt = getattr(torch, dtype)
+        ns_ = [int(x) for x in ns.split(",")]
+        ks_ = [int(x) for x in ks.split(",")]
+        backend, name = "triton", torch.cuda.get_device_name()
+    peak = None if cpu_smoke else _peak(name, peak_gbs)
+    click.echo(f"device: {name}; B={b} Hq={hq} Hkv={hkv} D={d} {str(dt).replace('torch.', '')}; "
+               f"peak {peak or '?'} GB/s")
+    hdr = f"{'n':>7} {'k':>6} | {'sparse µs':>9} {'GB/s':>7} {'%peak':>6} | {'dense µs':>9} {'x':>6} | " \
+          f"{'gather µs':>9} {'x':>6} | {'flex µs':>9} {'x':>6} | {'select µs':>9} {'%':>5}"
+    click.echo(hdr)
+    elem = torch.tensor([], dtype=dt).element_size()
+    for n in ns_:
+        torch.manual_seed(0)
+        q = torch.randn(b, hq, 1, d, device=device, dtype=dt)
+        k = torch.randn(b, hkv, n, d, device=device, dtype=dt)
+        v = torch.randn(b, hkv, n, d, device=device, dtype=dt)
+        scale = d ** -0.5
+        for kk in ks_:
+            if kk > n:
+                continue
+            idx = _unique_indices(b, hkv, n, kk, device)
+            t_sparse = _bench(lambda: sparse_decode(q, k, v, idx, scale, backend=backend, check_range=False),
+                              device, rep)
+            read = b * hkv * kk * d * 2 * elem + q.numel() * elem + idx.numel() * 4
+            gbs = read / t_sparse / 1e3
+            if device.type == "cuda":
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                def dense():
+                    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                        return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+            else:
+                def dense():
+                    return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+            try:
+                t_dense = _bench(dense, device, rep)
+            except RuntimeError:  # flash unavailable for this shape: let SDPA choose
+                t_dense = _bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+                                 device, rep)
+
+            def gather():
+                ii = idx.long()[..., None].expand(-1, -1, -1, d)
+                return torch.nn.functional.scaled_dot_product_attention(
+                    q, torch.gather(k, 2, ii), torch.gather(v, 2, ii), enable_gqa=True)
+
+            t_gather = _bench(gather, device, rep)
+            t_flex = None
+            if device.type == "cuda" and n % 128 == 0 and kk >= 128:
+                try:
+                    blocks = torch.stack([torch.randperm(n // 128, device=device)[: kk // 128] for _ in range(hkv)])
+                    t_flex = _bench(_flex(q, k, v, blocks, 128), device, rep)
+                except Exception as e:  # noqa: BLE001 - report, do not abort the table
+                    click.echo(f"  (flex attention unavailable: {type(e).__name__}: {str(e).splitlines()[0][:80]})")
+            bs = 64
+            t_sel = _bench(lambda: select_topk_blocks(q, k, 0, n, bs, max(1, kk // bs), backend=backend), device, rep)
+            flex_s = f"{t_flex:>9.1f} {t_flex / t_sparse:>5.1f}x" if t_flex else f"{'-':>9} {'-':>6}"
+            pct = f"{100 * gbs / peak:>5.0f}%" if peak else f"{'-':>6}"
+            click.echo(f"{n:>7} {kk:>6} | {t_sparse:>9.1f} {gbs:>7.0f} {pct} | {t_dense:>9.1f} "
+                       f"{t_dense / t_sparse:>5.1f}x | {t_gather:>9.1f} {t_gather / t_sparse:>5.1f}x | {flex_s} | "
+                       f"{t_sel:>9.1f} {100 * t_sel / t_sparse:>4.0f}%")
+    click.echo("x = time of the alternative / time of heedful's sparse decode (higher: heedful faster); "
+               "select % = NSA-style selection time relative to the sparse decode")
