@@ -12,6 +12,8 @@ import click
               help="Output folder: the trained model, its tokenizer, checkpoints, metrics.")
 @click.option("--tokenizer", "tokenizer_dir", default=None, metavar="DIR",
               help="Reuse this tokenizer (the ungated twin must share the gated model's).")
+@click.option("--init-from", default=None, metavar="DIR",
+              help="Start from this trained model's weights (a second stage of the recipe).")
 @click.option("--preset", type=click.Choice(["cpu", "gpu", "tiny"]), default=None,
               help="Model size preset [default: gpu when CUDA is available, else cpu].")
 @click.option("--hidden", type=click.IntRange(min=8), default=None, help="Override: hidden size.")
@@ -25,6 +27,7 @@ import click
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=1800, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=1), default=None, help="Warm-up steps [default: min(100, steps/10)].")
 @click.option("--recall-fraction", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="Share of rows that start with a synthetic recall episode.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -37,8 +40,8 @@ import click
 @click.option("--ungated", is_flag=True, help="Train the ungated twin (Qwen3) instead of the gated Qwen3.5.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/ckpt if there is one.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(corpus_dir, out_dir, tokenizer_dir, preset, hidden, layers, heads, kv_heads, head_dim, ffn, vocab_size,
-          seq_len, batch_size, steps, lr, recall_fraction, seed, eval_every, ckpt_every, threads, device, bf16,
+def train(corpus_dir, out_dir, tokenizer_dir, init_from, preset, hidden, layers, heads, kv_heads, head_dim, ffn, vocab_size,
+          seq_len, batch_size, steps, lr, warmup, recall_fraction, seed, eval_every, ckpt_every, threads, device, bf16,
           ungated, resume, no_progress):
     """Train the embedded gated model (or its ungated twin) from a license-clean corpus.
 
@@ -63,9 +66,9 @@ def train(corpus_dir, out_dir, tokenizer_dir, preset, hidden, layers, heads, kv_
         raise HeedfulError(f"--heads {size.num_attention_heads} must be a multiple of --kv-heads "
                            f"{size.num_key_value_heads}")
     size.max_position_embeddings = max(size.max_position_embeddings, seq_len)
-    cfg = TrainConfig(corpus_dir=corpus_dir, out_dir=out_dir, tokenizer_dir=tokenizer_dir, gated=not ungated,
+    cfg = TrainConfig(corpus_dir=corpus_dir, out_dir=out_dir, tokenizer_dir=tokenizer_dir, init_from=init_from, gated=not ungated,
                       size=size, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size, steps=steps, lr=lr,
                       recall_fraction=recall_fraction, seed=seed, eval_every=eval_every, ckpt_every=ckpt_every,
                       threads=threads, device=device, dtype="bfloat16" if bf16 else "float32",
-                      warmup=min(100, max(1, steps // 10)))
+                      warmup=warmup if warmup is not None else min(100, max(1, steps // 10)))
     run(cfg, resume=resume, log=lambda m: click.echo(m, err=True), progress=not no_progress)

@@ -28,6 +28,7 @@ class TrainConfig:
     corpus_dir: str = "runs/corpus"
     out_dir: str = "runs/gated"
     tokenizer_dir: str | None = None  # reuse a trained tokenizer (the twin must share it)
+    init_from: str | None = None  # start from this trained model's weights (a second recipe stage)
     gated: bool = True
     size: ModelSize = field(default_factory=lambda: PRESETS["cpu"])
     vocab_size: int = 4096
@@ -205,6 +206,21 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
 
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(cfg.size, len(tokenizer), tokenizer, gated=cfg.gated, seed=cfg.seed).to(device)
+    if cfg.init_from:
+        from safetensors.torch import load_file
+
+        sd = load_file(str(Path(cfg.init_from) / "model.safetensors"), device=str(device))
+        try:
+            missing, unexpected = model.load_state_dict(sd, strict=False)
+        except RuntimeError as e:
+            raise ValueError(f"--init-from {cfg.init_from}: weights do not match this model: "
+                             f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise ValueError(f"--init-from {cfg.init_from}: weights do not match this model "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        if model.config.tie_word_embeddings:
+            model.tie_weights()
+        log(f"init: weights from {cfg.init_from}")
     n_params = count_params(model)
     log(f"model: {'gated Qwen3.5' if cfg.gated else 'ungated Qwen3'}, {n_params / 1e6:.2f}M parameters, "
         f"device {device}")

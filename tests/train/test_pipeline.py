@@ -146,3 +146,14 @@ def test_read_helpers(corpus):
     out, m = corpus
     assert len(read_docs(out / "train.txt")) == m["documents"]["train"]
     assert len(read_episodes(out / "recall_train.jsonl")) == 300
+
+
+def test_second_stage_init_from(corpus, tmp_path):
+    out_dir, _ = corpus
+    train(_cfg(out_dir, tmp_path / "s1", 2), log=lambda *_: None, progress=False)
+    info = train(_cfg(out_dir, tmp_path / "s2", 2, tokenizer_dir=str(tmp_path / "s1"), init_from=str(tmp_path / "s1"),
+                      recall_fraction=0.9), log=lambda *_: None, progress=False)
+    assert info["config"]["init_from"] == str(tmp_path / "s1")
+    with pytest.raises(ValueError, match="do not match"):
+        train(_cfg(out_dir, tmp_path / "bad", 1, tokenizer_dir=str(tmp_path / "s1"), init_from=str(tmp_path / "s1"),
+                   gated=False), log=lambda *_: None, progress=False)
