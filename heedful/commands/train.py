@@ -30,6 +30,8 @@ import click
 @click.option("--warmup", type=click.IntRange(min=1), default=None, help="Warm-up steps [default: min(100, steps/10)].")
 @click.option("--recall-fraction", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="Share of rows that start with a synthetic recall episode.")
+@click.option("--copy-fraction", type=click.FloatRange(0, 0.95), default=0.0, show_default=True,
+              help="Share of the recall stream that is copy drills (a list, then the same list again).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--ckpt-every", type=click.IntRange(min=1), default=200, show_default=True)
@@ -41,7 +43,7 @@ import click
 @click.option("--resume", is_flag=True, help="Continue from OUT/ckpt if there is one.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train(corpus_dir, out_dir, tokenizer_dir, init_from, preset, hidden, layers, heads, kv_heads, head_dim, ffn, vocab_size,
-          seq_len, batch_size, steps, lr, warmup, recall_fraction, seed, eval_every, ckpt_every, threads, device, bf16,
+          seq_len, batch_size, steps, lr, warmup, recall_fraction, copy_fraction, seed, eval_every, ckpt_every, threads, device, bf16,
           ungated, resume, no_progress):
     """Train the embedded gated model (or its ungated twin) from a license-clean corpus.
 
@@ -68,7 +70,7 @@ def train(corpus_dir, out_dir, tokenizer_dir, init_from, preset, hidden, layers,
     size.max_position_embeddings = max(size.max_position_embeddings, seq_len)
     cfg = TrainConfig(corpus_dir=corpus_dir, out_dir=out_dir, tokenizer_dir=tokenizer_dir, init_from=init_from, gated=not ungated,
                       size=size, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size, steps=steps, lr=lr,
-                      recall_fraction=recall_fraction, seed=seed, eval_every=eval_every, ckpt_every=ckpt_every,
+                      recall_fraction=recall_fraction, copy_fraction=copy_fraction, seed=seed, eval_every=eval_every, ckpt_every=ckpt_every,
                       threads=threads, device=device, dtype="bfloat16" if bf16 else "float32",
                       warmup=warmup if warmup is not None else min(100, max(1, steps // 10)))
     run(cfg, resume=resume, log=lambda m: click.echo(m, err=True), progress=not no_progress)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heedful.train.corpus import build_corpus, read_docs, read_episodes
+from heedful.train.corpus import build_corpus, read_docs, read_episodes, write_copy_drills
 from heedful.train.models import PRESETS, ModelSize, build_model, count_params
 from heedful.train.tokenizer import train_tokenizer
 
@@ -40,7 +40,8 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    recall_fraction: float = 0.3  # share of rows that start with a recall episode
+    recall_fraction: float = 0.3  # share of rows that start in the recall stream
+    copy_fraction: float = 0.0  # share of the recall stream's documents that are copy drills
     seed: int = 0
     eval_every: int = 250
     eval_rows: int = 16
@@ -196,7 +197,18 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
     tokenizer = prepare_tokenizer(cfg, train_docs, episodes, log)
     t0 = time.time()
     text = TokenStream.from_texts(tokenizer, train_docs, cfg.seq_len)
-    recall = TokenStream.from_texts(tokenizer, [e["text"] for e in episodes], cfg.seq_len)
+    if cfg.copy_fraction and not (corpus / "copy_train.jsonl").is_file():
+        write_copy_drills(corpus, len(episodes), cfg.seed)
+    recall_texts = [e["text"] for e in episodes]
+    if cfg.copy_fraction:
+        drills = [e["text"] for e in read_episodes(corpus / "copy_train.jsonl")]
+        # interleave: a copy_fraction share of the recall stream's documents are copy drills
+        k = int(round(len(recall_texts) * cfg.copy_fraction / max(1e-9, 1 - cfg.copy_fraction)))
+        drills = (drills * (k // max(1, len(drills)) + 1))[:k]
+        mixed = recall_texts + drills
+        np.random.default_rng([cfg.seed, 5]).shuffle(mixed)
+        recall_texts = mixed
+    recall = TokenStream.from_texts(tokenizer, recall_texts, cfg.seq_len)
     valid = TokenStream.from_texts(tokenizer, valid_docs, cfg.seq_len)
     vrng = np.random.default_rng([cfg.seed, 10**9])
     valid_rows = valid.rows(vrng.choice(valid.starts, min(cfg.eval_rows, len(valid.starts)), replace=False),

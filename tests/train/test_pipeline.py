@@ -69,6 +69,14 @@ def test_corpus_sources_licences_dedup(corpus):
     assert m2 == m and (root2 / "train.txt").read_text() == (out / "train.txt").read_text()
 
 
+def test_copy_drills(corpus):
+    out, m = corpus
+    drills = read_episodes(out / "copy_train.jsonl")
+    assert len(drills) == 300 and m["copy_drills"] == 300
+    head, again = drills[0]["text"].split("\nRepeat: ")
+    assert head.split(": ", 1)[1] == again
+
+
 def test_recall_episode_shape():
     ep = recall_episode(random.Random(3))
     assert ep.prompt.startswith("Facts: ") and ep.prompt.endswith("\nAnswer:")
@@ -125,7 +133,8 @@ def test_ungated_twin_same_size_same_data(corpus, tmp_path):
     # same sizes apart from the gate rows of q_proj
     gate_rows = g.config.num_hidden_layers * q.in_features * q.out_features // 2
     assert count_params(g) - count_params(u) == gate_rows
-    info = train(_cfg(out_dir, tmp_path / "ungated", 3, gated=False), log=lambda *_: None, progress=False)
+    info = train(_cfg(out_dir, tmp_path / "ungated", 3, gated=False, copy_fraction=0.5), log=lambda *_: None,
+                 progress=False)
     assert info["architecture"] == "Qwen3ForCausalLM" and not info["gated"]
 
 
