@@ -1,0 +1,44 @@
+"""`heedful chat`: the Textual app over a session recorded in the store."""
+
+from __future__ import annotations
+
+import click
+
+from heedful.commands.common import model_options, session_options
+
+
+@click.command()
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="SQLite store (default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db).")
+@click.option("--session", "session_id", type=int, default=None, help="Resume this stored session.")
+@click.option("--title", default=None, help="Title of a new session.")
+@click.option("--chunk", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Tokens per press of g (generate / continue).")
+@session_options
+@model_options
+def chat(db, session_id, title, chunk, model, dtype, device, trust_remote_code, **settings):
+    """Watch the model write, mark what matters, see what it remembers."""
+    from heedful.loading import load_model
+    from heedful.selector.session import Session, SessionConfig
+    from heedful.store import Store
+    from heedful.tui.app import HeedfulApp
+
+    store = Store.open(db)
+    if session_id is not None:
+        from heedful.replay import resume
+
+        session = resume(store, session_id, model=model, dtype=dtype, device=device,
+                         trust_remote_code=trust_remote_code, **settings)
+        recorder = session.recorder
+    else:
+        lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        recorder = store.new_session(title=title)
+        config = SessionConfig(model=lm.name, **{k: v for k, v in settings.items() if v is not None})
+        session = Session(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated, config=config)
+    try:
+        HeedfulApp(session, store=store, recorder=recorder, chunk=chunk).run()
+    finally:
+        recorder.close()
+        store.close()
+    if recorder.session_id is not None:
+        click.echo(f"session {recorder.session_id} saved in {store.path}", err=True)

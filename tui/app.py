@@ -1,0 +1,284 @@
+"""`heedful chat`: read the stream, mark what matters, see what the model remembers.
+
+The app is built around an existing Session (and, optionally, the store recorder it writes
+to), so tests construct it with a tiny model and never load one by name. Generation runs in
+a thread worker that pulls tokens from `Session.generate` and posts a batched refresh at
+most every `refresh_s` seconds: the UI keeps up with fast streams without one repaint per
+token, and marks made while it streams go through the engine between two tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Header, Input, Static
+
+from heedful.errors import HeedfulError
+from heedful.tui.commands import HeedfulCommands
+from heedful.tui.panel import SidePanel
+from heedful.tui.token_view import MemoryState, TokenView
+
+
+class HeedfulApp(App):
+    TITLE = "heedful"
+    CSS = """
+    Screen { layout: vertical; }
+    #main { height: 1fr; }
+    #left { width: 1fr; }
+    SidePanel { width: 38; border: round $secondary; padding: 0 1; }
+    #prompt { dock: bottom; }
+    """
+    COMMANDS = App.COMMANDS | {HeedfulCommands}
+    BINDINGS = [
+        Binding("g", "generate", "Generate"),
+        Binding("escape", "stop", "Stop"),
+        Binding("space", "toggle_pin", "Pin/unpin"),
+        Binding("p", "pin", "Pin span", show=False),
+        Binding("u", "unpin", "Unpin span", show=False),
+        Binding("d", "drop", "Drop"),
+        Binding("r", "regenerate", "Regenerate here"),
+        Binding("h", "heat", "Heat"),
+        Binding("e", "export", "Export"),
+        Binding("i", "focus_prompt", "Prompt"),
+        Binding("left", "cursor(-1)", show=False),
+        Binding("right", "cursor(1)", show=False),
+        Binding("shift+left", "cursor(-1, True)", show=False),
+        Binding("shift+right", "cursor(1, True)", show=False),
+        Binding("ctrl+left", "word(-1)", show=False),
+        Binding("ctrl+right", "word(1)", show=False),
+        Binding("ctrl+shift+left", "word(-1, True)", show=False),
+        Binding("ctrl+shift+right", "word(1, True)", show=False),
+        Binding("up", "line(-1)", show=False),
+        Binding("down", "line(1)", show=False),
+        Binding("shift+up", "line(-1, True)", show=False),
+        Binding("shift+down", "line(1, True)", show=False),
+        Binding("home", "home", show=False),
+        Binding("end", "end", show=False),
+        Binding("ctrl+q", "quit", "Quit"),
+    ]
+
+    def __init__(self, session, *, store=None, recorder=None, chunk: int = 256, refresh_s: float = 0.04,
+                 export_dir: Path | None = None, show_speed: bool = True):
+        super().__init__()
+        self.session = session
+        self.store, self.recorder = store, recorder
+        self.chunk, self.refresh_s = chunk, refresh_s
+        self.export_dir = Path(export_dir) if export_dir else Path.cwd()
+        self.show_speed = show_speed
+        self._stop = threading.Event()
+        self.generating = False
+        self.last_export: Path | None = None
+        session.collect_attention = True
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield TokenView(self.session.token_texts, id="tokens")
+                yield Input(placeholder="Type text for the model, Enter to send and generate (i)", id="prompt")
+            yield SidePanel(id="panel")
+        yield Footer()
+
+    @property
+    def view(self) -> TokenView:
+        return self.query_one(TokenView)
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.session.config.model} | window {self.session.config.window} " \
+                         f"| budget {self.session.config.budget}"
+        self.refresh_stream()
+        self.query_one(Input).focus()
+
+    def refresh_stream(self) -> None:
+        """Re-reads the engine's memory into the view and the panel (UI thread)."""
+        s = self.session
+        heat = {}
+        if s.last_attention:
+            retained = s.retained()
+            layers = list(s.last_attention.values())
+            if layers and len(layers[0]) == len(retained):
+                mean = sum(layers) / len(layers)
+                top = float(mean.max()) or 1.0
+                heat = {t: float(w) / top for t, w in zip(retained, mean)}
+        self.view.memory = MemoryState(resident=set(s.retained()), pins=s.pins(), dropped=s.dropped(),
+                                       sinks=s.config.sinks, heat=heat)
+        self.view.sync()
+        self.query_one(SidePanel).show(s, generating=self.generating, show_speed=self.show_speed)
+
+    # ------------------------------------------------------------------ generation
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value
+        if not text:
+            return
+        if self.generating:
+            self.notify("Stop the stream first (Esc) to add text", severity="warning")
+            return
+        event.input.value = ""
+        self._apply(lambda: self.session.prompt(text))
+        self.view.focus()
+        self.action_generate()
+
+    def action_generate(self) -> None:
+        if self.generating:
+            return
+        if self.session.next_logits is None:
+            self.notify("Type a prompt first (i)", severity="warning")
+            return
+        self.generating = True
+        self._stop.clear()
+        self._stream(self.chunk)
+
+    @work(thread=True, exclusive=True, group="generate")
+    def _stream(self, n: int) -> None:
+        last = time.monotonic()
+        it = self.session.generate(n)
+        try:
+            for _ in it:
+                if self._stop.is_set():
+                    it.close()
+                    break
+                now = time.monotonic()
+                if now - last >= self.refresh_s:
+                    last = now
+                    self.call_from_thread(self.refresh_stream)
+        except Exception as e:  # noqa: BLE001 - shown to the person; the session stays usable
+            self.call_from_thread(self.notify, f"generation failed: {e}", severity="error", timeout=8)
+        finally:
+            self.generating = False
+            self.call_from_thread(self.refresh_stream)
+
+    def action_stop(self) -> None:
+        if self.generating:
+            self._stop.set()
+
+    # ------------------------------------------------------------------ marks
+    def _apply(self, op) -> bool:
+        """Runs an engine operation; bad input becomes a notification, not a crash."""
+        try:
+            op()
+        except HeedfulError as e:
+            self.notify(str(e), severity="error", timeout=6)
+            return False
+        self.refresh_stream()
+        return True
+
+    def _span(self) -> tuple[int, int] | None:
+        span = self.view.selection()
+        if span is None:
+            self.notify("Nothing to mark yet", severity="warning")
+        return span
+
+    def action_toggle_pin(self) -> None:
+        span = self._span()
+        if span is None:
+            return
+        pins = self.session.pins()
+        covered = all(any(a <= t < b for a, b in pins) for t in range(*span))
+        self._apply(lambda: (self.session.unpin if covered else self.session.pin)(span))
+        self.view.anchor = None
+
+    def action_pin(self) -> None:
+        span = self._span()
+        if span and self._apply(lambda: self.session.pin(span)):
+            self.view.anchor = None
+
+    def action_unpin(self) -> None:
+        span = self._span()
+        if span and self._apply(lambda: self.session.unpin(span)):
+            self.view.anchor = None
+
+    def action_drop(self) -> None:
+        span = self._span()
+        if span and self._apply(lambda: self.session.drop(span)):
+            self.view.anchor = None
+
+    def action_regenerate(self) -> None:
+        """Cuts the stream back to the cursor and generates again from there."""
+        if self.generating:
+            self.notify("Stop the stream first (Esc)", severity="warning")
+            return
+        at = self.view.cursor
+        if at <= 0:
+            return
+        if self._apply(lambda: self.session.rewind(at)):
+            self.view.move(at - 1)
+            self.action_generate()
+
+    def action_heat(self) -> None:
+        self.view.heat_on = not self.view.heat_on
+        self.view.refresh()
+        self.notify("attention heat overlay " + ("on" if self.view.heat_on else "off"))
+
+    def recall_text(self, text: str) -> None:
+        self._apply(lambda: self.session.recall(text))
+
+    # ------------------------------------------------------------------ export
+    def action_export(self, fmt: str = "md") -> None:
+        path = self.export_dir / f"heedful-pinned-{int(time.time())}.{fmt}"
+        try:
+            n = self.export_pinned(path, fmt)
+        except (OSError, HeedfulError) as e:
+            self.notify(f"export failed: {e}", severity="error")
+            return
+        self.last_export = path
+        self.notify(f"exported {n} pinned span(s) to {path}")
+
+    def export_pinned(self, path: Path, fmt: str) -> int:
+        if self.store is not None and self.recorder is not None:
+            from heedful.store.export import export
+
+            self.recorder.flush()
+            with open(path, "w", encoding="utf-8") as out:
+                return export(self.store, self.recorder.session_id, "pinned", fmt, out)
+        import json
+
+        s = self.session
+        with open(path, "w", encoding="utf-8") as out:
+            for a, b in s.pins():
+                if fmt == "jsonl":
+                    out.write(json.dumps({"start": a, "end": b, "text": s.text(a, b)}, ensure_ascii=False) + "\n")
+                elif fmt == "md":
+                    out.write(f"- [{a}, {b}) {s.text(a, b)}\n")
+                else:
+                    out.write(s.text(a, b) + "\n")
+        return len(s.pins())
+
+    # ------------------------------------------------------------------ cursor
+    def action_cursor(self, step: int, extend: bool = False) -> None:
+        self.view.move(self.view.cursor + step, extend)
+
+    def action_word(self, direction: int, extend: bool = False) -> None:
+        self.view.move(self.view.word_step(direction), extend)
+
+    def action_line(self, direction: int, extend: bool = False) -> None:
+        self.view.move(self.view.line_step(direction), extend)
+
+    def action_home(self) -> None:
+        self.view.move(0)
+
+    def action_end(self) -> None:
+        self.view.move(len(self.session.token_texts) - 1)
+        self.view.follow = True
+
+    def action_focus_prompt(self) -> None:
+        self.query_one(Input).focus()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        # typing in the prompt must not trigger single-letter bindings
+        if isinstance(self.focused, Input) and action in (
+                "generate", "toggle_pin", "pin", "unpin", "drop", "regenerate", "heat", "export", "focus_prompt",
+                "cursor", "word", "line", "home", "end"):
+            return False
+        return True
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        if self.recorder is not None:
+            self.recorder.flush()

@@ -1,0 +1,40 @@
+"""The side panel: memory meter, stream counters, speed, gate mean, and the pins."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+
+def _bar(used: int, total: int, width: int = 20) -> str:
+    filled = 0 if not total else round(width * used / total)
+    return "█" * filled + "░" * (width - filled)
+
+
+class SidePanel(Static):
+    def show(self, session, *, generating: bool, show_speed: bool = True) -> None:
+        st = session.stats()
+        t = Text()
+        t.append("memory ", style="bold")
+        t.append(f"{st.resident}/{st.budget} KV rows\n")
+        t.append(_bar(st.resident, st.budget) + "\n", style="green" if st.resident < st.budget else "yellow")
+        t.append(f"window {st.window}  sinks {session.config.sinks}\n")
+        t.append(f"tokens {st.tokens}  generated {st.generated}\n")
+        t.append(f"evicted {st.evicted}  pinned {st.pinned}\n")
+        if show_speed:
+            t.append(f"speed {st.tokens_per_s:.1f} tok/s\n")
+        gate = getattr(session, "gate_mean", None)
+        if session.gated:
+            t.append("gated model" + (f", mean gate {gate:.3f}" if gate is not None else "") + "\n")
+        t.append("● generating\n" if generating else "○ idle\n", style="bold green" if generating else "dim")
+        t.append("\npins\n", style="bold")
+        pins = session.pins()
+        if not pins:
+            t.append("  (none: select tokens, space)\n", style="dim")
+        for a, b in pins[-30:]:
+            snippet = session.text(a, b).replace("\n", "⏎")
+            if len(snippet) > 26:
+                snippet = snippet[:25] + "…"
+            t.append(f"  [{a},{b}) ", style="yellow")
+            t.append(f"{snippet}\n")
+        self.update(t)

@@ -1,0 +1,265 @@
+"""The token view: the whole stream, wrapped, with a token cursor and marks.
+
+Built on Textual's Line API (ScrollView + render_line), so only visible lines are drawn:
+a session of 100k tokens costs the same to repaint as one of 100. Wrapping is kept as an
+index of lines, each a list of (token index, text piece) segments, extended incrementally
+as tokens arrive and rebuilt only when the width changes.
+
+Styles say what the model remembers: pinned tokens, the window (resident), sinks, evicted
+(dimmed but readable: the store has them), dropped (struck), the cursor and the selected
+span; with the heat overlay on, the background of each resident token shows how much
+attention the newest token gave it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+STYLES = {
+    "pinned": Style(color="black", bgcolor="yellow", bold=True),
+    "sink": Style(color="cyan"),
+    "window": Style(color="white"),
+    "evicted": Style(color="grey42"),
+    "dropped": Style(color="red", dim=True, strike=True),
+    "cursor": Style(reverse=True),
+    "selected": Style(bgcolor="blue", color="white"),
+}
+
+
+@dataclass
+class MemoryState:
+    """What the view needs to colour tokens, captured once per refresh."""
+
+    resident: set = field(default_factory=set)
+    pins: list = field(default_factory=list)
+    dropped: list = field(default_factory=list)
+    sinks: int = 0
+    heat: dict = field(default_factory=dict)  # token index -> attention weight, 0..1
+
+    def in_spans(self, spans, t: int) -> bool:
+        return any(a <= t < b for a, b in spans)
+
+    def kind(self, t: int) -> str:
+        if self.in_spans(self.dropped, t):
+            return "dropped"
+        if t not in self.resident:
+            return "evicted"
+        if self.in_spans(self.pins, t):
+            return "pinned"
+        if t < self.sinks:
+            return "sink"
+        return "window"
+
+
+class TokenView(ScrollView, can_focus=True):
+    DEFAULT_CSS = """
+    TokenView { height: 1fr; border: round $primary; padding: 0 1; }
+    TokenView:focus { border: round $accent; }
+    """
+
+    class CursorMoved(Message):
+        def __init__(self, cursor: int) -> None:
+            self.cursor = cursor
+            super().__init__()
+
+    def __init__(self, texts: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.texts = texts  # the session's token_texts list, shared, read only here
+        self.lines: list[list[tuple[int, str]]] = [[]]
+        self._wrapped = 0  # tokens already placed in self.lines
+        self._width = 0
+        self.cursor = 0
+        self.anchor: int | None = None  # selection: [min(anchor, cursor), max(...)] inclusive
+        self.memory = MemoryState()
+        self.heat_on = False
+        self.follow = True
+        self._dragging = False
+
+    # ------------------------------------------------------------------ wrapping
+    def _wrap_width(self) -> int:
+        return max(8, self.scrollable_content_region.width)
+
+    def _place(self, start: int) -> None:
+        width = self._width
+        line = self.lines[-1]
+        used = sum(len(t) for _, t in line)
+        for i in range(start, len(self.texts)):
+            parts = self.texts[i].split("\n")
+            for j, part in enumerate(parts):
+                if j:
+                    self.lines.append([(i, "")])
+                    line, used = self.lines[-1], 0
+                while part:
+                    room = width - used
+                    if room <= 0:
+                        self.lines.append([])
+                        line, used = self.lines[-1], 0
+                        room = width
+                    piece, part = part[:room], part[room:]
+                    line.append((i, piece))
+                    used += len(piece)
+            if not self.texts[i]:
+                line.append((i, ""))
+        self._wrapped = len(self.texts)
+
+    def sync(self) -> None:
+        """Wraps new tokens (or everything, after a resize or a rewind)."""
+        width = self._wrap_width()
+        if width != self._width or self._wrapped > len(self.texts):
+            self._width, self.lines, self._wrapped = width, [[]], 0
+        if self._wrapped < len(self.texts):
+            # re-place the last line's tokens: a token that grew (never) or new ones
+            self._place(self._wrapped)
+        self.virtual_size = Size(self._width, len(self.lines))
+        self.cursor = min(self.cursor, max(0, len(self.texts) - 1))
+        if self.follow:
+            self.scroll_end(animate=False, immediate=True)
+        self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.sync()
+
+    # ------------------------------------------------------------------ rendering
+    def selection(self) -> tuple[int, int] | None:
+        """[start, end) of the selected span (the cursor alone if nothing is selected)."""
+        if not self.texts:
+            return None
+        a = self.cursor if self.anchor is None else self.anchor
+        lo, hi = min(a, self.cursor), max(a, self.cursor)
+        return lo, hi + 1
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        n = y + scroll_y
+        if n >= len(self.lines):
+            return Strip.blank(self.size.width)
+        sel = self.selection() if self.anchor is not None else None
+        segs = []
+        for t, piece in self.lines[n]:
+            text = piece if piece else (" " if t == self.cursor and not any(p for _, p in self.lines[n]) else "")
+            if not text and t != self.cursor:
+                continue
+            style = STYLES[self.memory.kind(t)]
+            if self.heat_on and t in self.memory.heat:
+                w = min(1.0, self.memory.heat[t])
+                style = style + Style(bgcolor=f"rgb({int(40 + 215 * w)},{int(40 * (1 - w))},{int(40 * (1 - w))})")
+            if sel and sel[0] <= t < sel[1]:
+                style = style + STYLES["selected"]
+            if t == self.cursor and self.has_focus:
+                style = style + STYLES["cursor"]
+            segs.append(Segment(text or " ", style))
+        strip = Strip(segs)
+        return strip.crop(scroll_x, scroll_x + self.size.width)
+
+    # ------------------------------------------------------------------ cursor
+    def _line_of(self, t: int) -> int:
+        lo, hi = 0, len(self.lines) - 1
+        while lo < hi:  # last line whose first token <= t
+            mid = (lo + hi + 1) // 2
+            first = next((i for i, _ in self.lines[mid]), None)
+            if first is None or first <= t:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def move(self, t: int, extend: bool = False) -> None:
+        if not self.texts:
+            return
+        t = max(0, min(t, len(self.texts) - 1))
+        if extend and self.anchor is None:
+            self.anchor = self.cursor
+        elif not extend:
+            self.anchor = None
+        self.cursor = t
+        line = self._line_of(t)
+        self.scroll_to_region_line(line)
+        self.post_message(self.CursorMoved(t))
+        self.refresh()
+
+    def scroll_to_region_line(self, line: int) -> None:
+        top, height = self.scroll_offset.y, self.scrollable_content_region.height
+        if line < top:
+            self.scroll_to(y=line, animate=False, immediate=True)
+        elif line >= top + height:
+            self.scroll_to(y=line - height + 1, animate=False, immediate=True)
+        self.follow = self.scroll_offset.y >= self.max_scroll_y
+
+    def word_step(self, direction: int) -> int:
+        """Next (or previous) token that starts a word: its text begins with whitespace."""
+        t = self.cursor + direction
+        while 0 < t < len(self.texts) - 1 and not self.texts[t][:1].isspace():
+            t += direction
+        return t
+
+    def line_step(self, direction: int) -> int:
+        line = self._line_of(self.cursor) + direction
+        if not 0 <= line < len(self.lines):
+            return self.cursor
+        col = 0
+        for t, piece in self.lines[self._line_of(self.cursor)]:
+            if t == self.cursor:
+                break
+            col += len(piece)
+        used = 0
+        for t, piece in self.lines[line]:
+            used += len(piece)
+            if used > col:
+                return t
+        return self.lines[line][-1][0] if self.lines[line] else self.cursor
+
+    def token_at(self, x: int, y: int) -> int | None:
+        """The token at content coordinates (x, y) of the visible area."""
+        n = y + self.scroll_offset.y
+        if not 0 <= n < len(self.lines) or not self.lines[n]:
+            return None
+        col = x + self.scroll_offset.x
+        used = 0
+        for t, piece in self.lines[n]:
+            used += len(piece)
+            if col < used:
+                return t
+        return self.lines[n][-1][0]
+
+    # ------------------------------------------------------------------ mouse
+    def _event_token(self, event: events.MouseEvent) -> int | None:
+        at = event.get_content_offset(self)
+        return None if at is None else self.token_at(at.x, at.y)
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        t = self._event_token(event)
+        if t is None:
+            return
+        self.focus()
+        self.anchor = None
+        self.move(t)
+        self.anchor = t
+        self._dragging = True
+        self.capture_mouse()
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        if self._dragging:
+            t = self._event_token(event)
+            if t is not None and t != self.cursor:
+                self.cursor = t
+                self.refresh()
+
+    def on_mouse_up(self, event: events.MouseUp) -> None:
+        if self._dragging:
+            self._dragging = False
+            self.release_mouse()
+            if self.anchor == self.cursor:
+                self.anchor = None
+            self.refresh()
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self.follow = new >= self.max_scroll_y
