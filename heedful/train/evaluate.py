@@ -46,10 +46,10 @@ def greedy_answer(model, tok, prompt: str, max_new: int = 8) -> str:
 
 
 def answer_correct(generated: str, answer: str) -> bool:
-    """The answer is what comes first after 'Answer:', up to the full stop or line end."""
-    got = generated.strip().split("\n")[0].strip()
-    got = got[:-1] if got.endswith(".") else got.split(". ")[0]
-    return got.strip() == answer
+    """The answer is what comes first after 'Answer:', up to the first full stop, line end or
+    end-of-text token (answers never contain a full stop)."""
+    got = generated.split("<|endoftext|>")[0].strip().split("\n")[0]
+    return got.split(".")[0].strip() == answer
 
 
 @torch.no_grad()

@@ -14,6 +14,8 @@ def test_scoring_on_a_hand_made_episode():
     assert answer_correct(" 4821.", ep.answer)
     assert answer_correct(" 4821.\nFacts: The guard", ep.answer)
     assert answer_correct(" 4821", ep.answer)
+    assert answer_correct(" 4821.<|endoftext|>Facts: The guard", ep.answer)
+    assert answer_correct(" 4821.Facts: The guard", ep.answer)
     assert not answer_correct(" 4822.", ep.answer)
     assert not answer_correct(" 48211.", ep.answer)
     assert not answer_correct(" Oslo.", ep.answer)
