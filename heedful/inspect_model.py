@@ -44,6 +44,14 @@ class Diagnostics:
         return sum(v) / len(v) if v else None
 
     @property
+    def uniform_share(self) -> float:
+        """The first-token share attention spread evenly over the causal prefix would give:
+        the mean over queries q = 1..L-1 of 1 / (q + 1). A sink shows as a share far above it."""
+        if self.tokens < 2:
+            return 1.0
+        return sum(1.0 / (q + 1) for q in range(1, self.tokens)) / (self.tokens - 1)
+
+    @property
     def max_activation(self) -> float:
         return max((x.max_activation for x in self.layers), default=float("nan"))
 
@@ -54,6 +62,7 @@ class Diagnostics:
 
     def to_dict(self) -> dict:
         return {"tokens": self.tokens, "first_token_share": self.first_token_share,
+                "uniform_share": self.uniform_share,
                 "max_activation": self.max_activation, "mean_gate": self.mean_gate,
                 "layers": [x.to_dict() for x in self.layers]}
 
@@ -166,4 +175,6 @@ def format_table(d: Diagnostics) -> str:
                      f"{f(x.max_activation, '.2f'):>10} {f(x.mean_gate, '.4f'):>9}")
     lines.append(f"{'all':>5}  {'(mean / max)':<16} {f(d.first_token_share, '.4f'):>17} "
                  f"{f(d.max_activation, '.2f'):>10} {f(d.mean_gate, '.4f'):>9}")
+    lines.append(f"(attention spread evenly over the prefix would give a first-token share of "
+                 f"{d.uniform_share:.4f})")
     return "\n".join(lines)

@@ -72,6 +72,7 @@ def test_ungated_has_no_gate_and_share_below_one(tiny_llama):
 
     d = diagnose_text(tiny_llama.model, tiny_llama.tokenizer, "The vault code is 4821. Remember it.")
     assert d.mean_gate is None and all(x.mean_gate is None for x in d.layers)
+    assert d.uniform_share == sum(1 / (q + 1) for q in range(1, d.tokens)) / (d.tokens - 1)
     assert 0.0 < d.first_token_share < 1.0
 
 
