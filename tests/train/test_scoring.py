@@ -27,3 +27,15 @@ def test_episode_answers_score_as_correct():
     for _ in range(200):
         ep = recall_episode(rng)
         assert answer_correct(ep.text[len(ep.prompt):], ep.answer)
+
+
+def test_retention_episode_runs_every_engine_policy(tiny_qwen35):
+    """Mechanics only (a random tiny model answers nothing right): each policy runs through the
+    session engine within the budget, pins included."""
+    from heedful.train.retention import run_episode
+
+    ep = recall_episode(random.Random(1), n_facts=2, n_filler=6).to_dict()
+    for policy in ["full", "window", "sinks+window", "pins"]:
+        ok, out = run_episode(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, policy, budget=64, gated=True,
+                              max_new=3)
+        assert isinstance(ok, bool) and isinstance(out, str)
