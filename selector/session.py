@@ -32,7 +32,7 @@ from heedful.selector.text import Detokenizer
 @dataclass
 class SessionConfig:
     model: str = "default"
-    window: int | None = None  # None: min(256, budget - sinks)
+    window: int | None = None  # None: min(256, (budget - sinks) // 2), room left for pins
     budget: int | None = None  # None: min(1024, the model's max_position_embeddings)
     sinks: int | None = None  # None: 0 for gated models, 4 for ungated ones
     seed: int = 0
@@ -100,7 +100,7 @@ class Session:
         if self.config.budget is None:
             self.config.budget = min(1024, self.max_positions or 1024)
         if self.config.window is None:
-            self.config.window = max(1, min(256, self.config.budget - self.config.sinks))
+            self.config.window = max(1, min(256, (self.config.budget - self.config.sinks) // 2))
         if model.config._attn_implementation != "heedful":
             model.config._attn_implementation = "heedful"
         c = self.config

@@ -23,7 +23,7 @@ def model_options(f):
 
 def session_options(f):
     @click.option("--window", type=click.IntRange(min=1), default=None,
-                  help="Recent tokens always attended, W [default: min(256, budget - sinks)].")
+                  help="Recent tokens always attended, W [default: min(256, (budget - sinks) / 2), room for pins].")
     @click.option("--budget", type=click.IntRange(min=1), default=None,
                   help="Most KV rows resident per layer, B >= W + sinks + pins "
                        "[default: min(1024, the model's context length)].")
