@@ -1,0 +1,54 @@
+"""Snapshots of the main screen (pins, window, evicted text), the key help and the palette.
+
+The stream is built from prompts only (no sampling), so the picture depends on the
+tokenizer and the engine's memory, not on model numerics. Update after an intended change:
+./test.sh tests/tui/test_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+from heedful.selector.session import Session, SessionConfig
+from heedful.tui.app import HeedfulApp
+
+TEXT = ("The vault code is 4821. Remember it. Alice met Bob at the station at noon. "
+        "A filler sentence follows another filler sentence. What is the vault code?")
+
+
+def _app(lm, tmp_path):
+    s = Session(lm.model, lm.tokenizer, gated=lm.gated,
+                config=SessionConfig(model="tiny-qwen3.5", window=24, budget=64, prefill_chunk=12))
+    s.prompt("The vault code is 4821.")
+    s.pin("4821")  # resident: pinned in place
+    s.prompt(" Remember it. Alice met Bob at the station at noon.")
+    s.pin("Remember")  # evicted by now: recalled, pinned at the end
+    s.prompt(" " + TEXT.split("noon. ")[1])
+    s.drop("filler")
+    app = HeedfulApp(s, show_speed=False, export_dir=tmp_path)
+    return app
+
+
+def test_main_screen(snap_compare, tiny_qwen35, tmp_path):
+    async def focus(pilot):
+        pilot.app.view.focus()
+        await pilot.press("home", "right", "shift+right", "shift+right")  # a selected span
+        await pilot.pause()
+
+    assert snap_compare(_app(tiny_qwen35, tmp_path), terminal_size=(110, 30), run_before=focus)
+
+
+def test_help_panel(snap_compare, tiny_qwen35, tmp_path):
+    async def show(pilot):
+        pilot.app.action_show_help_panel()
+        await pilot.pause()
+
+    assert snap_compare(_app(tiny_qwen35, tmp_path), terminal_size=(130, 30), run_before=show)
+
+
+def test_palette(snap_compare, tiny_qwen35, tmp_path):
+    async def palette(pilot):
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"export")
+        await pilot.pause(0.3)
+
+    assert snap_compare(_app(tiny_qwen35, tmp_path), terminal_size=(110, 30), run_before=palette)
