@@ -9,10 +9,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${HEEDFUL_VENV:-$ROOT/.venv}"
 STAMP="$VENV/.heedful-setup"
 if [[ -f "$STAMP" && "$STAMP" -nt "$ROOT/pyproject.toml" ]]; then exit 0; fi
-echo "heedful: setting up $VENV (first run only)" >&2
-python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip >&2
-# shellcheck disable=SC2086
-"$VENV/bin/python" -m pip install -q ${HEEDFUL_TORCH:-torch==2.13.0} >&2
-"$VENV/bin/python" -m pip install -q -e "$ROOT[test]" >&2
+LOG="$ROOT/.venv-setup.log"
+echo "heedful: setting up $VENV (first run only; log in $LOG)" >&2
+{
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip install -q ${HEEDFUL_TORCH:-torch==2.13.0}
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+} >"$LOG" 2>&1 || { echo "heedful: set-up failed; the end of $LOG:" >&2; tail -n 30 "$LOG" >&2; exit 1; }
 touch "$STAMP"
+echo "heedful: set-up done" >&2
