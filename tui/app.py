@@ -98,6 +98,8 @@ class HeedfulApp(App):
 
     def refresh_stream(self) -> None:
         """Re-reads the engine's memory into the view and the panel (UI thread)."""
+        if not self.is_running or not self.query(TokenView):
+            return
         s = self.session
         heat = {}
         if s.last_attention:
@@ -147,12 +149,19 @@ class HeedfulApp(App):
                 now = time.monotonic()
                 if now - last >= self.refresh_s:
                     last = now
-                    self.call_from_thread(self.refresh_stream)
+                    self._ui(self.refresh_stream)
         except Exception as e:  # noqa: BLE001 - shown to the person; the session stays usable
-            self.call_from_thread(self.notify, f"generation failed: {e}", severity="error", timeout=8)
+            self._ui(self.notify, f"generation failed: {e}", severity="error", timeout=8)
         finally:
             self.generating = False
-            self.call_from_thread(self.refresh_stream)
+            self._ui(self.refresh_stream)
+
+    def _ui(self, fn, *args, **kwargs) -> None:
+        """Runs fn on the UI thread; quiet if the app has already gone (quit mid-stream)."""
+        try:
+            self.call_from_thread(fn, *args, **kwargs)
+        except RuntimeError:
+            self._stop.set()
 
     def action_stop(self) -> None:
         if self.generating:

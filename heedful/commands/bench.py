@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "kernels": "heedful.commands.bench_kernels:kernels",
     "store": "heedful.commands.bench_store:store",
     "retention": "heedful.commands.bench_retention:retention",
+    "tui": "heedful.commands.bench_tui:tui",
 }
 
 
@@ -29,4 +30,4 @@ class _LazyBench(click.Group):
 
 @click.group(cls=_LazyBench)
 def bench():
-    """Benchmarks: decode latency and memory (stream), kernels, store, retention."""
+    """Benchmarks: decode latency and memory (stream), kernels, store, retention, tui."""
