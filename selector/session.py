@@ -12,6 +12,7 @@ token, so a UI thread can pin between two tokens of a stream.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -112,6 +113,8 @@ class Session:
         self.cache = HeedfulCache(model.config, Rotary.from_model(model), capacity=c.budget)
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         self._lock = threading.RLock()
+        self._waiting = 0  # operations waiting for the lock: a stream steps aside for them
+        self._waiting_lock = threading.Lock()
         self._rng = torch.Generator(device="cpu").manual_seed(c.seed)
         self._detok = Detokenizer(tokenizer)
         self.token_ids: list[int] = []
@@ -149,19 +152,19 @@ class Session:
         return "".join(self.token_texts[start:end])
 
     def retained(self) -> list[int]:
-        with self._lock:
+        with self._op():
             return list(self.resident_tokens)
 
     def pins(self) -> list[tuple[int, int]]:
-        with self._lock:
+        with self._op():
             return list(self._pins)
 
     def dropped(self) -> list[tuple[int, int]]:
-        with self._lock:
+        with self._op():
             return list(self._dropped)
 
     def stats(self) -> Stats:
-        with self._lock:
+        with self._op():
             resident = set(self.resident_tokens)
             pinned = sum(1 for a, b in self._pins for t in range(a, b) if t in resident)
             return Stats(
@@ -174,8 +177,25 @@ class Session:
 
     def resolve(self, target, occurrence=None) -> list[tuple[int, int]]:
         """Token ranges a target designates now (nothing is changed or logged)."""
-        with self._lock:
+        with self._op():
             return resolve(target, "".join(self.token_texts), self._starts, len(self.token_ids), occurrence)
+
+    # ------------------------------------------------------------------ locking
+    @contextlib.contextmanager
+    def _op(self):
+        """The lock, for an operation. RLock is not fair: a stream that releases and
+        re-takes it between tokens would starve a pin made from another thread, so an
+        operation announces itself and the stream waits for it (`_yield_to_ops`)."""
+        with self._waiting_lock:
+            self._waiting += 1
+        with self._lock:
+            with self._waiting_lock:
+                self._waiting -= 1
+            yield
+
+    def _yield_to_ops(self) -> None:
+        while self._waiting:
+            time.sleep(0.0005)
 
     # ------------------------------------------------------------------ the stream
     def _event(self, op: str, args: dict) -> None:
@@ -267,7 +287,7 @@ class Session:
         """Appends text to the stream and processes it; returns the new token indices."""
         if not isinstance(text, str) or not text:
             raise TargetError("prompt: empty text")
-        with self._lock:
+        with self._op():
             ids = self.tokenizer(text, add_special_tokens=not self.token_ids)["input_ids"]
             if not ids:
                 raise TargetError(f"prompt {text!r}: tokenizes to nothing")
@@ -302,6 +322,7 @@ class Session:
                     self._generated += 1
                     self._gen_seconds += time.perf_counter() - t0
                 produced += 1
+                self._yield_to_ops()
                 yield Token(index, tid, piece, True)
                 if stop_at_eos and tid == eos:
                     break
@@ -333,7 +354,7 @@ class Session:
 
     def _mark(self, op: str, target, occurrence) -> list[tuple[int, int]]:
         """pin and recall share this: resolve, check the budget, log, then act."""
-        with self._lock:
+        with self._op():
             ranges = self.resolve(target, occurrence)
             # A range wholly resident is pinned in place; a range with any evicted token is
             # re-encoded whole at the end of the stream, so the kept text stays contiguous.
@@ -364,7 +385,7 @@ class Session:
         return self._mark("recall", target, occurrence)
 
     def unpin(self, target, occurrence=None) -> list[tuple[int, int]]:
-        with self._lock:
+        with self._op():
             ranges = self.resolve(target, occurrence)
             for a, b in ranges:
                 self._event("unpin", {"range": [a, b]})
@@ -374,7 +395,7 @@ class Session:
 
     def drop(self, target, occurrence=None) -> list[tuple[int, int]]:
         """Forgets a target now, even inside the window (pins on it go too)."""
-        with self._lock:
+        with self._op():
             ranges = self.resolve(target, occurrence)
             for a, b in ranges:
                 self._event("drop", {"range": [a, b]})
@@ -388,7 +409,7 @@ class Session:
         """Cuts the stream back to tokens [0, index), to regenerate from there. Pins past
         the cut go; window tokens that were freed are re-encoded, and so is the last token,
         so that the next-token logits are fresh."""
-        with self._lock:
+        with self._op():
             n = len(self.token_ids)
             if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= n:
                 raise TargetError(f"rewind {index!r}: must be an index in [0, {n}]")
@@ -448,7 +469,7 @@ class Session:
     # ------------------------------------------------------------------ state for the store
     def state(self) -> dict:
         """What a store needs to rebuild this session: settings, pins and drops."""
-        with self._lock:
+        with self._op():
             return {"config": self.config.to_dict(), "pins": self.pins(), "dropped": self.dropped(),
                     "tokens": len(self.token_ids)}
 
