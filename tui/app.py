@@ -9,6 +9,7 @@ token, and marks made while it streams go through the engine between two tokens.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -91,6 +92,11 @@ class HeedfulApp(App):
         return self.query_one(TokenView)
 
     def on_mount(self) -> None:
+        # The generation worker is Python-heavy and holds the GIL; every loop iteration of
+        # the UI thread would wait up to the default 5 ms switch interval to get it back,
+        # making keys sluggish while the model streams. 0.5 ms keeps input responsive.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
         self.sub_title = f"{self.session.config.model} | window {self.session.config.window} " \
                          f"| budget {self.session.config.budget}"
         self.refresh_stream()
@@ -143,6 +149,7 @@ class HeedfulApp(App):
         it = self.session.generate(n)
         try:
             for _ in it:
+                time.sleep(0)  # hand the GIL to the UI thread between two tokens
                 if self._stop.is_set():
                     it.close()
                     break
@@ -288,6 +295,7 @@ class HeedfulApp(App):
         return True
 
     def on_unmount(self) -> None:
+        sys.setswitchinterval(self._switch_interval)
         self._stop.set()
         if self.recorder is not None:
             self.recorder.flush()

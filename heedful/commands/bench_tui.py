@@ -130,9 +130,16 @@ async def _press(pilot, presses: int) -> None:
         await pilot.pause()
 
 
-async def _stream_run(rate: float, n: int, presses: int):
-    s = SyntheticSession(rate)
-    s.token_texts.extend([" start"])
+async def _stream_run(rate: float, n: int, presses: int, model: str | None = None):
+    if model is None:
+        s = SyntheticSession(rate)
+        s.token_texts.extend([" start"])
+    else:  # a real model streaming as fast as it can
+        from heedful.selector.session import Session
+
+        s = Session.from_pretrained(None if model == "default" else model, window=64, budget=128)
+        s.prompt("The vault code is 4821. Remember it.")
+        s.started = s.finished = 0.0
     app = _timed_app(s, chunk=n, show_speed=False)
     async with app.run_test(size=(120, 40)) as pilot:
         app.view.focus()
@@ -145,6 +152,10 @@ async def _stream_run(rate: float, n: int, presses: int):
         shown = app.view._wrapped
     total = len(s.token_texts)
     done = next((t for t, shown in app.shown_at if shown >= total), float("nan"))
+    if model is not None:  # the real session has no stream clock of its own
+        st = s.stats()
+        return {"streamed": st.generated, "stream_s": st.generated / st.tokens_per_s, "shown": shown - 1,
+                "lag_ms": float("nan"), "lat": list(app.latencies), "refreshes": len(app.shown_at)}
     return {"streamed": s.generated, "stream_s": s.finished - s.started, "shown": shown - 1,
             "lag_ms": 1000 * (done - s.finished), "lat": list(app.latencies), "refreshes": len(app.shown_at)}
 
@@ -173,9 +184,11 @@ def _pct(xs, q):
 @click.option("-n", "--tokens", "n", type=int, default=5000, show_default=True, help="Tokens to stream.")
 @click.option("--presses", type=int, default=60, show_default=True, help="Key presses timed per run.")
 @click.option("--big", type=int, default=100_000, show_default=True, help="Tokens already in the big session.")
-def tui(rate, n, presses, big):
+@click.option("--model", default=None, metavar="DIR|default",
+              help="Stream from a real model (as fast as it goes) instead of the synthetic stream.")
+def tui(rate, n, presses, big, model):
     """UI keep-up with a fast stream and key-to-repaint latency (Pilot, headless)."""
-    r = asyncio.run(_stream_run(rate, n, presses))
+    r = asyncio.run(_stream_run(rate, n, presses, model))
     b = asyncio.run(_big_run(big, presses))
     click.echo(f"stream: {r['streamed']} tokens at {r['streamed'] / r['stream_s']:.0f} tok/s; view shows "
                f"{r['shown']} after {r['refreshes']} batched refreshes; last token on screen {r['lag_ms']:.0f} ms "

@@ -85,21 +85,22 @@ async def test_prompt_generate_pin_with_keys_and_mouse_unpin_export_resume(tiny_
         assert len(again) == len(s)
 
 
-async def test_pins_while_generating(tiny_qwen35, store, tmp_path):
-    app = _app(tiny_qwen35, store, tmp_path, chunk=5000, window=64, budget=128)
+async def test_pins_while_generating_and_stop(tiny_qwen35, store, tmp_path):
+    """A pin made while the model streams goes through the engine between two tokens, and
+    Esc stops the stream. (Pilot waits for the process to go idle after each key, which a
+    streaming model never is, so this test checks what happened, not how fast.)"""
+    app = _app(tiny_qwen35, store, tmp_path, chunk=200_000, window=64, budget=128)
     s = app.session
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"Alice met Bob.", "enter")
-        await pilot.pause(0.2)
         await pilot.press("home", "shift+right", "space")  # pin [0, 2) mid-stream
-        await pilot.pause()
         await pilot.press("escape")
         await _settle(app, pilot)
-        assert s.pins() and s.stats().generated < 5000  # stopped early, pin kept
+        assert s.pins() and s.stats().generated < 200_000
     events = store.events(app.recorder.session_id)
     pins = [e for e in events if e["op"] == "pin"]
     assert pins and "at" in pins[0]  # made while the stream was running
-    assert events[-1]["op"] == "stop"
+    assert events[-1]["op"] == "stop" and events[-1]["at"] == len(s)
 
 
 async def test_generation_failure_shows_an_error_and_the_app_stays_usable(tiny_qwen35, store, tmp_path):
