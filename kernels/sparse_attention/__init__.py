@@ -68,13 +68,21 @@ def sparse_prefill(q, k, v, indices, scale: float, *, return_lse: bool = False, 
     return (o, lse) if return_lse else o
 
 
-def sparse_attention(q, k, v, indices, scale: float, *, return_lse: bool = False, backend: str | None = None):
+def sparse_attention(q, k, v, indices, scale: float, *, return_lse: bool = False, backend: str | None = None,
+                     check_range: bool = True):
     """The engine's entry: indices select past rows [0, N - L); the chunk (last L rows) is
     always read causally. Decode (L = 1) goes to the split-K decode kernel with the token's
-    own row appended to the list."""
+    own row N - 1 appended to every list (inside the kernel: no copy of the list).
+
+    check_range=False skips the range check, which reads indices.max() back to the host (a
+    device sync per call); out-of-range rows are then undefined behaviour on CUDA."""
     if q.dim() == 4 and q.shape[2] == 1:
-        own = torch.full((*indices.shape[:2], 1), k.shape[2] - 1, dtype=indices.dtype, device=indices.device)
-        _validate(q, k, v, indices, 1, True)
-        return sparse_decode(q, k, v, torch.cat([indices, own], dim=-1), scale, return_lse=return_lse,
-                             backend=backend, check_range=False)
-    return sparse_prefill(q, k, v, indices, scale, return_lse=return_lse, backend=backend)
+        _validate(q, k, v, indices, 1, check_range)
+        if pick_backend(q.device, backend) == "triton":
+            from heedful.kernels.sparse_attention.decode import sparse_decode_triton
+
+            o, lse = sparse_decode_triton(q, k, v, indices, scale, extra_row=k.shape[2] - 1)
+        else:
+            o, lse = sparse_attention_naive(q, k, v, indices, scale, 1)
+        return (o, lse) if return_lse else o
+    return sparse_prefill(q, k, v, indices, scale, return_lse=return_lse, backend=backend, check_range=check_range)
