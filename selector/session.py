@@ -163,6 +163,20 @@ class Session:
         with self._op():
             return list(self._dropped)
 
+    def watch_gates(self) -> None:
+        """Starts reading the output gates (gated models): see `gate_mean`."""
+        from heedful.selector.gates import GateMonitor
+
+        if getattr(self, "_gates", None) is None:
+            self._gates = GateMonitor(self.model)
+
+    @property
+    def gate_mean(self) -> float | None:
+        """Mean sigmoid gate of the newest token over layers and heads, once `watch_gates`
+        has been called and a forward has run; None for ungated models."""
+        g = getattr(self, "_gates", None)
+        return g.mean() if g is not None else None
+
     def stats(self) -> Stats:
         with self._op():
             resident = set(self.resident_tokens)

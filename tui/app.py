@@ -76,6 +76,8 @@ class HeedfulApp(App):
         self.generating = False
         self.last_export: Path | None = None
         session.collect_attention = True
+        if getattr(session, "gated", False) and hasattr(session, "watch_gates"):
+            session.watch_gates()
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:

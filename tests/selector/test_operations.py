@@ -205,3 +205,19 @@ def test_a_failed_forward_leaves_the_session_usable(tiny_qwen35):
     assert len(s) == state[1] and s.cache.resident() == len(s.retained())
     assert len(list(s.generate(5))) == 5
     assert s.cache.resident() <= 24
+
+
+def test_gate_monitor_reads_the_output_gate(tiny_qwen35, tiny_llama):
+    s = _session(tiny_qwen35)
+    s.watch_gates()
+    s.prompt(PROMPT)
+    g = s.gate_mean
+    assert g is not None and 0.0 < g < 1.0
+    from heedful.selector.gates import gated_attention_modules
+
+    assert [i for i, _ in gated_attention_modules(tiny_qwen35.model)] == [0, 1]
+    assert set(s._gates.means) == {0, 1}
+    u = _session(tiny_llama)
+    u.watch_gates()
+    u.prompt(PROMPT)
+    assert u.gate_mean is None
