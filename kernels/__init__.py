@@ -7,8 +7,8 @@ package imports nothing else of heedful.
 """
 
 from heedful.kernels._triton import HAS_TRITON
-from heedful.kernels.block_select import block_summaries, score_blocks, select_topk_blocks
+from heedful.kernels.block_select import BlockSummaries, block_summaries, score_blocks, select_topk_blocks
 from heedful.kernels.sparse_attention import sparse_attention, sparse_decode, sparse_prefill
 
-__all__ = ["HAS_TRITON", "block_summaries", "score_blocks", "select_topk_blocks", "sparse_attention",
+__all__ = ["HAS_TRITON", "BlockSummaries", "block_summaries", "score_blocks", "select_topk_blocks", "sparse_attention",
            "sparse_decode", "sparse_prefill"]

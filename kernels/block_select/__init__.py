@@ -1,6 +1,15 @@
 """NSA / Quest-style block selection: summarize blocks of the candidate pool, score them
 against the query, keep the top-k blocks per KV head. Summaries: naive.py explains the two
-kinds and why "minmax" is the default."""
+kinds and why "minmax" is the default.
+
+Two ways to get summaries:
+- `block_summaries(k, bs, kind, start, end)`: from scratch over a row range (what
+  `select_topk_blocks` does when given none). It reads every key of the pool, so at long
+  pools it costs more than the sparse decode it serves;
+- `BlockSummaries`: kept up to date as rows arrive (append: only the last block is redone)
+  and leave (compaction: the blocks from the first moved row on are redone). Pass it as
+  `select_topk_blocks(..., summaries=s)`: a step then reads only nb summary vectors.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +18,88 @@ import torch
 from heedful.kernels._triton import pick_backend
 from heedful.kernels.block_select.naive import blocks_to_rows, block_summaries_naive, score_blocks_naive
 
+KINDS = ("minmax", "mean")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown summary {kind!r} (expected 'minmax' or 'mean')")
+
 
 def block_summaries(k, block_size: int, kind: str = "minmax", start: int = 0, end: int | None = None):
     """Summaries of rows [start, end) of k, in blocks of block_size (the last one may be
-    short). The engine compacts its buffer when rows leave, so summaries are rebuilt over
-    the pool range; this is a reduction over keys the cache has just rotated anyway."""
+    short): mean [B, Hkv, nb, D] fp32, or (min, max) each [B, Hkv, nb, D] fp32."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1; got {block_size}")
+    _check_kind(kind)
     return block_summaries_naive(k, block_size, kind, start, end)
 
 
+class BlockSummaries:
+    """Block summaries of rows [start, end) of a key buffer, updated incrementally.
+
+    Blocks are anchored at `start`: block i covers rows [start + i*bs, start + (i+1)*bs).
+    `update(k, start, end, changed_from)` makes them cover [start, end) of k, redoing only
+    the blocks that hold a row >= changed_from (default: the previous end, i.e. rows were
+    only appended). A moved `start` or a changed block size re-anchors: full rebuild.
+    Min/max are kept in k's dtype (exact: a min of bf16 values is a bf16 value), means in fp32.
+    """
+
+    def __init__(self, block_size: int, kind: str = "minmax"):
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1; got {block_size}")
+        _check_kind(kind)
+        self.block_size, self.kind = block_size, kind
+        self.start = self.end = 0
+        self._bufs: list[torch.Tensor] = []  # capacity-sized [B, Hkv, cap, D] each
+
+    @property
+    def num_blocks(self) -> int:
+        return -(-(self.end - self.start) // self.block_size)
+
+    def summaries(self):
+        """The current summaries in block_summaries' layout (views, no copy)."""
+        nb = self.num_blocks
+        views = [buf[:, :, :nb] for buf in self._bufs]
+        return views[0] if self.kind == "mean" else tuple(views)
+
+    def update(self, k, start: int, end: int, changed_from: int | None = None):
+        if not 0 <= start <= end <= k.shape[2]:
+            raise ValueError(f"rows [{start}, {end}) outside k's {k.shape[2]} rows")
+        bs = self.block_size
+        shape_ok = bool(self._bufs) and self._bufs[0].shape[:2] == k.shape[:2] \
+            and self._bufs[0].shape[-1] == k.shape[-1] and self._bufs[0].device == k.device
+        if changed_from is None:
+            changed_from = min(self.end, end)
+        first = 0 if (start != self.start or not shape_ok) else max(0, min(changed_from, end) - start) // bs
+        nb = -(-(end - start) // bs)
+        cap = self._bufs[0].shape[2] if shape_ok else 0
+        if nb > cap:  # grow by doubling so appends stay amortized O(1)
+            new_cap = max(nb, 2 * cap, 16)
+            dt = torch.float32 if self.kind == "mean" else k.dtype
+            count = 1 if self.kind == "mean" else 2
+            new = [torch.empty(k.shape[0], k.shape[1], new_cap, k.shape[-1], dtype=dt, device=k.device)
+                   for _ in range(count)]
+            if shape_ok and first:
+                for nbuf, obuf in zip(new, self._bufs):
+                    nbuf[:, :, :first] = obuf[:, :, :first]
+            self._bufs = new
+        if first < nb:
+            part = block_summaries_naive(k, bs, self.kind, start + first * bs, end)
+            parts = [part] if self.kind == "mean" else list(part)
+            for buf, p in zip(self._bufs, parts):
+                buf[:, :, first:nb] = p
+        self.start, self.end = start, end
+        return self
+
+
 def score_blocks(q, summaries, kind: str = "minmax", *, backend: str | None = None):
-    """[B, Hkv, nb] fp32 scores, summed over the query heads of each KV group."""
+    """[B, Hkv, nb] fp32 scores, summed over the query heads of each KV group (and the
+    queries of a chunk). minmax: Quest's upper bound sum_d max(q_d lo_d, q_d hi_d);
+    mean: q . mean."""
+    _check_kind(kind)
+    if isinstance(summaries, BlockSummaries):
+        summaries = summaries.summaries()
     if pick_backend(q.device, backend) == "triton":
         from heedful.kernels.block_select.score import score_blocks_triton
 
@@ -29,16 +108,28 @@ def score_blocks(q, summaries, kind: str = "minmax", *, backend: str | None = No
 
 
 def select_topk_blocks(q, k, candidate_start: int, candidate_end: int, block_size: int, topk: int,
-                       kind: str = "minmax", *, backend: str | None = None):
+                       kind: str = "minmax", *, backend: str | None = None, summaries=None):
     """Row indices [B, Hkv, topk * block_size] int32 (sorted, -1 padded) of the top-k
-    blocks of rows [candidate_start, candidate_end), per KV head."""
+    blocks of rows [candidate_start, candidate_end), per KV head.
+
+    summaries: a BlockSummaries covering exactly that range with that block size and kind
+    (or block_summaries' output for it); None computes them from k (reads the whole pool)."""
     if not 0 <= candidate_start <= candidate_end <= k.shape[2]:
         raise ValueError(f"candidate rows [{candidate_start}, {candidate_end}) outside k's {k.shape[2]} rows")
+    _check_kind(kind)
     b, hkv = k.shape[0], k.shape[1]
     if candidate_end == candidate_start or topk <= 0:
         return torch.full((b, hkv, max(topk, 0) * block_size), -1, dtype=torch.int32, device=k.device)
-    summaries = block_summaries(k, block_size, kind, candidate_start, candidate_end)
+    if isinstance(summaries, BlockSummaries):
+        if (summaries.start, summaries.end, summaries.block_size, summaries.kind) != \
+                (candidate_start, candidate_end, block_size, kind):
+            raise ValueError(f"summaries cover rows [{summaries.start}, {summaries.end}) in blocks of "
+                             f"{summaries.block_size} ({summaries.kind}), not [{candidate_start}, {candidate_end}) "
+                             f"in blocks of {block_size} ({kind})")
+        summaries = summaries.summaries()
+    elif summaries is None:
+        summaries = block_summaries(k, block_size, kind, candidate_start, candidate_end)
     scores = score_blocks(q, summaries, kind, backend=backend)
     kk = min(topk, scores.shape[-1])
-    blocks = scores.topk(kk, dim=-1).indices
+    blocks = scores.topk(kk, dim=-1, sorted=False).indices
     return blocks_to_rows(blocks, candidate_start, candidate_end, block_size, topk)

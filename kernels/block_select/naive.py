@@ -53,13 +53,14 @@ def score_blocks_naive(q, summaries, kind: str = "minmax"):
 
 def blocks_to_rows(blocks, start: int, end: int, block_size: int, topk: int):
     """Chosen block numbers [B, Hkv, k] -> row indices [B, Hkv, topk * bs] int32, sorted,
-    rows past `end` and missing blocks as -1 at the end."""
+    rows past `end` and missing blocks as -1 at the end. Sorting the k block numbers sorts
+    the rows (blocks do not overlap), and only the last block of the range can be short, so
+    its -1s already sit after every real row: no sort over k * bs rows."""
     b, h, kk = blocks.shape
+    blocks = blocks.sort(-1).values
     offs = torch.arange(block_size, device=blocks.device)
     rows = start + blocks[..., None] * block_size + offs  # [B, Hkv, k, bs]
-    rows = torch.where(rows < end, rows, torch.full_like(rows, -1)).reshape(b, h, kk * block_size)
+    rows = torch.where(rows < end, rows, -1).reshape(b, h, kk * block_size).to(torch.int32)
     if kk < topk:
         rows = torch.cat([rows, rows.new_full((b, h, (topk - kk) * block_size), -1)], dim=-1)
-    big = torch.iinfo(torch.int64).max
-    rows = torch.where(rows < 0, torch.full_like(rows, big), rows).sort(-1).values
-    return torch.where(rows == big, torch.full_like(rows, -1), rows).to(torch.int32)
+    return rows

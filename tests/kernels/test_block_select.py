@@ -7,21 +7,26 @@ import os
 import pytest
 import torch
 
-from heedful.kernels import block_summaries, score_blocks, select_topk_blocks
-from heedful.kernels.block_select.naive import score_blocks_naive
+from heedful.kernels import BlockSummaries, block_summaries, score_blocks, select_topk_blocks
+from heedful.kernels.block_select.naive import blocks_to_rows, score_blocks_naive
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
                                   reason="Triton on CPU needs TRITON_INTERPRET=1 (./test.sh sets it)")
 
 
 @needs_triton
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["minmax", "mean"])
-@pytest.mark.parametrize("group,length", [(1, 1), (4, 1), (8, 3)])
+@pytest.mark.parametrize("group,length", [(1, 1), (2, 1), (4, 1), (8, 3)])
 @pytest.mark.parametrize("n,bs", [(64, 16), (70, 16), (5, 8)])
-def test_triton_scores_match_reference(kind, group, length, n, bs):
+def test_triton_scores_match_reference(device, kind, group, length, n, bs):
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton on CPU needs TRITON_INTERPRET=1")
     gen = torch.Generator().manual_seed(n + group)
-    q = torch.randn(2, 2 * group, length, 32, generator=gen)
-    k = torch.randn(2, 2, n, 32, generator=gen)
+    q = torch.randn(2, 2 * group, length, 32, generator=gen).to(device)
+    k = torch.randn(2, 2, n, 32, generator=gen).to(device)
     summ = block_summaries(k, bs, kind)
     torch.testing.assert_close(score_blocks(q, summ, kind, backend="triton"), score_blocks_naive(q, summ, kind),
                                atol=1e-4, rtol=1e-4)
@@ -66,3 +71,48 @@ def test_topk_larger_than_the_pool_pads_with_minus_one():
         assert head[10:] == [-1] * 10
     with pytest.raises(ValueError, match="outside"):
         select_topk_blocks(q, k, 20, 40, 4, 2)
+
+
+@pytest.mark.parametrize("kind", ["minmax", "mean"])
+def test_incremental_summaries_equal_a_rebuild(kind):
+    gen = torch.Generator().manual_seed(7)
+    k = torch.randn(1, 2, 120, 8, generator=gen)
+    s = BlockSummaries(16, kind)
+
+    def same(start, end):
+        ref = block_summaries(k, 16, kind, start, end)
+        got = s.summaries()
+        for a, r in zip((got,) if kind == "mean" else got, (ref,) if kind == "mean" else ref):
+            torch.testing.assert_close(a.float(), r)
+
+    s.update(k, 4, 4)
+    assert s.num_blocks == 0
+    for end in (5, 20, 21, 36, 70, 100):  # appends, growing the buffers past their capacity
+        s.update(k, 4, end)
+        same(4, end)
+    k[:, :, 40:90] = torch.randn(1, 2, 50, 8, generator=gen)  # compaction: rows from 40 on moved
+    s.update(k, 4, 90, changed_from=40)
+    same(4, 90)
+    s.update(k, 10, 90)  # the pool start moved: re-anchored
+    same(10, 90)
+    with pytest.raises(ValueError, match="outside"):
+        s.update(k, 10, 200)
+
+
+def test_select_with_maintained_summaries_matches_from_scratch():
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 4, 1, 16, generator=gen)
+    k = torch.randn(1, 2, 200, 16, generator=gen)
+    s = BlockSummaries(8).update(k, 30, 150)
+    assert torch.equal(select_topk_blocks(q, k, 30, 150, 8, 4, summaries=s), select_topk_blocks(q, k, 30, 150, 8, 4))
+    with pytest.raises(ValueError, match="summaries cover"):
+        select_topk_blocks(q, k, 30, 160, 8, 4, summaries=s)
+    with pytest.raises(ValueError, match="unknown summary"):
+        select_topk_blocks(q, k, 30, 150, 8, 4, kind="max")
+
+
+def test_blocks_to_rows_sorted_with_short_last_block_and_padding():
+    blocks = torch.tensor([[[3, 0, 1]]])  # rows [10, 37) in blocks of 8: block 3 is rows 34..36
+    rows = blocks_to_rows(blocks, 10, 37, 8, 4)[0, 0].tolist()
+    assert rows[:19] == list(range(10, 26)) + [34, 35, 36]
+    assert rows[19:] == [-1] * 13

@@ -137,6 +137,23 @@ def test_half_precision_error_at_most_twice_pytorch(device, dtype, length):
     assert _err(out, ref32) <= 2 * _err(low, ref32) + 1e-3
 
 
+@needs_triton
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kk", [0, 1, 63, 64, 200])
+def test_sparse_attention_decode_triton_matches_reference(device, kk):
+    """L = 1 through the engine's entry: the own row is appended inside the kernel."""
+    n = 230
+    q, k, v, gen = _case(device, torch.float32, 1, 8, 2, n, 32, 1, seed=kk)
+    idx = _indices(1, 2, kk, n - 1, gen, dup=True, pad=0.2).to(device)
+    o, lse = sparse_attention(q, k, v, idx, 0.2, return_lse=True, backend="triton")
+    ref_o, ref_lse = sparse_attention(q, k, v, idx, 0.2, return_lse=True, backend="reference")
+    torch.testing.assert_close(o, ref_o, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-4)
+    own = torch.full((1, 2, 1), n - 1, dtype=torch.int32, device=device)
+    torch.testing.assert_close(o, sparse_attention_naive(q, k, v, torch.cat([idx, own], -1), 0.2)[0],
+                               atol=1e-5, rtol=1e-4)
+
+
 def test_sparse_attention_decode_reads_its_own_row():
     q, k, v, gen = _case("cpu", torch.float32, 1, 4, 2, 20, 16, 1)
     idx = torch.tensor([[[0, 3, -1], [5, -1, -1]]], dtype=torch.int32)
