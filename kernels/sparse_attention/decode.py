@@ -33,11 +33,13 @@ def _decode_split_kernel(
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ib, stride_ih, stride_ik,
-    n_idx, n_total, extra_row, split_len, scale,
+    n_idx, n_total, extra_row, split_len, num_splits, scale,
     HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, DV: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, PREC: tl.constexpr, F32: tl.constexpr,
+    DIRECT: tl.constexpr, PREC: tl.constexpr, F32: tl.constexpr,
 ):
+    # num_splits and the list lengths are runtime values: a list that grows step by step
+    # does not recompile the kernel
     pid_bh = tl.program_id(0)
     split = tl.program_id(1)
     b = pid_bh // HKV
@@ -88,31 +90,31 @@ def _decode_split_kernel(
     o = acc / tl.where(empty, 1.0, l_i)[:, None]
     # back to natural-log units for the lse
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) * 0.6931471805599453)
-    if NUM_SPLITS == 1:
+    if DIRECT:  # one split: write the output itself, no merge
         # o [B, HKV*G, DV] contiguous in q's dtype, lse [B, HKV*G]
         out_row = (b * HKV + h).to(tl.int64) * G + offs_g
         tl.store(O + out_row[:, None] * DV + offs_dv[None, :], o.to(O.dtype.element_ty),
                  mask=mask_g[:, None] & (offs_dv[None, :] < DV))
         tl.store(LSE + out_row, lse, mask=mask_g)
     else:
-        # partial buffers: [B, HKV, NUM_SPLITS, BLOCK_G, BLOCK_DV] and [B, HKV, NUM_SPLITS, BLOCK_G]
-        part = (pid_bh.to(tl.int64) * NUM_SPLITS + split) * BLOCK_G
+        # partial buffers: [B, HKV, num_splits, BLOCK_G, BLOCK_DV] and [B, HKV, num_splits, BLOCK_G]
+        part = (pid_bh.to(tl.int64) * num_splits + split) * BLOCK_G
         tl.store(O_PART + (part + offs_g[:, None]) * BLOCK_DV + offs_dv[None, :], o)
         tl.store(LSE_PART + part + offs_g, lse)
 
 
 @triton.jit
-def _merge_kernel(O_PART, LSE_PART, O, LSE,
-                  HKV: tl.constexpr, G: tl.constexpr, DV: tl.constexpr, BLOCK_G: tl.constexpr,
-                  BLOCK_DV: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr):
+def _merge_kernel(O_PART, LSE_PART, O, LSE, num_splits,
+                  G: tl.constexpr, DV: tl.constexpr, BLOCK_G: tl.constexpr,
+                  BLOCK_DV: tl.constexpr, BLOCK_S: tl.constexpr):
     """One program per query head: o = sum_s exp(lse_s - lse) o_s, lse = logsumexp_s lse_s."""
     pid = tl.program_id(0)  # b * HKV * G + h * G + g
     bh = pid // G
     g = pid % G
     offs_s = tl.arange(0, BLOCK_S)
     offs_dv = tl.arange(0, BLOCK_DV)
-    mask_s = offs_s < NUM_SPLITS
-    part = (bh.to(tl.int64) * NUM_SPLITS + offs_s) * BLOCK_G + g
+    mask_s = offs_s < num_splits
+    part = (bh.to(tl.int64) * num_splits + offs_s) * BLOCK_G + g
     lse_s = tl.load(LSE_PART + part, mask=mask_s, other=float("-inf"))
     m = tl.max(lse_s, 0)
     m_use = tl.where(m == float("-inf"), 0.0, m)
@@ -190,13 +192,13 @@ def sparse_decode_triton(q, k, v, indices, scale: float, num_splits: int | None 
         k.stride(0), k.stride(1), k.stride(2), k.stride(3),
         v.stride(0), v.stride(1), v.stride(2), v.stride(3),
         indices.stride(0), indices.stride(1), indices.stride(2),
-        n_idx, n_total, extra_row, split_len, scale,
+        n_idx, n_total, extra_row, split_len, splits, scale,
         HKV=hkv, G=g, D=d, DV=dv, BLOCK_G=block_g, BLOCK_N=block_n,
-        BLOCK_D=block_d, BLOCK_DV=block_dv, NUM_SPLITS=splits, PREC=precision(q.dtype), F32=upcast(q.dtype),
+        BLOCK_D=block_d, BLOCK_DV=block_dv, DIRECT=splits == 1, PREC=precision(q.dtype), F32=upcast(q.dtype),
         **extra,
     )
     if splits > 1:
-        _merge_kernel[(b * hq,)](o_part, lse_part, o, lse, HKV=hkv, G=g, DV=dv, BLOCK_G=block_g,
-                                 BLOCK_DV=block_dv, NUM_SPLITS=splits,
-                                 BLOCK_S=max(2, triton.next_power_of_2(splits)))
+        # BLOCK_S is the only split-dependent constexpr: 64 splits at most -> 6 variants
+        _merge_kernel[(b * hq,)](o_part, lse_part, o, lse, splits, G=g, DV=dv, BLOCK_G=block_g,
+                                 BLOCK_DV=block_dv, BLOCK_S=max(2, triton.next_power_of_2(splits)))
     return o, lse
