@@ -129,7 +129,12 @@ def select_topk_blocks(q, k, candidate_start: int, candidate_end: int, block_siz
         summaries = summaries.summaries()
     elif summaries is None:
         summaries = block_summaries(k, block_size, kind, candidate_start, candidate_end)
-    scores = score_blocks(q, summaries, kind, backend=backend)
+    use_triton = pick_backend(q.device, backend) == "triton"
+    scores = score_blocks(q, summaries, kind, backend="triton" if use_triton else "reference")
+    if use_triton and scores.shape[-1] <= 4096 and block_size <= 256:
+        from heedful.kernels.block_select.topk import topk_rows_triton
+
+        return topk_rows_triton(scores, candidate_start, candidate_end, block_size, topk)
     kk = min(topk, scores.shape[-1])
     blocks = scores.topk(kk, dim=-1, sorted=False).indices
     return blocks_to_rows(blocks, candidate_start, candidate_end, block_size, topk)

@@ -116,3 +116,20 @@ def test_blocks_to_rows_sorted_with_short_last_block_and_padding():
     rows = blocks_to_rows(blocks, 10, 37, 8, 4)[0, 0].tolist()
     assert rows[:19] == list(range(10, 26)) + [34, 35, 36]
     assert rows[19:] == [-1] * 13
+
+
+@needs_triton
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["minmax", "mean"])
+@pytest.mark.parametrize("start,end,bs,topk", [(0, 64, 16, 2), (7, 100, 10, 3), (5, 40, 8, 9), (3, 4, 4, 1),
+                                               (0, 130, 1, 17)])
+def test_triton_selection_matches_reference(device, kind, start, end, bs, topk):
+    """Scoring + the one-launch top-k/rows kernel against torch.topk + blocks_to_rows."""
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton on CPU needs TRITON_INTERPRET=1")
+    gen = torch.Generator().manual_seed(end + topk)
+    q = torch.randn(2, 8, 1, 16, generator=gen).to(device)
+    k = torch.randn(2, 2, 140, 16, generator=gen).to(device)
+    got = select_topk_blocks(q, k, start, end, bs, topk, kind, backend="triton")
+    ref = select_topk_blocks(q, k, start, end, bs, topk, kind, backend="reference")
+    assert got.dtype == torch.int32 and torch.equal(got, ref)
