@@ -26,9 +26,9 @@ from pathlib import Path
 
 from heedful.errors import HeedfulError
 
-OPS = ("config", "resume", "prompt", "generate", "stop", "pin", "unpin", "drop", "recall", "rewind")
+OPS = ("config", "resume", "prompt", "generate", "stop", "pin", "unpin", "drop", "recall", "rewind", "set")
 TARGET_OPS = ("pin", "unpin", "drop", "recall")
-AT_OPS = ("prompt", "stop", "pin", "unpin", "drop", "recall", "rewind")  # may carry "at"
+AT_OPS = ("prompt", "stop", "pin", "unpin", "drop", "recall", "rewind", "set")  # may carry "at"
 
 
 @dataclass
@@ -129,6 +129,13 @@ def check_step(op: str, a: dict) -> None:
         allowed.add("index")
         if not (_is_int(a.get("index")) and a["index"] >= 0):
             raise ValueError("rewind: field 'index' must be a non-negative integer")
+    elif op == "set":  # mid-session settings (Session.set)
+        allowed |= {"window", "temperature", "top_p"}
+        if "window" in a and not (_is_int(a["window"]) and a["window"] >= 1):
+            raise ValueError("set: field 'window' must be a positive integer")
+        for k in ("temperature", "top_p"):
+            if k in a and not (_is_int(a[k]) or isinstance(a[k], float)):
+                raise ValueError(f"set: field {k!r} must be a number")
     elif op in TARGET_OPS:
         allowed |= _check_target(op, a)
     extra = sorted(set(a) - allowed)
@@ -257,6 +264,9 @@ class _Runner:
         elif op == "rewind":
             s.rewind(a["index"])
             self.emit(step, tokens=len(s))
+        elif op == "set":
+            s.set(**{k: v for k, v in a.items() if k != "at"})
+            self.emit(step, config=s.config.to_dict())
         elif op == "resume":
             self.resume(step)
         return True

@@ -360,6 +360,36 @@ class Session:
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
         return int(torch.multinomial(probs, 1, generator=self._rng))
 
+    SETTABLE = ("window", "temperature", "top_p")
+
+    def set(self, **changes) -> dict:
+        """Changes settings mid-session: window, temperature, top_p. A larger window keeps
+        more of what comes next (evicted tokens do not return); a smaller one evicts at the
+        next step. Logged as {"op": "set", ...} before it takes effect."""
+        with self._op():
+            unknown = sorted(set(changes) - set(self.SETTABLE))
+            if unknown:
+                raise HeedfulError(f"set: unknown setting(s) {', '.join(unknown)} (settable: {', '.join(self.SETTABLE)})")
+            c = self.config
+            window = changes.get("window", c.window)
+            temperature = changes.get("temperature", c.temperature)
+            top_p = changes.get("top_p", c.top_p)
+            if not isinstance(window, int) or isinstance(window, bool):
+                raise BudgetError(f"set window {window!r}: must be an integer")
+            trial = RetentionPolicy(window, c.budget, c.sinks, c.auto_topk, c.block_size)
+            trial.validate(self.max_positions)
+            trial.check_pins(self._pins)
+            if not isinstance(temperature, (int, float)) or temperature < 0:
+                raise HeedfulError(f"set temperature {temperature!r}: must be >= 0")
+            if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+                raise HeedfulError(f"set top_p {top_p!r}: must be in (0, 1]")
+            if not changes:
+                return {}
+            self._event("set", dict(changes))
+            c.window, c.temperature, c.top_p = window, float(temperature), float(top_p)
+            self.policy = trial
+            return dict(changes)
+
     def _check_budget_with(self, extra_pins: list[tuple[int, int]]) -> None:
         trial = self._pins.copy()
         for a, b in extra_pins:

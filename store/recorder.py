@@ -64,6 +64,8 @@ class SessionRecorder:
                 self._config, self._model = dict(args), args.get("model")
             elif op == "resume":
                 self._config = dict(args.get("config", {})) or self._config
+            elif op == "set" and self._config is not None:  # mid-session settings: resume uses them
+                self._config = {**self._config, **{k: v for k, v in args.items() if k != "at"}}
             elif op == "prompt" and self.title is None:
                 self.title = " ".join(str(args.get("text", "")).split())[:80]
             args_json = json.dumps(args, ensure_ascii=False)

@@ -99,8 +99,7 @@ class HeedfulApp(App):
         # making keys sluggish while the model streams. 0.5 ms keeps input responsive.
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)
-        self.sub_title = f"{self.session.config.model} | window {self.session.config.window} " \
-                         f"| budget {self.session.config.budget}"
+        self._update_title()
         self.refresh_stream()
         self.query_one(Input).focus()
 
@@ -236,6 +235,65 @@ class HeedfulApp(App):
 
     def recall_text(self, text: str) -> None:
         self._apply(lambda: self.session.recall(text))
+
+    def apply_setting(self, name: str, value) -> None:
+        """window / temperature / top_p, through the engine (logged, replayable)."""
+        if self._apply(lambda: self.session.set(**{name: value})):
+            self.notify(f"{name} = {value}")
+            self._update_title()
+
+    # ------------------------------------------------------------------ sessions
+    def new_session(self) -> None:
+        """A fresh session with the same model and settings (recorded in the same store)."""
+        from heedful.selector.session import Session, SessionConfig
+
+        if self.generating:
+            self.notify("Stop the stream first (Esc)", severity="warning")
+            return
+        old = self.session
+        rec = self.store.new_session() if self.store is not None else None
+        fresh = Session(old.model, old.tokenizer, recorder=rec, gated=old.gated,
+                        config=SessionConfig(**old.config.to_dict()))
+        self._swap(fresh, rec)
+        self.notify("new session")
+
+    def open_session(self, session_id: int) -> None:
+        """Resumes a stored session (the same model must fit it)."""
+        from heedful.loading import LoadedModel
+        from heedful.replay import resume
+
+        if self.store is None:
+            self.notify("no store: start with heedful chat --db FILE", severity="warning")
+            return
+        if self.generating:
+            self.notify("Stop the stream first (Esc)", severity="warning")
+            return
+        old = self.session
+        lm = LoadedModel(model=old.model, tokenizer=old.tokenizer, name=old.config.model, gated=old.gated)
+        try:
+            resumed = resume(self.store, session_id, lm=lm)
+        except HeedfulError as e:
+            self.notify(str(e), severity="error")
+            return
+        self._swap(resumed, resumed.recorder)
+        self.notify(f"session {session_id} resumed ({len(resumed)} tokens)")
+
+    def _swap(self, session, recorder) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+        self.session, self.recorder = session, recorder
+        session.collect_attention = True
+        if getattr(session, "gated", False) and hasattr(session, "watch_gates"):
+            session.watch_gates()
+        view = self.view
+        view.texts, view.lines, view._wrapped, view._width = session.token_texts, [[]], 0, 0
+        view.cursor, view.anchor, view.follow = 0, None, True
+        self._update_title()
+        self.refresh_stream()
+
+    def _update_title(self) -> None:
+        c = self.session.config
+        self.sub_title = f"{c.model} | window {c.window} | budget {c.budget}"
 
     # ------------------------------------------------------------------ export
     def action_export(self, fmt: str = "md") -> None:

@@ -1,8 +1,14 @@
-"""Command palette (ctrl+p): export, search and recall evicted text, heat overlay, stop."""
+"""Command palette (ctrl+p): export, search and recall evicted text, settings (type
+"window 128", "temperature 0.7", "top_p 0.9"), new session, open session (type
+"open session 3"), heat overlay, generate, stop."""
 
 from __future__ import annotations
 
+import re
 from functools import partial
+
+SETTING = re.compile(r"^(window|temperature|top[_ -]p)\s*=?\s*(\d+(?:\.\d+)?)$", re.I)
+OPEN = re.compile(r"^open(?: session)?\s+(\d+)$", re.I)
 
 from textual.command import Hit, Hits, Provider
 
@@ -17,6 +23,7 @@ class HeedfulCommands(Provider):
             ("Toggle attention heat overlay", app.action_heat),
             ("Generate / continue", app.action_generate),
             ("Stop generating", app.action_stop),
+            ("New session (same model and settings)", app.new_session),
         ]
 
     async def discover(self) -> Hits:
@@ -30,6 +37,16 @@ class HeedfulCommands(Provider):
             if score > 0:
                 yield Hit(score, matcher.highlight(name), fn)
         q = query.strip()
+        m = SETTING.match(q)
+        if m:
+            name = m.group(1).lower().replace("-", "_").replace(" ", "_")
+            value = int(m.group(2)) if name == "window" else float(m.group(2))
+            yield Hit(1.0, f"Set {name} to {value}", partial(self.app.apply_setting, name, value),
+                      help="changes the setting from the next token on (logged in the session)")
+        m = OPEN.match(q)
+        if m:
+            yield Hit(1.0, f"Open session {m.group(1)}", partial(self.app.open_session, int(m.group(1))),
+                      help="resume a stored session")
         if len(q) >= 2 and q in self.app.session.text():
             # search the whole stream (evicted text included) and recall the last match
             yield Hit(1.0, f"Recall {q!r} (bring it back, pinned)", partial(self.app.recall_text, q),

@@ -142,3 +142,34 @@ async def test_bad_marks_become_notifications(tiny_qwen35, store, tmp_path):
         await pilot.pause()
         assert any("budget" in n.message for n in app._notifications)
         assert not s.pins()
+
+
+async def test_palette_settings_new_and_open_session(tiny_qwen35, store, tmp_path):
+    app = _app(tiny_qwen35, store, tmp_path, chunk=10)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press(*"Alice met Bob.", "enter")
+        await _settle(app, pilot)
+        first = app.session
+        first_id = app.recorder.session_id
+        await pilot.press("ctrl+p")
+        await pilot.press(*"window 32")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert first.config.window == 32
+        await pilot.press("ctrl+p")
+        await pilot.press(*"new session")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.session is not first and len(app.session) == 0 and app.session.config.window == 32
+        await pilot.press(*"Carol.", "enter")
+        await _settle(app, pilot)
+        await pilot.press("ctrl+p")
+        await pilot.press(*f"open session {first_id}")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.session.token_ids == first.token_ids and app.session.config.window == 32
+    events = store.events(first_id)
+    assert {"op": "set", "window": 32} in events
