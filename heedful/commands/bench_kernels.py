@@ -75,9 +75,15 @@ def _bench(fn, device, rep: int, graphs: bool = True):
     return 1e6 * (time.perf_counter() - t0) / 3
 
 
-def _unique_indices(b, hkv, n, k, device):
-    """k distinct rows per KV head, sorted (what the engine's merge produces)."""
-    rows = torch.stack([torch.randperm(n, device=device)[:k].sort().values for _ in range(b * hkv)])
+def _unique_indices(b, hkv, n, k, device, pattern: str = "random"):
+    """k distinct rows per KV head, sorted (what the engine's merge produces). "random":
+    rows anywhere (the worst case for DRAM locality); "blocks": runs of 64 rows (what pins,
+    the window and NSA blocks give)."""
+    if pattern == "blocks" and k % 64 == 0 and n % 64 == 0:
+        starts = [torch.randperm(n // 64, device=device)[: k // 64].sort().values * 64 for _ in range(b * hkv)]
+        rows = torch.stack([(st[:, None] + torch.arange(64, device=device)).flatten() for st in starts])
+    else:
+        rows = torch.stack([torch.randperm(n, device=device)[:k].sort().values for _ in range(b * hkv)])
     return rows.reshape(b, hkv, k).to(torch.int32)
 
 
@@ -126,10 +132,12 @@ def _sweep(q, k, v, idx, scale, rep, graphs):
 @click.option("--warmup", type=int, default=10, show_default=True, help="do_bench warm-up time, ms.")
 @click.option("--block-size", type=int, default=64, show_default=True, help="NSA selection block size (rows).")
 @click.option("--peak-gbs", type=float, default=None, help="Peak memory bandwidth, GB/s (default: by GPU name).")
+@click.option("--pattern", type=click.Choice(["random", "blocks"]), default="random", show_default=True,
+              help="Selected rows: anywhere (worst case), or in runs of 64 rows (pins, window, NSA blocks).")
 @click.option("--eager", is_flag=True, help="Time eager calls, not CUDA-graph replays (launch overhead included).")
 @click.option("--sweep", is_flag=True, help="Time the decode kernel's launch choices instead of the table.")
 @click.option("--cpu-smoke", is_flag=True, help="Tiny shapes on CPU to check the command (timings meaningless).")
-def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, eager, sweep, cpu_smoke):
+def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, pattern, eager, sweep, cpu_smoke):
     """Sparse decode µs, GB/s and % of peak bandwidth vs dense SDPA, gather+SDPA, FlexAttention."""
     from heedful.kernels import BlockSummaries, select_topk_blocks, sparse_decode
 
@@ -158,7 +166,7 @@ def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, eager, sweep, cpu_
 
     peak = None if cpu_smoke else _peak(name, peak_gbs)
     click.echo(f"device: {name}; B={b} Hq={hq} Hkv={hkv} D={d} {str(dt).replace('torch.', '')}; "
-               f"peak {peak or '?'} GB/s; " + ("timed eagerly" if cpu_smoke else
+               f"peak {peak or '?'} GB/s; rows {pattern}; " + ("timed eagerly" if cpu_smoke else
                f"timed {'eagerly' if eager else 'as CUDA-graph replays'}, L2 flushed before each call"))
     hdr = f"{'n':>7} {'k':>6} | {'sparse µs':>9} {'GB/s':>7} {'%peak':>6} {'eager µs':>9} | {'dense µs':>9} " \
           f"{'x':>6} | {'gather µs':>9} {'x':>6} | {'flex µs':>9} {'x':>6} | {'select µs':>9} {'%':>5}"
@@ -174,7 +182,7 @@ def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, eager, sweep, cpu_
         for kk in ks_:
             if kk > n:
                 continue
-            idx = _unique_indices(b, hkv, n, kk, device)
+            idx = _unique_indices(b, hkv, n, kk, device, pattern)
             if sweep:
                 click.echo(f"n={n} k={kk}")
                 _sweep(q, k, v, idx, scale, rep, graphs)
