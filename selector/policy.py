@@ -81,3 +81,36 @@ class RetentionPolicy:
         """Rows (positions in `resident`) always attended when auto selection is on."""
         window_start = stream_len - max(self.window - n_new, 0)
         return [r for r, t in enumerate(resident) if t >= window_start or self.is_fixed(t, pins)]
+
+
+@dataclass
+class HeavyHitterPolicy(RetentionPolicy):
+    """H2O-style retention: besides sinks, pins and the window, the rest of the budget holds
+    the tokens that have received the most attention so far (summed over the steps, averaged
+    over layers and heads). A baseline for `heedful bench retention`: no person involved.
+    Needs the session's `collect_attention` on, and one-token prefill chunks to see every
+    query's attention (the engine reports the last query of each chunk)."""
+
+    def __post_init__(self):
+        self.scores: dict[int, float] = {}
+
+    def observe(self, resident: list[int], attention: dict) -> None:
+        """Adds the newest query's attention (rows = `resident`) to each token's score."""
+        layers = list(attention.values())
+        if not layers or len(layers[0]) != len(resident):
+            return
+        mean = (sum(layers) / len(layers)).tolist()
+        for t, w in zip(resident, mean):
+            self.scores[t] = self.scores.get(t, 0.0) + w
+
+    def keep(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> list[int]:
+        window_start = stream_len - max(self.window - n_new, 0)
+        keep = [t for t in resident if t >= window_start or self.is_fixed(t, pins)]
+        room = self.budget - n_new - len(keep)
+        if room > 0:
+            kept = set(keep)
+            rest = sorted((t for t in resident if t not in kept), key=lambda t: -self.scores.get(t, 0.0))
+            keep = sorted(keep + rest[:room])
+        for t in set(resident) - set(keep):
+            self.scores.pop(t, None)
+        return keep

@@ -277,6 +277,9 @@ class Session:
         self._peak = max(self._peak, self.cache.resident())
         self.next_logits = out.logits[0, -1].float().cpu()
         self.last_attention = plan.collect
+        observe = getattr(self.policy, "observe", None)  # policies that learn from attention (H2O)
+        if observe is not None and plan.collect:
+            observe(self.resident_tokens, plan.collect)
 
     def _chunk(self) -> int:
         return max(1, min(self.config.prefill_chunk, self.config.window))

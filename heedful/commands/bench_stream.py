@@ -6,6 +6,7 @@ while the full cache grows until it hits the model's context limit."""
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import click
@@ -141,12 +142,12 @@ def stream(n, early, span, window, budget, synthetic, layers, hidden, context, s
     marks = [early, n]
     click.echo(f"model: {label}; device {next(mdl.parameters()).device}; torch threads {torch.get_num_threads()}",
                err=True)
-    with click.progressbar(length=n, label="heedful", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=n, label="heedful", file=sys.stderr) as bar:
         h = _run_heedful(mdl, tok, prompt, n, window, budget, marks, bar)
     s = None
     if not skip_stock:
         ids = tok(prompt)["input_ids"]
-        with click.progressbar(length=n, label="stock  ", file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(length=n, label="stock  ", file=sys.stderr) as bar:
             s = _run_stock(mdl, ids, n, marks, bar)
 
     def fmt(x):

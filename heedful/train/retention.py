@@ -24,7 +24,18 @@ import torch
 from heedful.train.corpus import read_episodes
 from heedful.train.evaluate import answer_correct
 
-POLICIES = ["full", "window", "sinks+window", "topk", "pins", "pins+topk"]
+POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk"]
+
+
+def heldout_episodes(n: int, seed: int = 2, n_filler: int | None = 10) -> list[dict]:
+    """The held-out recall episodes, regenerated (the corpus writes the same ones, seed 2, to
+    recall_valid.jsonl); a fixed filler length makes the filler outlast small budgets."""
+    import random
+
+    from heedful.train.corpus import recall_episode
+
+    rng = random.Random(seed)
+    return [recall_episode(rng, n_filler=n_filler).to_dict() for _ in range(n)]
 
 
 def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chunk: int = 16,
@@ -38,7 +49,9 @@ def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chu
     else:
         sinks = 4 if policy == "sinks+window" else 0
         settings.update(budget=budget, sinks=sinks)
-        if "topk" in policy:
+        if policy == "h2o":  # one-token chunks: the policy sees every query's attention
+            settings.update(window=budget // 2, prefill_chunk=1)
+        elif "topk" in policy:
             settings.update(auto_topk=2, block_size=8, window=budget // 2)
         else:
             settings.update(window=budget - sinks)
@@ -47,6 +60,11 @@ def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chu
         pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
         settings["window"] = max(4, min(settings["window"], budget - pinned))
     s = Session(model, tok, gated=gated, **settings)
+    if policy == "h2o":
+        from heedful.selector.policy import HeavyHitterPolicy
+
+        s.policy = HeavyHitterPolicy(s.config.window, s.config.budget, s.config.sinks)
+        s.collect_attention = True
     context = "Facts: " + " ".join(ep["facts"]) + "\n" + ep["filler"] + "\n"
     if policy.startswith("pins"):
         # pin while the facts are still resident: the person marks them as they stream in

@@ -1,0 +1,30 @@
+"""`heedful bench retention` end to end on a tiny model: table, PNG, one line per policy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from heedful.cli import main
+
+
+def test_bench_retention_writes_table_and_plot(tiny_qwen35_dir, tmp_path, capsys):
+    png = tmp_path / "r.png"
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "retention", "--model", str(tiny_qwen35_dir), "--budgets", "24,40", "--episodes", "2",
+              "--filler", "2", "--png", str(png), "--json", "--dtype", "float32"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = json.loads(out.strip().splitlines()[-1])[0]
+    assert set(res["accuracy"]) == {"full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk"}
+    assert all(0.0 <= a <= 1.0 for accs in res["accuracy"].values() for a in accs.values())
+    for policy in res["accuracy"]:
+        assert policy in out
+
+
+def test_bench_retention_rejects_unknown_policies(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "retention", "--policies", "full,nope"])
+    assert e.value.code == 2 and "nope" in capsys.readouterr().err
