@@ -52,5 +52,5 @@ def topk_rows_triton(scores, start: int, end: int, block_size: int, topk: int, n
     block_nb = max(16, triton.next_power_of_2(nb))
     _topk_rows_kernel[(b * h,)](scores.contiguous(), out, nb, start, end, topk, topk * block_size,
                                 BS=block_size, BLOCK_NB=block_nb, BLOCK_OUT=256,
-                                num_warps=num_warps or (8 if block_nb >= 1024 else 4))
+                                num_warps=num_warps or (16 if block_nb >= 2048 else 8 if block_nb >= 1024 else 4))
     return out
