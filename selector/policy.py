@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from heedful.errors import BudgetError
-from heedful.selector.spans import Spans
+from heedful.spans import Spans
 
 
 @dataclass

@@ -25,7 +25,7 @@ from heedful.selector.cache import HeedfulCache
 from heedful.selector.policy import RetentionPolicy
 from heedful.selector.recorder import NullRecorder, Recorder, TokenRecord
 from heedful.selector.rope import Rotary
-from heedful.selector.spans import Spans
+from heedful.spans import Spans
 from heedful.selector.targets import resolve
 from heedful.selector.text import Detokenizer
 

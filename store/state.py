@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from heedful.store.spans import Spans
+from heedful.spans import Spans
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""Sorted, disjoint half-open spans [start, end) of token indices.
+"""Sorted, disjoint half-open spans [start, end) of token indices: pins, drops, evictions.
 
-The store keeps its own small copy of this structure (it imports nothing of the engine).
-Appending at or after the last span is the common case (the window slides one token at a
-time), so `add` takes a fast path there.
+One structure for the engine (heedful.selector) and the store (heedful.store), which may
+not import each other. Appending at or after the last span is the common case (the window
+slides one token at a time), so `add` takes a fast path there.
 """
 
 from __future__ import annotations
@@ -81,6 +81,14 @@ class Spans:
 
     def to_list(self) -> list[list[int]]:
         return [[a, b] for a, b in self._s]
+
+    def count_in(self, a: int, b: int) -> int:
+        """How many indices of [a, b) the spans cover."""
+        return sum(max(0, min(e, b) - max(s, a)) for s, e in self._s)
+
+    def union_count(self, first: int) -> int:
+        """|self ∪ [0, first)|: pins plus sinks, counted once."""
+        return first + sum(max(0, e - max(s, first)) for s, e in self._s)
 
     def __iter__(self):
         return iter(list(self._s))
