@@ -65,10 +65,14 @@ class RetentionPolicy:
     def is_fixed(self, t: int, pins: Spans) -> bool:
         return t < self.sinks or t in pins
 
+    def always(self, t: int, stream_len: int, n_new: int, pins: Spans) -> bool:
+        """Whether resident token t stays for the next n_new tokens at stream_len: a sink,
+        a pin, or within the window that ends with the last of them."""
+        return t >= stream_len - max(self.window - n_new, 0) or self.is_fixed(t, pins)
+
     def keep(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> list[int]:
         """The resident tokens to keep before processing n_new tokens at stream_len."""
-        window_start = stream_len - max(self.window - n_new, 0)
-        keep = [t for t in resident if t >= window_start or self.is_fixed(t, pins)]
+        keep = [t for t in resident if self.always(t, stream_len, n_new, pins)]
         if self.auto_topk:
             room = self.budget - n_new - len(keep)
             if room > 0:
@@ -79,8 +83,7 @@ class RetentionPolicy:
 
     def attended_base(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> list[int]:
         """Rows (positions in `resident`) always attended when auto selection is on."""
-        window_start = stream_len - max(self.window - n_new, 0)
-        return [r for r, t in enumerate(resident) if t >= window_start or self.is_fixed(t, pins)]
+        return [r for r, t in enumerate(resident) if self.always(t, stream_len, n_new, pins)]
 
 
 @dataclass
@@ -104,8 +107,7 @@ class HeavyHitterPolicy(RetentionPolicy):
             self.scores[t] = self.scores.get(t, 0.0) + w
 
     def keep(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> list[int]:
-        window_start = stream_len - max(self.window - n_new, 0)
-        keep = [t for t in resident if t >= window_start or self.is_fixed(t, pins)]
+        keep = [t for t in resident if self.always(t, stream_len, n_new, pins)]
         room = self.budget - n_new - len(keep)
         if room > 0:
             kept = set(keep)

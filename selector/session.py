@@ -217,12 +217,14 @@ class Session:
             args = {**args, "at": len(self.token_ids)}
         self.recorder.event(op, args)
 
-    def _append_text(self, tid: int) -> str:
-        piece = self._detok.push(tid)
+    def _append_token(self, tid: int, source: str, text: str | None = None) -> TokenRecord:
+        """Adds a token to the stream (its text decoded incrementally unless given)."""
+        piece = self._detok.push(tid) if text is None else text
         self._starts.append(self._starts[-1] + len(self.token_texts[-1]) if self._starts else 0)
         self.token_ids.append(tid)
         self.token_texts.append(piece)
-        return piece
+        self.token_sources.append(source)
+        return TokenRecord(len(self.token_ids) - 1, tid, piece, source)
 
     def _cut_resident(self, keep: list[int], reason: str) -> None:
         """Frees the rows of resident tokens not in `keep` (a sorted subset)."""
@@ -291,12 +293,7 @@ class Session:
             part = ids[a : a + step]
             first = len(self.token_ids)
             self._run(list(range(first, first + len(part))), part, evict=True)
-            records = []
-            for tid in part:
-                piece = self._append_text(tid)
-                self.token_sources.append(source)
-                records.append(TokenRecord(len(self.token_ids) - 1, tid, piece, source))
-            self.recorder.tokens(records)
+            self.recorder.tokens([self._append_token(tid, source) for tid in part])
         return range(start, len(self.token_ids))
 
     # ------------------------------------------------------------------ operations
@@ -333,14 +330,13 @@ class Session:
                     tid = self._sample()
                     index = len(self.token_ids)
                     self._run([index], [tid], evict=True)
-                    piece = self._append_text(tid)
-                    self.token_sources.append("generated")
-                    self.recorder.tokens([TokenRecord(index, tid, piece, "generated")])
+                    record = self._append_token(tid, "generated")
+                    self.recorder.tokens([record])
                     self._generated += 1
                     self._gen_seconds += time.perf_counter() - t0
                 produced += 1
                 self._yield_to_ops()
-                yield Token(index, tid, piece, True)
+                yield Token(index, tid, record.text, True)
                 if stop_at_eos and tid == eos:
                     break
         finally:
@@ -534,10 +530,7 @@ class Session:
         s = cls(model, tokenizer, config=config, recorder=NullRecorder(), gated=gated)
         with s._lock:
             for tid, text, src in zip(token_ids, token_texts, token_sources):
-                s._starts.append((s._starts[-1] + len(s.token_texts[-1])) if s._starts else 0)
-                s.token_ids.append(int(tid))
-                s.token_texts.append(text)
-                s.token_sources.append(src)
+                s._append_token(int(tid), src, text)
             s._detok.reset(s.token_ids)
             for a, b in pins:
                 s._pins.add(a, b)

@@ -192,29 +192,32 @@ class HeedfulApp(App):
             self.notify("Nothing to mark yet", severity="warning")
         return span
 
+    def _mark_span(self, op: str) -> bool:
+        """pin / unpin / drop the selected span through the engine; clears the selection
+        when the engine took it."""
+        span = self._span()
+        if span and self._apply(lambda: getattr(self.session, op)(span)):
+            self.view.anchor = None
+            return True
+        return False
+
     def action_toggle_pin(self) -> None:
         span = self._span()
         if span is None:
             return
         pins = self.session.pins()
         covered = all(any(a <= t < b for a, b in pins) for t in range(*span))
-        self._apply(lambda: (self.session.unpin if covered else self.session.pin)(span))
+        self._mark_span("unpin" if covered else "pin")
         self.view.anchor = None
 
     def action_pin(self) -> None:
-        span = self._span()
-        if span and self._apply(lambda: self.session.pin(span)):
-            self.view.anchor = None
+        self._mark_span("pin")
 
     def action_unpin(self) -> None:
-        span = self._span()
-        if span and self._apply(lambda: self.session.unpin(span)):
-            self.view.anchor = None
+        self._mark_span("unpin")
 
     def action_drop(self) -> None:
-        span = self._span()
-        if span and self._apply(lambda: self.session.drop(span)):
-            self.view.anchor = None
+        self._mark_span("drop")
 
     def action_regenerate(self) -> None:
         """Cuts the stream back to the cursor and generates again from there."""

@@ -38,7 +38,7 @@ def _synthetic_model(layers: int, hidden: int, context: int):
     return model, tok, f"synthetic qwen3_5 ({layers} layers, hidden {hidden}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)"
 
 
-def _window_mean(lat: list[float], mark: int, span: int) -> float | None:
+def _median_before(lat: list[float], mark: int, span: int) -> float | None:
     """Median latency (ms) of the `span` steps ending at step `mark`."""
     if len(lat) < mark:
         return None
@@ -153,15 +153,15 @@ def stream(n, early, span, window, budget, synthetic, layers, hidden, context, s
     def fmt(x):
         return "-" if x is None else f"{x:.2f}"
 
-    h1, h2 = _window_mean(h["lat"], early, span), _window_mean(h["lat"], n, span)
+    h1, h2 = _median_before(h["lat"], early, span), _median_before(h["lat"], n, span)
     click.echo(f"\nper-token decode latency (median of {span} steps, ms) and KV bytes; window {window}, budget {budget}")
     click.echo(f"{'run':<10}{'@' + str(early):>12}{'@' + str(n):>12}{'ratio':>8}{'KV@' + str(early):>14}{'KV@end':>14}")
     click.echo(f"{'heedful':<10}{fmt(h1):>12}{fmt(h2):>12}{fmt(h2 / h1 if h1 and h2 else None):>8}"
                f"{h['mem'].get(early, 0):>14,}{h['mem']['end']:>14,}")
     if s is not None:
         last = len(s["lat"])
-        s1 = _window_mean(s["lat"], early, span)
-        s2 = _window_mean(s["lat"], last, span) if last >= span else None
+        s1 = _median_before(s["lat"], early, span)
+        s2 = _median_before(s["lat"], last, span) if last >= span else None
         label2 = f"@{last}" + (" (context limit)" if s["stopped"] else "")
         click.echo(f"{'stock':<10}{fmt(s1):>12}{fmt(s2):>12}{fmt(s2 / s1 if s1 and s2 else None):>8}"
                    f"{s['mem'].get(early, 0):>14,}{s['mem']['end']:>14,}   last figure {label2}")
