@@ -12,7 +12,8 @@ Paths:
   one SDPA call, exact;
 - auto selection on: the NSA-style top-k blocks of the candidate pool, per KV head, merged
   with sinks + pins + window, go to heedful.kernels.sparse_attention (Triton on CUDA, the
-  PyTorch reference elsewhere).
+  PyTorch reference elsewhere). The blocks' summaries are kept from step to step (one
+  BlockSummaries per layer): a step redoes only the blocks whose rows arrived or moved.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class AutoSelect:
     topk: int  # blocks
     block_size: int
     summary: str = "minmax"
+    # Per layer index, the BlockSummaries kept from step to step (HeedfulCache.summaries),
+    # and the first row whose key changed since they were last updated (None: no row
+    # moved; rows appended since are summarized anyway). summaries=None recomputes the
+    # pool's summaries in every layer at every step (reads the whole pool).
+    summaries: dict | None = None
+    stale_from: int | None = None
 
 
 @dataclass
@@ -102,11 +109,19 @@ def heedful_attention(module, query, key, value, attention_mask=None, scaling=No
     if plan is None or plan.auto is None:
         out = _dense_causal_tail(query, key, value, scale)
     else:
-        from heedful.kernels import select_topk_blocks, sparse_attention
+        from heedful.kernels import BlockSummaries, select_topk_blocks, sparse_attention
 
         a = plan.auto
         if a.pool_end > a.pool_start and a.topk > 0:
-            picked = select_topk_blocks(query, key, a.pool_start, a.pool_end, a.block_size, a.topk, kind=a.summary)
+            kept = None
+            if a.summaries is not None:
+                kept = a.summaries.get(module.layer_idx)
+                if kept is None:
+                    kept = a.summaries[module.layer_idx] = BlockSummaries(a.block_size, a.summary)
+                changed = kept.end if a.stale_from is None else min(a.stale_from, kept.end)
+                kept.update(key, a.pool_start, a.pool_end, changed_from=changed)
+            picked = select_topk_blocks(query, key, a.pool_start, a.pool_end, a.block_size, a.topk,
+                                        kind=a.summary, summaries=kept)
         else:
             picked = torch.full((query.shape[0], key.shape[1], 0), -1, dtype=torch.int32, device=query.device)
         indices = merge_indices(a.base_rows, picked)

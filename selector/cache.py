@@ -123,6 +123,19 @@ class HeedfulCache(Cache):
                 raise ValueError(f"layer type {t!r} is not supported by heedful's cache")
         super().__init__(layers=layers)
         self.capacity = capacity
+        # Auto selection's block summaries, per attention layer index (kept here because the
+        # cache is what moves rows), and the first row whose key changed since they were
+        # last brought up to date: an eviction moves every row after the evicted one, and a
+        # moved row is rotated to its new position.
+        self.summaries: dict = {}
+        self.stale_from: int | None = None
+
+    def _rows_changed(self, first: int) -> None:
+        self.stale_from = first if self.stale_from is None else min(self.stale_from, first)
+
+    def summaries_refreshed(self) -> None:
+        """Called after a forward in which every layer brought its summaries up to date."""
+        self.stale_from = None
 
     @property
     def attention_layers(self) -> list[CompactingLayer]:
@@ -136,9 +149,14 @@ class HeedfulCache(Cache):
         layers = self.attention_layers
         return layers[0].length if layers else 0
 
-    def keep(self, rows: torch.Tensor) -> None:
-        for layer in self.attention_layers:
-            layer.keep(rows)
+    def keep(self, rows: list[int]) -> None:
+        """Keeps the given rows (ascending), moved to the front in order."""
+        self._rows_changed(next((i for i, r in enumerate(rows) if r != i), len(rows)))
+        layers = [layer for layer in self.attention_layers if layer.is_initialized]
+        if layers:
+            index = torch.tensor(rows, dtype=torch.long, device=layers[0].device)
+            for layer in layers:
+                layer.keep(index)
 
     def take(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.take(rows) for layer in self.attention_layers]
@@ -147,7 +165,12 @@ class HeedfulCache(Cache):
         for layer, (k, v) in zip(self.attention_layers, taken):
             layer.put(k, v)
 
+    def reset(self) -> None:
+        super().reset()
+        self._rows_changed(0)
+
     def truncate(self, rows: int) -> None:
+        self._rows_changed(rows)
         for layer in self.attention_layers:
             layer.length = min(layer.length, rows)
 

@@ -233,7 +233,7 @@ class Session:
         keep_set = set(keep)
         rows = [r for r, t in enumerate(self.resident_tokens) if t in keep_set]
         gone = [t for t in self.resident_tokens if t not in keep_set]
-        self.cache.keep(torch.tensor(rows, dtype=torch.long, device=self.device))
+        self.cache.keep(rows)
         self.resident_tokens = [self.resident_tokens[r] for r in rows]
         self._evicted += len(gone)
         self.recorder.evicted(_runs(gone), reason)
@@ -249,6 +249,7 @@ class Session:
                     base_rows=torch.tensor(base, dtype=torch.long, device=self.device),
                     pool_start=pool[0], pool_end=pool[-1] + 1,
                     topk=self.config.auto_topk, block_size=self.config.block_size,
+                    summaries=self.cache.summaries, stale_from=self.cache.stale_from,
                 )
         return plan
 
@@ -275,6 +276,8 @@ class Session:
             # session stays usable (a recurrent layer's state cannot be rolled back)
             self.cache.truncate(r)
             raise
+        if plan.auto is not None:
+            self.cache.summaries_refreshed()
         self.resident_tokens.extend(token_indices)
         self._peak = max(self._peak, self.cache.resident())
         self.next_logits = out.logits[0, -1].float().cpu()
@@ -486,7 +489,7 @@ class Session:
         taken = self.cache.take(torch.tensor(after, dtype=torch.long, device=self.device)) if after else None
         detached = [self.resident_tokens[r] for r in after]
         if after:
-            self.cache.keep(torch.arange(after[0], device=self.device))
+            self.cache.truncate(after[0])
             self.resident_tokens = self.resident_tokens[: after[0]]
         order = sorted(set(missing) | set(detached))
         missing_set, run = set(missing), []

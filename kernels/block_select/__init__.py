@@ -51,6 +51,7 @@ class BlockSummaries:
         _check_kind(kind)
         self.block_size, self.kind = block_size, kind
         self.start = self.end = 0
+        self.rows_read = 0  # keys summarized so far, all updates together (what maintenance saves)
         self._bufs: list[torch.Tensor] = []  # capacity-sized [B, Hkv, cap, D] each
 
     @property
@@ -86,6 +87,7 @@ class BlockSummaries:
             self._bufs = new
         if first < nb:
             part = block_summaries_naive(k, bs, self.kind, start + first * bs, end)
+            self.rows_read += end - (start + first * bs)
             parts = [part] if self.kind == "mean" else list(part)
             for buf, p in zip(self._bufs, parts):
                 buf[:, :, first:nb] = p

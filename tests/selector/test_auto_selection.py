@@ -18,20 +18,109 @@ def test_merge_indices_dedupes_sorts_and_pads():
     assert out.tolist() == [[[0, 5, 9, 10, 11, -1, -1], [0, 1, 2, 3, 5, 9, -1]]]
 
 
-def test_topk_covering_the_pool_equals_a_window_over_the_budget(tiny_qwen35):
-    """With every pool block selected, the attended set is every resident row, which is
-    what a session without auto selection and window B - L... attends: the last B rows."""
+def _dense(session):
+    """Makes a session read every resident row with plain attention (no auto plan)."""
+    orig = session._plan
+
+    def plan(first, n):
+        p = orig(first, n)
+        p.auto = None
+        return p
+
+    session._plan = plan
+    return session
+
+
+def test_topk_covering_the_pool_equals_dense_attention_over_the_resident_rows(tiny_qwen35):
+    """With every pool block selected, the sparse path (merge + kernels) reads every
+    resident row, so it equals dense attention over the same rows."""
     lm = tiny_qwen35
-    auto = Session(lm.model, lm.tokenizer, window=4, budget=24, auto_topk=64, block_size=4, prefill_chunk=4,
-                   gated=True)
-    plain = Session(lm.model, lm.tokenizer, window=24, budget=24, prefill_chunk=4, gated=True)
-    for s in (auto, plain):
+    kw = dict(window=4, budget=24, auto_topk=64, block_size=4, prefill_chunk=4, gated=True)
+    auto, dense = Session(lm.model, lm.tokenizer, **kw), _dense(Session(lm.model, lm.tokenizer, **kw))
+    for s in (auto, dense):
         s.prompt(PROMPT)
-    assert torch.allclose(auto.next_logits, plain.next_logits, atol=1e-4)
-    for a, p in zip(auto.generate(30), plain.generate(30)):
+    assert torch.allclose(auto.next_logits, dense.next_logits, atol=1e-4)
+    for a, p in zip(auto.generate(30), dense.generate(30)):
         assert a.id == p.id
-        assert torch.allclose(auto.next_logits, plain.next_logits, atol=1e-4)
+        assert torch.allclose(auto.next_logits, dense.next_logits, atol=1e-4)
+    assert auto.retained() == dense.retained()
     assert auto.stats().peak_resident <= 24
+
+
+def test_pool_is_evicted_a_whole_block_at_a_time(tiny_qwen35):
+    lm = tiny_qwen35
+    s = Session(lm.model, lm.tokenizer, window=4, budget=24, auto_topk=1, block_size=4, prefill_chunk=4,
+                gated=True)
+    s.prompt(PROMPT)
+    sizes = []
+    for _ in s.generate(40):
+        sizes.append(len(s.retained()))
+    assert max(sizes) <= 24
+    # the pool grows one token per step, then gives back a block of 4 at once
+    drops = [a - b for a, b in zip(sizes, sizes[1:]) if b < a]
+    assert drops and all(d == 3 for d in drops)  # 4 evicted, 1 arrived
+    assert min(sizes) >= 24 - 4
+
+
+def _ops(s):
+    """Prompt, generate, pin, drop, recall, rewind, set: every way rows arrive and move."""
+    logits = []
+    s.prompt(PROMPT)
+    logits.append(s.next_logits)
+    for _ in s.generate(12):
+        logits.append(s.next_logits)
+    s.pin("4821")  # evicted by now: a recall
+    s.drop("Alice")
+    n = len(s.token_ids)
+    s.pin((n - 8, n - 6))  # resident, in the pool
+    for _ in s.generate(40):
+        logits.append(s.next_logits)
+    # the new window [n - 10, n - 6) was freed except the pin: re-encoded, the pin's rows move
+    s.rewind(n - 6)
+    logits.append(s.next_logits)
+    s.recall("station")
+    s.set(window=6)
+    for _ in s.generate(15):
+        logits.append(s.next_logits)
+    return torch.stack(logits)
+
+
+def test_maintained_summaries_select_what_recomputed_ones_do(tiny_qwen35):
+    """The summaries kept from step to step (updated for arrivals, evictions, rewinds and
+    re-encoding) give the logits that summaries recomputed from the pool at each step give."""
+    lm = tiny_qwen35
+    kw = dict(window=4, budget=40, auto_topk=2, block_size=4, prefill_chunk=4, gated=True)
+    kept = Session(lm.model, lm.tokenizer, **kw)
+    fresh = Session(lm.model, lm.tokenizer, **kw)
+    orig = fresh._plan
+
+    def recompute(first, n):
+        p = orig(first, n)
+        if p.auto is not None:
+            p.auto.summaries = None
+        return p
+
+    fresh._plan = recompute
+    a, b = _ops(kept), _ops(fresh)
+    assert kept.token_ids == fresh.token_ids
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert kept.cache.summaries  # they were used
+
+
+def test_steady_state_summarizes_a_fraction_of_the_pool(tiny_qwen35):
+    """Between block evictions a step summarizes only the last block's rows."""
+    lm = tiny_qwen35
+    s = Session(lm.model, lm.tokenizer, window=8, budget=72, auto_topk=2, block_size=8, gated=True)
+    s.prompt(PROMPT * 2)
+    list(s.generate(20))  # at the budget now
+    before = {i: k.rows_read for i, k in s.cache.summaries.items()}
+    steps = 64
+    list(s.generate(steps))
+    pool = 72 - 8
+    for i, k in s.cache.summaries.items():
+        per_step = (k.rows_read - before[i]) / steps
+        # recomputing would read the whole pool (~60 rows) per step
+        assert per_step < pool / 4, (i, per_step)
 
 
 def test_small_topk_attends_fewer_rows_than_resident(tiny_qwen35):
@@ -83,3 +172,26 @@ def test_triton_kernels_give_the_reference_logits(tiny_qwen35, monkeypatch):
         runs[backend] = (s.token_ids, torch.stack(logits))
     assert runs["reference"][0] == runs["triton"][0]
     torch.testing.assert_close(runs["triton"][1], runs["reference"][1], atol=1e-4, rtol=1e-4)
+
+
+def test_cache_reports_the_first_row_that_moved(tiny_qwen35):
+    """The cache's stale_from is what keeps the summaries right: the first row whose key
+    changed since the last refresh, however many compactions came in between."""
+    lm = tiny_qwen35
+    s = Session(lm.model, lm.tokenizer, window=64, budget=64, gated=True)
+    s.prompt(PROMPT[:60])
+    cache = s.cache
+    n = cache.resident()
+    cache.summaries_refreshed()
+    cache.keep(list(range(n)))  # nothing moves
+    assert cache.stale_from == n
+    cache.keep([0, 1, 2, 4, 5, 6])  # row 4 moves to 3
+    assert cache.stale_from == 3 and cache.resident() == 6
+    cache.keep([0, 1, 2, 3, 4])  # a truncation only: the earlier move still counts
+    assert cache.stale_from == 3
+    cache.summaries_refreshed()
+    cache.truncate(2)
+    assert cache.stale_from == 2 and cache.resident() == 2
+    cache.summaries_refreshed()
+    cache.reset()
+    assert cache.stale_from == 0
