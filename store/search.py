@@ -1,8 +1,13 @@
 """Full-text search over session text (FTS5 on word-aligned chunks; see schema.py).
 
 A hit is narrowed from its chunk to the tokens that hold the text, so it can be handed to
-`recall` as a range. Matching follows FTS5's unicode61 tokenizer: case and diacritics are
-ignored, punctuation separates words; a phrase that straddles two chunks is not found.
+`recall` as a range. Two passes:
+- FTS5 (unicode61 tokenizer: case and diacritics ignored, punctuation separates words), the
+  text as one phrase whose last word may be the start of a word ("vault co" finds "vault
+  code", "48" finds "4821"), through the index;
+- when that finds nothing, a scan of the chunks for the text anywhere inside a word ("821",
+  "ault"), case ignored for ASCII letters, so what a person remembers of a word is found.
+A phrase that straddles two chunks is not found.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ class Hit:
 
 
 def fts_query(text: str) -> str:
-    """The user's text as one FTS5 phrase: no operators, so any text is a valid query."""
-    return '"' + text.replace('"', '""') + '"'
+    """The user's text as one FTS5 phrase, no operators, so any text is a valid query; the
+    last word matches as a prefix unless the text ends in a space."""
+    phrase = '"' + text.replace('"', '""') + '"'
+    return phrase if text[-1:].isspace() else phrase + " *"
 
 
 def _narrow(rows, needle: str) -> tuple[int, int] | None:
@@ -50,12 +57,15 @@ def _narrow(rows, needle: str) -> tuple[int, int] | None:
 def search(store, text: str, session_id: int | None = None, limit: int = 20) -> list[Hit]:
     if not text.strip():
         return []
-    sql = ("SELECT c.session, c.start_idx, c.end_idx FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
-           "WHERE chunks_fts MATCH ?" + (" AND c.session = ?" if session_id is not None else "") +
-           " ORDER BY c.session, c.start_idx LIMIT ?")
-    params = [fts_query(text)] + ([session_id] if session_id is not None else []) + [limit]
+    where = " AND c.session = ?" if session_id is not None else ""
+    tail = ([session_id] if session_id is not None else []) + [limit]
+    fts = ("SELECT c.session, c.start_idx, c.end_idx FROM chunks_fts f JOIN chunks c ON c.id = f.rowid "
+           "WHERE chunks_fts MATCH ?" + where + " ORDER BY c.session, c.start_idx LIMIT ?")
+    scan = ("SELECT c.session, c.start_idx, c.end_idx FROM chunks c WHERE instr(lower(c.text), lower(?)) > 0"
+            + where + " ORDER BY c.session, c.start_idx LIMIT ?")
     with store.guard():
-        found = store.conn.execute(sql, params).fetchall()
+        found = store.conn.execute(fts, [fts_query(text)] + tail).fetchall() \
+            or store.conn.execute(scan, [text] + tail).fetchall()
         states = {}
         hits = []
         for sid, a, b in found:

@@ -169,7 +169,7 @@ def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, pattern, eager, sw
                f"peak {peak or '?'} GB/s; rows {pattern}; " + ("timed eagerly" if cpu_smoke else
                f"timed {'eagerly' if eager else 'as CUDA-graph replays'}, L2 flushed before each call"))
     hdr = f"{'n':>7} {'k':>6} | {'sparse µs':>9} {'GB/s':>7} {'%peak':>6} {'eager µs':>9} | {'dense µs':>9} " \
-          f"{'x':>6} | {'gather µs':>9} {'x':>6} | {'flex µs':>9} {'x':>6} | {'select µs':>9} {'%':>5}"
+          f"{'x':>6} | {'gather µs':>9} {'x':>6} | {'flex µs':>9} {'x':>6} | {'select µs':>9} {'%':>5} {'floor':>5}"
     if not sweep:
         click.echo(hdr)
     elem = torch.tensor([], dtype=dt).element_size()
@@ -227,12 +227,15 @@ def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, pattern, eager, sw
             summ = BlockSummaries(block_size, "minmax").update(k, 0, n)
             topk = max(1, kk // block_size)
             t_sel = bench(lambda: select_topk_blocks(q, k, 0, n, block_size, topk, backend=backend, summaries=summ))
+            # what the scoring must read (min and max of every block) over what the decode reads
+            floor = (2 * b * hkv * summ.num_blocks * d * elem + q.numel() * elem) / read
             flex_s = f"{t_flex:>9.1f} {t_flex / t_sparse:>5.1f}x" if t_flex else f"{'-':>9} {'-':>6}"
             pct = f"{100 * gbs / peak:>5.0f}%" if peak else f"{'-':>6}"
             click.echo(f"{n:>7} {kk:>6} | {t_sparse:>9.1f} {gbs:>7.0f} {pct} {t_eager:>9.1f} | {t_dense:>9.1f} "
                        f"{t_dense / t_sparse:>5.1f}x | {t_gather:>9.1f} {t_gather / t_sparse:>5.1f}x | {flex_s} | "
-                       f"{t_sel:>9.1f} {100 * t_sel / t_sparse:>4.0f}%")
+                       f"{t_sel:>9.1f} {100 * t_sel / t_sparse:>4.0f}% {100 * floor:>4.0f}%")
     if not sweep:
         click.echo("x = time of the alternative / time of heedful's sparse decode (higher: heedful faster); "
                    "select % = NSA-style selection (maintained minmax summaries, scoring, top-k, rows) "
-                   "relative to the sparse decode")
+                   "relative to the sparse decode; floor = the bytes the selection must read (min and max of "
+                   "every block) relative to the bytes the decode reads: its share at equal bandwidth")

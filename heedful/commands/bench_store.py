@@ -111,6 +111,11 @@ def store(n, window, db, as_json):
         hits = st.search("capital of france", sid, limit=5)
         figures["search_s"] = round(time.perf_counter() - t0, 4)
         assert hits
+        # text found nowhere: the index finds nothing, then every chunk is scanned (the worst case)
+        t0 = time.perf_counter()
+        hits = st.search("qzxjv", sid, limit=5)
+        figures["search_scan_s"] = round(time.perf_counter() - t0, 4)
+        assert not hits
     if tmp is not None:
         tmp.cleanup()
 
@@ -126,4 +131,5 @@ def store(n, window, db, as_json):
         if k.startswith("export_"):
             click.echo(f"{k.replace('_', ' ')[:-2] + ':':29} {v:>12.3f} s  (goal < 2 s)")
     click.echo(f"search (FTS):                 {figures['search_s']:>12.4f} s")
+    click.echo(f"search, no match (full scan): {figures['search_scan_s']:>12.4f} s")
     click.echo(f"database bytes per token:     {figures['db_bytes_per_token']:>12.1f}")

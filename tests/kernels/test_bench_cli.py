@@ -18,6 +18,11 @@ def test_cpu_smoke_prints_the_table(capsys):
     assert code == 0, err
     rows = [line for line in out.splitlines() if line.strip().startswith("512")]
     assert len(rows) == 2 and all("x |" in r for r in rows)
+    # floor: min+max of 512/64 blocks (Hkv 2, D 64, fp32) + q, over K and V of k rows + q + indices
+    q_bytes = 8 * 64 * 4
+    for row, k in zip(rows, (64, 256)):
+        want = (2 * 2 * 8 * 64 * 4 + q_bytes) / (2 * k * 64 * 2 * 4 + q_bytes + 2 * k * 4)
+        assert row.split()[-1] == f"{100 * want:.0f}%"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")

@@ -112,7 +112,15 @@ def test_search_finds_evicted_text_with_its_range(store):
     assert [(h.start, h.end, h.text, h.state) for h in hits] == [(1, 3, " vault code", "evicted")]
     # chunks hold whole words, so a word split over two tokens is found, as its two tokens
     assert [(h.start, h.end, h.text) for h in store.search("4821")] == [(4, 6, " 4821")]
-    assert store.search("48") == []  # FTS matches whole words
+    # the last word may be the start of a word; failing that, the text is looked for inside words
+    assert [(h.start, h.end) for h in store.search("48")] == [(4, 5)]
+    assert [(h.start, h.end, h.text) for h in store.search("vault co")] == [(1, 3, " vault code")]
+    assert [(h.start, h.end, h.text) for h in store.search("AULT")] == [(1, 2, " vault")]
+    assert [(h.start, h.end) for h in store.search("821")] == [(4, 6)]
+    assert store.search("vault codes") == [] and store.search("xyzzy") == []
+    prefix = store.search("filler29")  # filler29 and filler290..299 (a hit per chunk)
+    assert prefix[0].start == 36 and all(h.text.startswith(" filler29") for h in prefix)
+    assert len(store.search("filler29", limit=1)) == 1
     assert store.search('"quoted" AND OR (') == []  # any text is a valid query
     assert [(h.start, h.state) for h in store.search("filler299")] == [(306, "retained")]
 
