@@ -63,6 +63,8 @@ class StreamState:
             self.evicted.add(a, b)
         elif op == "rewind":
             self.rewind(int(args["index"]))
+        elif op == "set":  # a rewind re-encodes the window in force at that moment
+            self.window = int(args.get("window") or self.window)
         return None
 
     def evicted_ranges(self, ranges, reason: str) -> None:

@@ -51,3 +51,17 @@ def test_bad_settings_are_refused_and_not_logged(tiny_qwen35, tmp_path, changes,
     with pytest.raises(err):
         s.set(**changes)
     assert len(store.events(rec.session_id)) == n_events and s.config.window == 16
+
+
+def test_the_store_follows_a_window_change_through_a_rewind(tiny_qwen35, tmp_path):
+    """A rewind re-encodes the (new) window: the store's token states must agree."""
+    from tests.store.test_replay import _assert_store_matches
+
+    store = Store.open(tmp_path / "a.db")
+    s, rec = _session(tiny_qwen35, store)
+    s.prompt("The vault code is 4821. Remember it. " * 4)
+    list(s.generate(40))
+    s.set(window=24)
+    s.rewind(len(s) - 30)  # the window [n - 54, n - 30) had been freed: it comes back
+    rec.flush()
+    _assert_store_matches(store, rec.session_id, s)
