@@ -130,9 +130,10 @@ def check_step(op: str, a: dict) -> None:
         if not (_is_int(a.get("index")) and a["index"] >= 0):
             raise ValueError("rewind: field 'index' must be a non-negative integer")
     elif op == "set":  # mid-session settings (Session.set)
-        allowed |= {"window", "temperature", "top_p"}
-        if "window" in a and not (_is_int(a["window"]) and a["window"] >= 1):
-            raise ValueError("set: field 'window' must be a positive integer")
+        allowed |= {"window", "budget", "temperature", "top_p"}
+        for k in ("window", "budget"):
+            if k in a and not (_is_int(a[k]) and a[k] >= 1):
+                raise ValueError(f"set: field {k!r} must be a positive integer")
         for k in ("temperature", "top_p"):
             if k in a and not (_is_int(a[k]) or isinstance(a[k], float)):
                 raise ValueError(f"set: field {k!r} must be a number")

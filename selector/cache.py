@@ -84,6 +84,19 @@ class CompactingLayer(CacheLayerMixin):
         self.values[:, :, r : r + n] = values
         self.length = r + n
 
+    @torch.inference_mode()
+    def resize(self, capacity: int) -> None:
+        """New buffers of `capacity` rows holding the resident ones (at most that many)."""
+        if capacity < self.length:
+            raise RuntimeError(f"cannot resize to {capacity} rows: {self.length} are resident")
+        if self.is_initialized:
+            for name in ("keys", "values"):
+                old = getattr(self, name)
+                new = old.new_zeros(*old.shape[:2], capacity, old.shape[-1])
+                new[:, :, : self.length] = old[:, :, : self.length]
+                setattr(self, name, new)
+        self.capacity = capacity
+
     def get_seq_length(self) -> int:
         return self.length
 
@@ -168,6 +181,12 @@ class HeedfulCache(Cache):
     def reset(self) -> None:
         super().reset()
         self._rows_changed(0)
+
+    def resize(self, capacity: int) -> None:
+        """Changes the budget: every attention layer gets buffers of `capacity` rows."""
+        for layer in self.attention_layers:
+            layer.resize(capacity)
+        self.capacity = capacity
 
     def truncate(self, rows: int) -> None:
         self._rows_changed(rows)

@@ -362,23 +362,27 @@ class Session:
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
         return int(torch.multinomial(probs, 1, generator=self._rng))
 
-    SETTABLE = ("window", "temperature", "top_p")
+    SETTABLE = ("window", "budget", "temperature", "top_p")
 
     def set(self, **changes) -> dict:
-        """Changes settings mid-session: window, temperature, top_p. A larger window keeps
-        more of what comes next (evicted tokens do not return); a smaller one evicts at the
-        next step. Logged as {"op": "set", ...} before it takes effect."""
+        """Changes settings mid-session: window, budget, temperature, top_p. A larger window
+        keeps more of what comes next (evicted tokens do not return); a smaller one evicts at
+        the next step. A new budget reallocates the KV buffers at once (a smaller one first
+        evicts down to it, as the policy would). Logged as {"op": "set", ...} before it takes
+        effect."""
         with self._op():
             unknown = sorted(set(changes) - set(self.SETTABLE))
             if unknown:
                 raise HeedfulError(f"set: unknown setting(s) {', '.join(unknown)} (settable: {', '.join(self.SETTABLE)})")
             c = self.config
             window = changes.get("window", c.window)
+            budget = changes.get("budget", c.budget)
             temperature = changes.get("temperature", c.temperature)
             top_p = changes.get("top_p", c.top_p)
-            if not isinstance(window, int) or isinstance(window, bool):
-                raise BudgetError(f"set window {window!r}: must be an integer")
-            trial = RetentionPolicy(window, c.budget, c.sinks, c.auto_topk, c.block_size)
+            for name, value in (("window", window), ("budget", budget)):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise BudgetError(f"set {name} {value!r}: must be an integer")
+            trial = RetentionPolicy(window, budget, c.sinks, c.auto_topk, c.block_size)
             trial.validate(self.max_positions)
             trial.check_pins(self._pins)
             if not isinstance(temperature, (int, float)) or temperature < 0:
@@ -388,8 +392,12 @@ class Session:
             if not changes:
                 return {}
             self._event("set", dict(changes))
-            c.window, c.temperature, c.top_p = window, float(temperature), float(top_p)
+            c.window, c.budget, c.temperature, c.top_p = window, budget, float(temperature), float(top_p)
             self.policy = trial
+            if budget != self.cache.capacity:
+                if self.cache.resident() > budget:
+                    self._cut_resident(trial.keep(self.resident_tokens, len(self.token_ids), 0, self._pins), "budget")
+                self.cache.resize(budget)
             return dict(changes)
 
     def _check_budget_with(self, extra_pins: list[tuple[int, int]]) -> None:

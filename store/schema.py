@@ -5,7 +5,7 @@ Plain tables that Datasette (or the sqlite3 shell) opens as they are:
     sessions   id, title, created, updated, model, config (JSON), state (JSON), tokens
     tokens     session, idx, token_id, text, source (prompt|generated|recalled), created
     events     session, seq, op, args (JSON), tokens (stream length when logged), created
-    evictions  session, start_idx, end_idx, reason (window|drop|rewind), tokens, created
+    evictions  session, start_idx, end_idx, reason (window|drop|rewind|budget), tokens, created
     recalls    session, seq, src_start, src_end, new_start, new_end
     chunks     session, start_idx, end_idx, text   (+ chunks_fts: FTS5 over text)
 

@@ -240,7 +240,7 @@ class HeedfulApp(App):
         self._apply(lambda: self.session.recall(text))
 
     def apply_setting(self, name: str, value) -> None:
-        """window / temperature / top_p, through the engine (logged, replayable)."""
+        """window / budget / temperature / top_p, through the engine (logged, replayable)."""
         if self._apply(lambda: self.session.set(**{name: value})):
             self.notify(f"{name} = {value}")
             self._update_title()

@@ -1,5 +1,5 @@
 """Command palette (ctrl+p): export, search and recall evicted text, settings (type
-"window 128", "temperature 0.7", "top_p 0.9"), new session, open session (type
+"window 128", "budget 2048", "temperature 0.7", "top_p 0.9"), new session, open session (type
 "open session 3"), heat overlay, generate, stop."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from functools import partial
 
-SETTING = re.compile(r"^(window|temperature|top[_ -]p)\s*=?\s*(\d+(?:\.\d+)?)$", re.I)
+SETTING = re.compile(r"^(window|budget|temperature|top[_ -]p)\s*=?\s*(\d+(?:\.\d+)?)$", re.I)
 OPEN = re.compile(r"^open(?: session)?\s+(\d+)$", re.I)
 
 from textual.command import Hit, Hits, Provider
@@ -40,7 +40,7 @@ class HeedfulCommands(Provider):
         m = SETTING.match(q)
         if m:
             name = m.group(1).lower().replace("-", "_").replace(" ", "_")
-            value = int(m.group(2)) if name == "window" else float(m.group(2))
+            value = int(m.group(2)) if name in ("window", "budget") else float(m.group(2))
             yield Hit(1.0, f"Set {name} to {value}", partial(self.app.apply_setting, name, value),
                       help="changes the setting from the next token on (logged in the session)")
         m = OPEN.match(q)

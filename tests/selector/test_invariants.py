@@ -27,6 +27,7 @@ ops = st.lists(
         st.tuples(st.just("prompt"), st.sampled_from(TEXTS)),
         st.tuples(st.just("generate"), st.integers(1, 6)),
         st.tuples(st.sampled_from(["pin", "unpin", "drop"]), st.floats(0, 1), st.floats(0, 1)),
+        st.tuples(st.just("budget"), st.integers(0, 24)),  # set(budget=window + sinks + x)
     ),
     min_size=1, max_size=12,
 )
@@ -42,6 +43,15 @@ def _run_against_reference(lm, operations, window, budget, sinks, chunk):
         if op[0] == "prompt":
             s.prompt(op[1])
             ref.prompt(op[1])
+        elif op[0] == "budget":  # reallocates the KV buffers; what is attended does not change
+            before = (s.pins(), s.retained(), len(s), s.cache.capacity)
+            try:
+                s.set(budget=window + sinks + op[1])
+            except HeedfulError:
+                assert (s.pins(), s.retained(), len(s), s.cache.capacity) == before, "a refused set changed it"
+                continue
+            budget = window + sinks + op[1]
+            assert s.cache.capacity == budget
         elif op[0] == "generate":
             for tok in s.generate(op[1]):
                 ref.step(tok.id)
@@ -68,16 +78,16 @@ def test_invariant1_fixed_sequence(which, request):
     """A hand-written sequence that evicts, pins past the window, recalls, unpins and drops."""
     lm = request.getfixturevalue(which)
     sequence = [("generate", 20), ("pin", 0.1, 0.5), ("prompt", TEXTS[1]), ("generate", 30),
-                ("pin", 0.05, 1.0), ("unpin", 0.1, 0.5), ("drop", 0.9, 0.3), ("prompt", TEXTS[2]),
-                ("generate", 25)]
+                ("pin", 0.05, 1.0), ("budget", 3), ("unpin", 0.1, 0.5), ("drop", 0.9, 0.3), ("budget", 40),
+                ("prompt", TEXTS[2]), ("generate", 25)]
     _run_against_reference(lm, sequence, window=8, budget=40, sinks=0 if lm.gated else 2, chunk=5)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=ops, window=st.integers(2, 12), chunk=st.integers(1, 16), sinks=st.integers(0, 2))
 def test_invariant1_property(tiny_qwen35, operations, window, chunk, sinks):
-    """Eviction is invisible: any sequence of prompt/generate/pin/unpin/drop gives the
-    logits of the reference engine that frees nothing."""
+    """Eviction is invisible: any sequence of prompt/generate/pin/unpin/drop/set(budget)
+    gives the logits of the reference engine that frees nothing."""
     _run_against_reference(tiny_qwen35, operations, window=window, budget=window + sinks + 12, sinks=sinks,
                            chunk=chunk)
 

@@ -42,7 +42,8 @@ def test_set_is_logged_replayed_and_resumed(tiny_qwen35, tmp_path):
 
 @pytest.mark.parametrize("changes,err", [({"window": 0}, BudgetError), ({"window": 100}, BudgetError),
                                          ({"temperature": -1}, HeedfulError), ({"top_p": 0}, HeedfulError),
-                                         ({"budget": 10}, HeedfulError)])
+                                         ({"budget": 10}, BudgetError), ({"budget": 4096}, BudgetError),
+                                         ({"budget": "64"}, BudgetError), ({"sinks": 2}, HeedfulError)])
 def test_bad_settings_are_refused_and_not_logged(tiny_qwen35, tmp_path, changes, err):
     store = Store.open(tmp_path / "a.db")
     s, rec = _session(tiny_qwen35, store)
@@ -65,3 +66,30 @@ def test_the_store_follows_a_window_change_through_a_rewind(tiny_qwen35, tmp_pat
     s.rewind(len(s) - 30)  # the window [n - 54, n - 30) had been freed: it comes back
     rec.flush()
     _assert_store_matches(store, rec.session_id, s)
+
+
+def test_budget_changes_reallocate_evict_and_resume(tiny_qwen35, tmp_path):
+    """A larger budget lets more stay (here: a larger window fits); a smaller one evicts at
+    once down to it; both are logged, replayed and kept for resume."""
+    store = Store.open(tmp_path / "a.db")
+    s, rec = _session(tiny_qwen35, store)  # window 16, budget 48
+    s.prompt("The vault code is 4821. Remember it. " * 3)
+    list(s.generate(20))
+    with pytest.raises(BudgetError):
+        s.set(window=60)  # does not fit in 48
+    allocated = s.stats().allocated_bytes
+    s.set(budget=96, window=60)
+    assert s.cache.capacity == 96 and s.stats().allocated_bytes == 2 * allocated
+    list(s.generate(60))
+    assert len(s.retained()) == 60
+    s.set(window=8, budget=20)  # smaller: evicts now, down to the window
+    assert len(s.retained()) == 8 and s.cache.capacity == 20
+    list(s.generate(10))
+    assert s.stats().peak_resident <= 96 and len(s.retained()) == 8
+    rec.flush()
+    evictions = store.conn.execute("SELECT reason FROM evictions WHERE session = ?", (rec.session_id,)).fetchall()
+    assert ("budget",) in evictions
+    result, out, new_sid = _replay(tmp_path, store, rec.session_id, tiny_qwen35)
+    assert result.session.token_ids == s.token_ids and result.session.retained() == s.retained()
+    r = resume(store, rec.session_id, lm=tiny_qwen35)
+    assert (r.config.window, r.config.budget, r.cache.capacity) == (8, 20, 20)

@@ -158,6 +158,12 @@ async def test_palette_settings_new_and_open_session(tiny_qwen35, store, tmp_pat
         await pilot.pause()
         assert first.config.window == 32
         await pilot.press("ctrl+p")
+        await pilot.press(*"budget 200")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert first.config.budget == 200 and first.cache.capacity == 200
+        await pilot.press("ctrl+p")
         await pilot.press(*"new session")
         await pilot.pause(0.3)
         await pilot.press("enter")
@@ -172,4 +178,4 @@ async def test_palette_settings_new_and_open_session(tiny_qwen35, store, tmp_pat
         await pilot.pause()
         assert app.session.token_ids == first.token_ids and app.session.config.window == 32
     events = store.events(first_id)
-    assert {"op": "set", "window": 32} in events
+    assert {"op": "set", "window": 32} in events and {"op": "set", "budget": 200} in events
