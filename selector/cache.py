@@ -47,13 +47,11 @@ class CompactingLayer(CacheLayerMixin):
         r, n_new = self.length, key_states.shape[-2]
         if r + n_new > self.capacity:
             raise RuntimeError(f"KV budget exceeded: {r} resident + {n_new} new rows > capacity {self.capacity}")
-        new_pos = torch.arange(r, r + n_new, device=key_states.device)
-        self.keys[:, :, r : r + n_new] = self.rotary.rotate(key_states, -new_pos)
+        self.keys[:, :, r : r + n_new] = self.rotary.rotate_range(key_states, r, inverse=True)
         self.values[:, :, r : r + n_new] = value_states
         self.length = r + n_new
         if r:
-            old = self.rotary.rotate(self.keys[:, :, :r], torch.arange(r, device=key_states.device))
-            keys = torch.cat([old, key_states], dim=-2)
+            keys = torch.cat([self.rotary.rotate_range(self.keys[:, :, :r], 0), key_states], dim=-2)
         else:
             keys = key_states
         return keys, self.values[:, :, : self.length]
