@@ -58,14 +58,15 @@ class CompactingLayer(CacheLayerMixin):
 
     # buffers are inference tensors (made under inference_mode): edit them under it too
     @torch.inference_mode()
-    def keep(self, rows: torch.Tensor) -> None:
-        """Keeps the given rows (ascending), moved to the front in order."""
+    def keep_from(self, first: int, rows: torch.Tensor, total: int) -> None:
+        """Rows [0, first) stay; `rows` (ascending, all >= first) move to first, first + 1, ...;
+        `total` rows remain."""
         if not self.is_initialized:
             return
-        n = rows.numel()
-        self.keys[:, :, :n] = self.keys[:, :, rows]
-        self.values[:, :, :n] = self.values[:, :, rows]
-        self.length = n
+        if rows.numel():
+            self.keys[:, :, first:total] = self.keys[:, :, rows]
+            self.values[:, :, first:total] = self.values[:, :, rows]
+        self.length = total
 
     @torch.inference_mode()
     def take(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,14 +161,21 @@ class HeedfulCache(Cache):
         layers = self.attention_layers
         return layers[0].length if layers else 0
 
-    def keep(self, rows: list[int]) -> None:
-        """Keeps the given rows (ascending), moved to the front in order."""
-        self._rows_changed(next((i for i, r in enumerate(rows) if r != i), len(rows)))
+    def keep(self, runs: list[tuple[int, int]]) -> None:
+        """Keeps the rows of the given ascending, disjoint [a, b) runs, moved to the front in
+        order. A leading run that starts at row 0 stays where it is: only the rows after it
+        are copied (at a step, the window's; not the pins' and sinks' before it)."""
+        runs = [(a, b) for a, b in runs if a < b]
+        first = runs[0][1] if runs and runs[0][0] == 0 else 0  # rows [0, first) do not move
+        total = sum(b - a for a, b in runs)
+        self._rows_changed(first)
         layers = [layer for layer in self.attention_layers if layer.is_initialized]
-        if layers:
-            index = torch.tensor(rows, dtype=torch.long, device=layers[0].device)
-            for layer in layers:
-                layer.keep(index)
+        if not layers:
+            return
+        moved = [torch.arange(a, b) for a, b in runs if a >= first]
+        index = (torch.cat(moved) if moved else torch.zeros(0, dtype=torch.long)).to(layers[0].device)
+        for layer in layers:
+            layer.keep_from(first, index, total)
 
     def take(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.take(rows) for layer in self.attention_layers]

@@ -23,6 +23,7 @@ refused), so the cut above always leaves room for the chunk.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from heedful.errors import BudgetError
@@ -74,20 +75,46 @@ class RetentionPolicy:
         a pin, or within the window that ends with the last of them."""
         return t >= stream_len - max(self.window - n_new, 0) or self.is_fixed(t, pins)
 
-    def keep(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> list[int]:
-        """The resident tokens to keep before processing n_new tokens at stream_len."""
-        keep = [t for t in resident if self.always(t, stream_len, n_new, pins)]
-        if self.auto_topk:
-            room = self.budget - n_new - len(keep)
-            if room > 0:
-                kept = set(keep)
-                pool = [t for t in resident if t not in kept][-room:]
-                keep = sorted(keep + pool)
-        return keep
+    # The two methods below run before every forward. `resident` is sorted, so each pin span
+    # and the window are found by bisection: O(spans · log R) Python work per step instead of
+    # O(R) (at a 32k budget a per-token loop cost ~6 ms a step). They return row numbers
+    # (positions in `resident`) as Spans.
 
-    def attended_base(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> list[int]:
-        """Rows (positions in `resident`) always attended when auto selection is on."""
-        return [r for r, t in enumerate(resident) if self.always(t, stream_len, n_new, pins)]
+    def always_rows(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> Spans:
+        """The rows of the resident tokens for which `always` holds."""
+        lo = stream_len - max(self.window - n_new, 0)  # the window's first token
+        fixed = pins.copy()
+        fixed.add(0, self.sinks)
+        rows = Spans()
+        for a, b in fixed:
+            if a >= lo:
+                break
+            rows.add(bisect_left(resident, a), bisect_left(resident, min(b, lo)))
+        rows.add(bisect_left(resident, lo), len(resident))
+        return rows
+
+    def keep_rows(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> Spans:
+        """The rows to keep before processing n_new tokens at stream_len: `always_rows`, and
+        with auto selection the most recent of the others, as many as the budget holds."""
+        rows = self.always_rows(resident, stream_len, n_new, pins)
+        room = self.budget - n_new - rows.total()
+        if self.auto_topk and room > 0:
+            for a, b in reversed(list(rows.complement(len(resident)))):
+                take = min(room, b - a)
+                rows.add(b - take, b)
+                room -= take
+                if not room:
+                    break
+        return rows
+
+
+def rows_of(resident: list[int], tokens: list[int]) -> Spans:
+    """The rows of `tokens` (a sorted subset of `resident`) as Spans."""
+    rows = Spans()
+    for t in tokens:
+        r = bisect_left(resident, t)
+        rows.add(r, r + 1)
+    return rows
 
 
 @dataclass
@@ -110,8 +137,8 @@ class HeavyHitterPolicy(RetentionPolicy):
         for t, w in zip(resident, mean):
             self.scores[t] = self.scores.get(t, 0.0) + w
 
-    def keep(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> list[int]:
-        keep = [t for t in resident if self.always(t, stream_len, n_new, pins)]
+    def keep_rows(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> Spans:
+        keep = [t for t in resident if self.always(t, stream_len, n_new, pins)]  # a baseline: O(R) is fine
         room = self.budget - n_new - len(keep)
         if room > 0:
             kept = set(keep)
@@ -119,4 +146,4 @@ class HeavyHitterPolicy(RetentionPolicy):
             keep = sorted(keep + rest[:room])
         for t in set(resident) - set(keep):
             self.scores.pop(t, None)
-        return keep
+        return rows_of(resident, keep)

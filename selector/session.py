@@ -22,7 +22,7 @@ import torch
 from heedful.errors import BudgetError, HeedfulError, TargetError
 from heedful.selector.attention import AutoSelect, StepPlan, register
 from heedful.selector.cache import HeedfulCache
-from heedful.selector.policy import RetentionPolicy
+from heedful.selector.policy import RetentionPolicy, rows_of
 from heedful.selector.recorder import NullRecorder, Recorder, TokenRecord
 from heedful.selector.rope import Rotary
 from heedful.spans import Spans
@@ -79,6 +79,12 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
         else:
             out.append((t, t + 1))
     return out
+
+
+def _arange(rows: Spans, device) -> torch.Tensor:
+    """The row numbers of some spans, as one int64 tensor."""
+    parts = [torch.arange(a, b) for a, b in rows]
+    return (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)).to(device)
 
 
 class Session:
@@ -226,28 +232,33 @@ class Session:
         self.token_sources.append(source)
         return TokenRecord(len(self.token_ids) - 1, tid, piece, source)
 
-    def _cut_resident(self, keep: list[int], reason: str) -> None:
-        """Frees the rows of resident tokens not in `keep` (a sorted subset)."""
-        if len(keep) == len(self.resident_tokens):
+    def _cut_rows(self, keep: Spans, reason: str) -> None:
+        """Frees the resident rows outside `keep` (row numbers). Slices and deletions, no
+        per-token Python: this runs before every forward."""
+        res = self.resident_tokens
+        gaps = list(keep.complement(len(res)))
+        if not gaps:
             return
-        keep_set = set(keep)
-        rows = [r for r, t in enumerate(self.resident_tokens) if t in keep_set]
-        gone = [t for t in self.resident_tokens if t not in keep_set]
-        self.cache.keep(rows)
-        self.resident_tokens = [self.resident_tokens[r] for r in rows]
+        gone = [t for a, b in gaps for t in res[a:b]]
+        self.cache.keep(list(keep))
+        for a, b in reversed(gaps):
+            del res[a:b]
         self._evicted += len(gone)
         self.recorder.evicted(_runs(gone), reason)
+
+    def _cut_resident(self, keep: list[int], reason: str) -> None:
+        """Frees the rows of resident tokens not in `keep` (a sorted subset)."""
+        self._cut_rows(rows_of(self.resident_tokens, keep), reason)
 
     def _plan(self, first_new: int, n_new: int) -> StepPlan:
         plan = StepPlan(collect={} if self.collect_attention else None)
         if self.config.auto_topk:
-            base = self.policy.attended_base(self.resident_tokens, first_new, n_new, self._pins)
-            base_set = set(base)
-            pool = [r for r in range(len(self.resident_tokens)) if r not in base_set]
+            base = self.policy.always_rows(self.resident_tokens, first_new, n_new, self._pins)
+            pool = list(base.complement(len(self.resident_tokens)))
             if pool:
                 plan.auto = AutoSelect(
-                    base_rows=torch.tensor(base, dtype=torch.long, device=self.device),
-                    pool_start=pool[0], pool_end=pool[-1] + 1,
+                    base_rows=_arange(base, self.device),
+                    pool_start=pool[0][0], pool_end=pool[-1][1],
                     topk=self.config.auto_topk, block_size=self.config.block_size,
                     summaries=self.cache.summaries, stale_from=self.cache.stale_from,
                 )
@@ -258,8 +269,7 @@ class Session:
         """One forward over a chunk of tokens that will sit after every resident row."""
         n = len(ids)
         if evict:
-            keep = self.policy.keep(self.resident_tokens, token_indices[0], n, self._pins)
-            self._cut_resident(keep, "window")
+            self._cut_rows(self.policy.keep_rows(self.resident_tokens, token_indices[0], n, self._pins), "window")
         r = self.cache.resident()
         plan = self._plan(token_indices[0], n)
         try:
@@ -396,7 +406,7 @@ class Session:
             self.policy = trial
             if budget != self.cache.capacity:
                 if self.cache.resident() > budget:
-                    self._cut_resident(trial.keep(self.resident_tokens, len(self.token_ids), 0, self._pins), "budget")
+                    self._cut_rows(trial.keep_rows(self.resident_tokens, len(self.token_ids), 0, self._pins), "budget")
                 self.cache.resize(budget)
             return dict(changes)
 

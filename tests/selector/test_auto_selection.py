@@ -156,12 +156,18 @@ def test_cache_reports_the_first_row_that_moved(tiny_qwen35):
     cache = s.cache
     n = cache.resident()
     cache.summaries_refreshed()
-    cache.keep(list(range(n)))  # nothing moves
+    keys = cache.attention_layers[0].keys.clone()
+    cache.keep([(0, n)])  # nothing moves
     assert cache.stale_from == n
-    cache.keep([0, 1, 2, 4, 5, 6])  # row 4 moves to 3
+    cache.keep([(0, 3), (4, 7)])  # rows 4, 5, 6 move to 3, 4, 5
     assert cache.stale_from == 3 and cache.resident() == 6
-    cache.keep([0, 1, 2, 3, 4])  # a truncation only: the earlier move still counts
+    assert torch.equal(cache.attention_layers[0].keys[:, :, :6], keys[:, :, [0, 1, 2, 4, 5, 6]])
+    cache.keep([(0, 5)])  # a truncation only: the earlier move still counts
     assert cache.stale_from == 3
+    cache.summaries_refreshed()
+    cache.keep([(1, 2), (3, 5)])  # row 0 goes: everything moves
+    assert cache.stale_from == 0 and cache.resident() == 3
+    assert torch.equal(cache.attention_layers[0].keys[:, :, :3], keys[:, :, [1, 4, 5]])
     cache.summaries_refreshed()
     cache.truncate(2)
     assert cache.stale_from == 2 and cache.resident() == 2
