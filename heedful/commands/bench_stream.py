@@ -54,6 +54,24 @@ def _kv_bytes(cache) -> int:
     return total
 
 
+def _op_counter():
+    """A dispatch mode that counts aten ops: per decode step, a figure that does not depend on
+    the machine's load, and on a GPU at batch 1 (launch bound) what the step costs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    return Count()
+
+
+OPS_STEPS = 10  # decode steps counted after the timed ones
+
+
 @torch.inference_mode()
 def _run_stock(model, ids: list[int], n: int, marks: list[int], bar) -> dict:
     from transformers import DynamicCache
@@ -79,7 +97,15 @@ def _run_stock(model, ids: list[int], n: int, marks: list[int], bar) -> dict:
                 mem[step] = _kv_bytes(cache)
             bar.update(1)
         mem["end"] = _kv_bytes(cache)
-        return {"lat": lat, "mem": mem, "stopped": len(lat) < n, "limit": limit}
+        ops = None
+        if len(ids) + n + OPS_STEPS < limit:
+            with _op_counter() as count:
+                for _ in range(OPS_STEPS):
+                    out = model(input_ids=torch.tensor([[nxt]], device=model.device), past_key_values=cache,
+                                use_cache=True)
+                    nxt = int(out.logits[0, -1].argmax())
+            ops = count.n / OPS_STEPS
+        return {"lat": lat, "mem": mem, "stopped": len(lat) < n, "limit": limit, "ops": ops}
     finally:
         model.config._attn_implementation = impl
 
@@ -104,7 +130,9 @@ def _run_heedful(model, tok, prompt: str, n: int, window: int, budget: int, mark
             mem[len(lat)] = s.cache.allocated_bytes()
         bar.update(1)
     mem["end"] = s.cache.allocated_bytes()
-    return {"lat": lat, "mem": mem, "peak": s.stats().peak_resident}
+    with _op_counter() as count:
+        list(s.generate(OPS_STEPS))
+    return {"lat": lat, "mem": mem, "peak": s.stats().peak_resident, "ops": count.n / OPS_STEPS}
 
 
 @click.command()
@@ -168,3 +196,6 @@ def stream(n, early, span, window, budget, synthetic, layers, hidden, context, s
         if h2 and s2:
             click.echo(f"heedful at {n} vs stock at {last}: {s2 / h2:.2f}x faster per token")
     click.echo(f"heedful peak resident rows: {h['peak']} (budget {budget})")
+    stock_ops = f", stock {s['ops']:.0f}" if s is not None and s.get("ops") else ""
+    click.echo(f"aten ops per decode step: heedful {h['ops']:.0f}{stock_ops} "
+               "(each a kernel launch or a view; what a batch-1 step costs on a GPU)")
