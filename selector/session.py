@@ -13,8 +13,10 @@ token, so a UI thread can pin between two tokens of a stream.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -123,10 +125,13 @@ class Session:
         self._waiting_lock = threading.Lock()
         self._rng = torch.Generator(device="cpu").manual_seed(c.seed)
         self._detok = Detokenizer(tokenizer)
+        # The stream, every token evicted or not, kept small: ids and texts are shared objects
+        # (one per distinct id / piece, see _append_token), the offsets a plain int64 array.
         self.token_ids: list[int] = []
         self.token_texts: list[str] = []
         self.token_sources: list[str] = []
-        self._starts: list[int] = []  # first character of each token in the stream text
+        self._starts = array("q")  # first character of each token in the stream text
+        self._shared_ids: dict[int, int] = {}
         self.resident_tokens: list[int] = []  # token index of each cache row, ascending
         self._pins = Spans()
         self._dropped = Spans()
@@ -183,6 +188,20 @@ class Session:
         g = getattr(self, "_gates", None)
         return g.mean() if g is not None else None
 
+    def stream_bytes(self) -> int:
+        """Bytes of RAM the stream's bookkeeping holds (ids, texts, sources, offsets; shared
+        objects counted once). It grows with the stream (the text is kept for targets,
+        rewind and the UI), while the KV cache does not."""
+        with self._op():
+            columns = (self.token_ids, self.token_texts, self.token_sources, self._starts)
+            total = sum(sys.getsizeof(c) for c in columns)
+            seen: set[int] = set()
+            for x in (*self.token_ids, *self.token_texts, *self.token_sources):
+                if id(x) not in seen:
+                    seen.add(id(x))
+                    total += sys.getsizeof(x)
+            return total
+
     def stats(self) -> Stats:
         with self._op():
             resident = set(self.resident_tokens)
@@ -225,7 +244,8 @@ class Session:
 
     def _append_token(self, tid: int, source: str, text: str | None = None) -> TokenRecord:
         """Adds a token to the stream (its text decoded incrementally unless given)."""
-        piece = self._detok.push(tid) if text is None else text
+        piece = sys.intern(self._detok.push(tid) if text is None else text)
+        tid = self._shared_ids.setdefault(tid, tid)  # ~36 -> 8 bytes a token: one int object per id
         self._starts.append(self._starts[-1] + len(self.token_texts[-1]) if self._starts else 0)
         self.token_ids.append(tid)
         self.token_texts.append(piece)

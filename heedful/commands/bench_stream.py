@@ -132,7 +132,8 @@ def _run_heedful(model, tok, prompt: str, n: int, window: int, budget: int, mark
     mem["end"] = s.cache.allocated_bytes()
     with _op_counter() as count:
         list(s.generate(OPS_STEPS))
-    return {"lat": lat, "mem": mem, "peak": s.stats().peak_resident, "ops": count.n / OPS_STEPS}
+    return {"lat": lat, "mem": mem, "peak": s.stats().peak_resident, "ops": count.n / OPS_STEPS,
+            "stream_bytes": s.stream_bytes() / len(s)}
 
 
 @click.command()
@@ -196,6 +197,8 @@ def stream(n, early, span, window, budget, synthetic, layers, hidden, context, s
         if h2 and s2:
             click.echo(f"heedful at {n} vs stock at {last}: {s2 / h2:.2f}x faster per token")
     click.echo(f"heedful peak resident rows: {h['peak']} (budget {budget})")
+    click.echo(f"heedful stream bookkeeping in RAM: {h['stream_bytes']:.0f} bytes per token "
+               "(ids, texts, offsets: grows with the stream; the KV above does not)")
     stock_ops = f", stock {s['ops']:.0f}" if s is not None and s.get("ops") else ""
     click.echo(f"aten ops per decode step: heedful {h['ops']:.0f}{stock_ops} "
                "(each a kernel launch or a view; what a batch-1 step costs on a GPU)")

@@ -24,3 +24,5 @@ def test_bench_stream_prints_both_runs_and_op_counts(capsys):
     assert ops and int(ops.group(1)) > 0 and int(ops.group(2)) > 0
     # heedful's step is the stock step plus its cache and policy work: more ops, not many more
     assert int(ops.group(2)) < int(ops.group(1)) < 2 * int(ops.group(2))
+    stream = re.search(r"stream bookkeeping in RAM: (\d+) bytes per token", out)
+    assert stream and 8 <= int(stream.group(1)) <= 100
