@@ -244,8 +244,8 @@ class Session:
 
     def _append_token(self, tid: int, source: str, text: str | None = None) -> TokenRecord:
         """Adds a token to the stream (its text decoded incrementally unless given)."""
-        piece = sys.intern(self._detok.push(tid) if text is None else text)
         tid = self._shared_ids.setdefault(tid, tid)  # ~36 -> 8 bytes a token: one int object per id
+        piece = sys.intern(self._detok.push(tid) if text is None else text)
         self._starts.append(self._starts[-1] + len(self.token_texts[-1]) if self._starts else 0)
         self.token_ids.append(tid)
         self.token_texts.append(piece)

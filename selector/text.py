@@ -26,6 +26,10 @@ class Detokenizer:
         after = self._decode(self.ids[self.prefix :])
         if len(after) > len(before) and not after.endswith("\ufffd"):
             self.prefix, self.read = self.read, len(self.ids)
+            if self.prefix > 64:  # only the tail from prefix on is decoded again: keep the list short
+                del self.ids[: self.prefix]
+                self.read -= self.prefix
+                self.prefix = 0
             return after[len(before) :]
         return ""
 
