@@ -1,7 +1,7 @@
 """Full-text search over session text (FTS5 on word-aligned chunks; see schema.py).
 
-A hit is narrowed from its chunk to the tokens that hold the text, so it can be handed to
-`recall` as a range. Two passes:
+Each occurrence is a hit, narrowed from its chunk to the tokens that hold the text, so it
+can be handed to `recall` as a range. Two passes:
 - FTS5 (unicode61 tokenizer: case and diacritics ignored, punctuation separates words), the
   text as one phrase whose last word may be the start of a word ("vault co" finds "vault
   code", "48" finds "4821"), through the index;
@@ -12,6 +12,7 @@ A phrase that straddles two chunks is not found.
 
 from __future__ import annotations
 
+import bisect
 import json
 
 from heedful.store.state import StreamState
@@ -37,21 +38,29 @@ def fts_query(text: str) -> str:
     return phrase if text[-1:].isspace() else phrase + " *"
 
 
-def _narrow(rows, needle: str) -> tuple[int, int] | None:
-    """Token range (absolute) of the first case-insensitive occurrence of needle in rows."""
+def _narrow(rows, needle: str, word_start: bool) -> list[tuple[int, int]]:
+    """Token ranges (absolute) of every case-insensitive occurrence of needle in rows, in
+    order, not overlapping, starting a word if word_start (what the index matched); [] if
+    there is none (or casefold changes lengths: no offsets)."""
     texts = [r[2] for r in rows]
     full = "".join(texts)
-    at = full.casefold().find(needle.casefold())
-    if at < 0 or len(full.casefold()) != len(full):  # casefold changed lengths: no offsets
-        return None
-    pos, first = 0, None
-    for k, t in enumerate(texts):
-        if first is None and pos + len(t) > at:
-            first = k
+    hay, pin = full.casefold(), needle.casefold()
+    if not pin or len(hay) != len(full):
+        return []
+    ends, pos = [], 0  # ends[k]: the character just after token k
+    for t in texts:
         pos += len(t)
-        if first is not None and pos >= at + len(needle):
-            return rows[first][0], rows[k][0] + 1
-    return None
+        ends.append(pos)
+    out, at = [], hay.find(pin)
+    while at >= 0:
+        if word_start and pin[0].isalnum() and at and hay[at - 1].isalnum():
+            at = hay.find(pin, at + 1)
+            continue
+        first = bisect.bisect_right(ends, at)
+        last = bisect.bisect_left(ends, at + len(pin))
+        out.append((rows[first][0], rows[min(last, len(rows) - 1)][0] + 1))
+        at = hay.find(pin, at + len(pin))
+    return out
 
 
 def search(store, text: str, session_id: int | None = None, limit: int = 20) -> list[Hit]:
@@ -64,17 +73,21 @@ def search(store, text: str, session_id: int | None = None, limit: int = 20) -> 
     scan = ("SELECT c.session, c.start_idx, c.end_idx FROM chunks c WHERE instr(lower(c.text), lower(?)) > 0"
             + where + " ORDER BY c.session, c.start_idx LIMIT ?")
     with store.guard():
-        found = store.conn.execute(fts, [fts_query(text)] + tail).fetchall() \
-            or store.conn.execute(scan, [text] + tail).fetchall()
+        found = store.conn.execute(fts, [fts_query(text)] + tail).fetchall()
+        word_start = bool(found)
+        if not found:
+            found = store.conn.execute(scan, [text] + tail).fetchall()
         states = {}
         hits = []
         for sid, a, b in found:
             rows = list(store.token_rows(sid, a, b))
-            rng = _narrow(rows, text) or (a, b)
             if sid not in states:
                 row = store.conn.execute("SELECT state FROM sessions WHERE id = ?", (sid,)).fetchone()
                 states[sid] = StreamState.from_json(json.loads(row[0] or "{}"))
-            st = {states[sid].token_state(i) for i in range(*rng)}
-            hits.append(Hit(sid, rng[0], rng[1], "".join(r[2] for r in rows if rng[0] <= r[0] < rng[1]),
-                            st.pop() if len(st) == 1 else "mixed"))
+            for lo, hi in _narrow(rows, text, word_start) or [(a, b)]:  # every occurrence in the chunk
+                st = {states[sid].token_state(i) for i in range(lo, hi)}
+                hits.append(Hit(sid, lo, hi, "".join(r[2] for r in rows if lo <= r[0] < hi),
+                                st.pop() if len(st) == 1 else "mixed"))
+                if len(hits) == limit:
+                    return hits
     return hits

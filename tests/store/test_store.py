@@ -118,9 +118,10 @@ def test_search_finds_evicted_text_with_its_range(store):
     assert [(h.start, h.end, h.text) for h in store.search("AULT")] == [(1, 2, " vault")]
     assert [(h.start, h.end) for h in store.search("821")] == [(4, 6)]
     assert store.search("vault codes") == [] and store.search("xyzzy") == []
-    prefix = store.search("filler29")  # filler29 and filler290..299 (a hit per chunk)
-    assert prefix[0].start == 36 and all(h.text.startswith(" filler29") for h in prefix)
-    assert len(store.search("filler29", limit=1)) == 1
+    # every occurrence is a hit of its own: filler29 and filler290..299
+    assert [h.start for h in store.search("filler29")] == [36] + list(range(297, 307))
+    assert [h.start for h in store.search("filler29", limit=3)] == [36, 297, 298]
+    assert [h.start for h in store.search(" filler29")] == [36] + list(range(297, 307))
     assert store.search('"quoted" AND OR (') == []  # any text is a valid query
     assert [(h.start, h.state) for h in store.search("filler299")] == [(306, "retained")]
 
