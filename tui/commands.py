@@ -38,7 +38,7 @@ class HeedfulCommands(Provider):
                 yield Hit(score, matcher.highlight(name), fn)
         q = query.strip()
         m = SETTING.match(q)
-        if m:
+        if m and not (m.group(1).lower() in ("window", "budget") and "." in m.group(2)):  # those take whole numbers
             name = m.group(1).lower().replace("-", "_").replace(" ", "_")
             value = int(m.group(2)) if name in ("window", "budget") else float(m.group(2))
             yield Hit(1.0, f"Set {name} to {value}", partial(self.app.apply_setting, name, value),

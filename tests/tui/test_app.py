@@ -152,6 +152,12 @@ async def test_palette_settings_new_and_open_session(tiny_qwen35, store, tmp_pat
         first = app.session
         first_id = app.recorder.session_id
         await pilot.press("ctrl+p")
+        await pilot.press(*"window 12.5")  # whole numbers only: no such command, nothing breaks
+        await pilot.pause(0.3)
+        await pilot.press("enter", "escape")
+        await pilot.pause()
+        assert first.config.window == 128
+        await pilot.press("ctrl+p")
         await pilot.press(*"window 32")
         await pilot.pause(0.3)
         await pilot.press("enter")
