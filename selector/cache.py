@@ -58,14 +58,19 @@ class CompactingLayer(CacheLayerMixin):
 
     # buffers are inference tensors (made under inference_mode): edit them under it too
     @torch.inference_mode()
-    def keep_from(self, first: int, rows: torch.Tensor, total: int) -> None:
-        """Rows [0, first) stay; `rows` (ascending, all >= first) move to first, first + 1, ...;
-        `total` rows remain."""
+    def keep_runs(self, first: int, runs: list[tuple[int, int]], total: int) -> None:
+        """Rows [0, first) stay; the rows of `runs` (ascending [a, b), all a >= first) move
+        down to first, first + 1, ...; `total` rows remain. A run moves as one slice copy
+        (2-3x faster than a gather of its rows); runs go in order, and each lands at or
+        below where it was, so none overwrites a run still to move."""
         if not self.is_initialized:
             return
-        if rows.numel():
-            self.keys[:, :, first:total] = self.keys[:, :, rows]
-            self.values[:, :, first:total] = self.values[:, :, rows]
+        at = first
+        for a, b in runs:
+            if a != at:
+                self.keys[:, :, at : at + b - a] = self.keys[:, :, a:b].clone()
+                self.values[:, :, at : at + b - a] = self.values[:, :, a:b].clone()
+            at += b - a
         self.length = total
 
     @torch.inference_mode()
@@ -169,13 +174,9 @@ class HeedfulCache(Cache):
         first = runs[0][1] if runs and runs[0][0] == 0 else 0  # rows [0, first) do not move
         total = sum(b - a for a, b in runs)
         self._rows_changed(first)
-        layers = [layer for layer in self.attention_layers if layer.is_initialized]
-        if not layers:
-            return
-        moved = [torch.arange(a, b) for a, b in runs if a >= first]
-        index = (torch.cat(moved) if moved else torch.zeros(0, dtype=torch.long)).to(layers[0].device)
-        for layer in layers:
-            layer.keep_from(first, index, total)
+        moved = [(a, b) for a, b in runs if a >= first]
+        for layer in self.attention_layers:
+            layer.keep_runs(first, moved, total)
 
     def take(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.take(rows) for layer in self.attention_layers]
