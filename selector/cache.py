@@ -4,11 +4,11 @@ compacts positions.
 Row j of every attention layer holds the j-th resident token (resident tokens in stream
 order), so a token's attention position is its row index: its rank among the retained
 (DESIGN.md, "position compaction"). Keys are stored position-free (see rope.py) and
-rotated by row index when a layer reads them. Freeing rows is a gather of the kept rows
-to the front of the buffer; nothing else is recomputed.
+rotated by row index when a layer reads them. Freeing rows moves the kept rows after the
+first freed one down the buffer; nothing else is recomputed.
 
-Capacity is the KV budget, allocated once: resident memory is constant however long the
-session runs. Linear-attention layers of hybrid models (Qwen3.5, Qwen3-Next) keep their
+Capacity is the KV budget, allocated once (and again only when `set(budget=)` changes it):
+resident memory is constant however long the session runs. Linear-attention layers of hybrid models (Qwen3.5, Qwen3-Next) keep their
 recurrent state in transformers' own layer class; eviction does not apply to them.
 """
 
