@@ -3,7 +3,7 @@ compacts positions.
 
 Row j of every attention layer holds the j-th resident token (resident tokens in stream
 order), so a token's attention position is its row index: its rank among the retained
-(DESIGN.md, "position compaction"). Keys are stored position-free (see rope.py) and
+(docs/DESIGN.md, "position compaction"). Keys are stored position-free (see rope.py) and
 rotated by row index when a layer reads them. Freeing rows moves the kept rows after the
 first freed one down the buffer; nothing else is recomputed.
 

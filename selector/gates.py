@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import torch
 
+# model_type of the transformers architectures whose attention output is gated (no sink).
+GATED_TYPES = {"qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_next"}
+
 
 def gated_attention_modules(model) -> list:
     """(layer index, attention module) for every attention whose q_proj also emits a gate."""

@@ -6,7 +6,7 @@ implements this protocol; `MemoryRecorder` here keeps everything in lists for te
 Order and meaning of the calls, as the Session makes them:
 
 - ``event(op, args)`` is called *before* the operation takes effect, with targets already
-  resolved to ranges (DESIGN.md invariant 5). ``op``/``args`` have the replay-script shape:
+  resolved to ranges (docs/DESIGN.md invariant 5). ``op``/``args`` have the replay-script shape:
   ``event("pin", {"range": [12, 16]})`` is the script line ``{"op": "pin", "range": [12, 16]}``.
   A recorder that persists must have the event durable when ``event`` returns (pins and
   config changes are committed before the engine acts on them). If ``event`` raises, the

@@ -1,10 +1,10 @@
 """The session engine: one token stream, the person's marks, and a bounded KV cache.
 
-A Session owns the stream (every token's id and text, evicted ones too), the pins, the
-drops and the cache of resident rows. Each forward processes a chunk of new tokens after
-the retention policy has cut the resident set (policy.py); the cache frees the rows of the
-tokens that left and renumbers positions (cache.py). Every operation is reported to the
-recorder before it takes effect, with text and regex targets resolved to ranges.
+A Session owns the stream (stream.py: every token's id and text, evicted ones too), the
+pins, the drops and the cache of resident rows; how tokens get their rows and lose them is
+its base, Encoder (encoding.py). This module holds the public operations. Every operation
+is reported to the recorder before it takes effect, with text and regex targets resolved to
+ranges.
 
 Thread safety: operations take a lock, and `generate` holds it only while it computes one
 token, so a UI thread can pin between two tokens of a stream.
@@ -13,23 +13,22 @@ token, so a UI thread can pin between two tokens of a stream.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
-from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
 from heedful.errors import BudgetError, HeedfulError, TargetError
-from heedful.selector.attention import AutoSelect, StepPlan, register
+from heedful.selector.attention import register
 from heedful.selector.cache import HeedfulCache
-from heedful.selector.policy import RetentionPolicy, rows_of
-from heedful.selector.recorder import NullRecorder, Recorder, TokenRecord
+from heedful.selector.encoding import Encoder
+from heedful.selector.gates import GATED_TYPES, GateMonitor
+from heedful.selector.policy import RetentionPolicy
+from heedful.selector.recorder import NullRecorder, Recorder
 from heedful.selector.rope import Rotary
+from heedful.selector.stream import TokenStream
 from heedful.spans import Spans
-from heedful.selector.targets import resolve
-from heedful.selector.text import Detokenizer
 
 
 @dataclass
@@ -72,24 +71,7 @@ class Stats:
     allocated_bytes: int  # bytes of the KV buffers (fixed: budget rows)
 
 
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """Sorted indices -> maximal [start, end) runs."""
-    out: list[tuple[int, int]] = []
-    for t in indices:
-        if out and out[-1][1] == t:
-            out[-1] = (out[-1][0], t + 1)
-        else:
-            out.append((t, t + 1))
-    return out
-
-
-def _arange(rows: Spans, device) -> torch.Tensor:
-    """The row numbers of some spans, as one int64 tensor."""
-    parts = [torch.arange(a, b) for a, b in rows]
-    return (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)).to(device)
-
-
-class Session:
+class Session(Encoder):
     def __init__(self, model, tokenizer, *, recorder: Recorder | None = None, gated: bool | None = None,
                  config: SessionConfig | None = None, **settings):
         register()
@@ -99,8 +81,6 @@ class Session:
         self.model, self.tokenizer = model, tokenizer
         text_cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
         if gated is None:
-            from heedful.loading import GATED_TYPES
-
             gated = getattr(text_cfg, "model_type", "") in GATED_TYPES
         self.gated = gated
         self.max_positions = getattr(text_cfg, "max_position_embeddings", None)
@@ -124,14 +104,7 @@ class Session:
         self._waiting = 0  # operations waiting for the lock: a stream steps aside for them
         self._waiting_lock = threading.Lock()
         self._rng = torch.Generator(device="cpu").manual_seed(c.seed)
-        self._detok = Detokenizer(tokenizer)
-        # The stream, every token evicted or not, kept small: ids and texts are shared objects
-        # (one per distinct id / piece, see _append_token), the offsets a plain int64 array.
-        self.token_ids: list[int] = []
-        self.token_texts: list[str] = []
-        self.token_sources: list[str] = []
-        self._starts = array("q")  # first character of each token in the stream text
-        self._shared_ids: dict[int, int] = {}
+        self.stream = TokenStream(tokenizer)
         self.resident_tokens: list[int] = []  # token index of each cache row, ascending
         self._pins = Spans()
         self._dropped = Spans()
@@ -145,22 +118,24 @@ class Session:
         self._gen_seconds = 0.0
         self.recorder.event("config", self.config.to_dict())
 
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_pretrained(cls, name: str | None = None, *, dtype=None, device=None, trust_remote_code=False,
-                        recorder: Recorder | None = None, **settings) -> "Session":
-        from heedful.loading import load_model
-
-        lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        return cls(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated,
-                   config=SessionConfig(model=lm.name, **settings))
-
     # ------------------------------------------------------------------ reading
+    @property
+    def token_ids(self) -> list[int]:
+        return self.stream.ids
+
+    @property
+    def token_texts(self) -> list[str]:
+        return self.stream.texts
+
+    @property
+    def token_sources(self) -> list[str]:
+        return self.stream.sources
+
     def __len__(self) -> int:
-        return len(self.token_ids)
+        return len(self.stream)
 
     def text(self, start: int = 0, end: int | None = None) -> str:
-        return "".join(self.token_texts[start:end])
+        return self.stream.text(start, end)
 
     def retained(self) -> list[int]:
         with self._op():
@@ -176,8 +151,6 @@ class Session:
 
     def watch_gates(self) -> None:
         """Starts reading the output gates (gated models): see `gate_mean`."""
-        from heedful.selector.gates import GateMonitor
-
         if getattr(self, "_gates", None) is None:
             self._gates = GateMonitor(self.model)
 
@@ -193,14 +166,7 @@ class Session:
         objects counted once). It grows with the stream (the text is kept for targets,
         rewind and the UI), while the KV cache does not."""
         with self._op():
-            columns = (self.token_ids, self.token_texts, self.token_sources, self._starts)
-            total = sum(sys.getsizeof(c) for c in columns)
-            seen: set[int] = set()
-            for x in (*self.token_ids, *self.token_texts, *self.token_sources):
-                if id(x) not in seen:
-                    seen.add(id(x))
-                    total += sys.getsizeof(x)
-            return total
+            return self.stream.nbytes()
 
     def stats(self) -> Stats:
         with self._op():
@@ -217,7 +183,7 @@ class Session:
     def resolve(self, target, occurrence=None) -> list[tuple[int, int]]:
         """Token ranges a target designates now (nothing is changed or logged)."""
         with self._op():
-            return resolve(target, "".join(self.token_texts), self._starts, len(self.token_ids), occurrence)
+            return self.stream.resolve(target, occurrence)
 
     # ------------------------------------------------------------------ locking
     @contextlib.contextmanager
@@ -241,93 +207,6 @@ class Session:
         if self._generating:
             args = {**args, "at": len(self.token_ids)}
         self.recorder.event(op, args)
-
-    def _append_token(self, tid: int, source: str, text: str | None = None) -> TokenRecord:
-        """Adds a token to the stream (its text decoded incrementally unless given)."""
-        tid = self._shared_ids.setdefault(tid, tid)  # ~36 -> 8 bytes a token: one int object per id
-        piece = sys.intern(self._detok.push(tid) if text is None else text)
-        self._starts.append(self._starts[-1] + len(self.token_texts[-1]) if self._starts else 0)
-        self.token_ids.append(tid)
-        self.token_texts.append(piece)
-        self.token_sources.append(source)
-        return TokenRecord(len(self.token_ids) - 1, tid, piece, source)
-
-    def _cut_rows(self, keep: Spans, reason: str) -> None:
-        """Frees the resident rows outside `keep` (row numbers). Slices and deletions, no
-        per-token Python: this runs before every forward."""
-        res = self.resident_tokens
-        gaps = list(keep.complement(len(res)))
-        if not gaps:
-            return
-        gone = [t for a, b in gaps for t in res[a:b]]
-        self.cache.keep(list(keep))
-        for a, b in reversed(gaps):
-            del res[a:b]
-        self._evicted += len(gone)
-        self.recorder.evicted(_runs(gone), reason)
-
-    def _cut_resident(self, keep: list[int], reason: str) -> None:
-        """Frees the rows of resident tokens not in `keep` (a sorted subset)."""
-        self._cut_rows(rows_of(self.resident_tokens, keep), reason)
-
-    def _plan(self, first_new: int, n_new: int) -> StepPlan:
-        plan = StepPlan(collect={} if self.collect_attention else None)
-        if self.config.auto_topk:
-            base = self.policy.always_rows(self.resident_tokens, first_new, n_new, self._pins)
-            pool = list(base.complement(len(self.resident_tokens)))
-            if pool:
-                plan.auto = AutoSelect(
-                    base_rows=_arange(base, self.device),
-                    pool_start=pool[0][0], pool_end=pool[-1][1],
-                    topk=self.config.auto_topk, block_size=self.config.block_size,
-                    summaries=self.cache.summaries, stale_from=self.cache.stale_from,
-                )
-        return plan
-
-    @torch.inference_mode()
-    def _run(self, token_indices: list[int], ids: list[int], evict: bool) -> None:
-        """One forward over a chunk of tokens that will sit after every resident row."""
-        n = len(ids)
-        if evict:
-            self._cut_rows(self.policy.keep_rows(self.resident_tokens, token_indices[0], n, self._pins), "window")
-        r = self.cache.resident()
-        plan = self._plan(token_indices[0], n)
-        try:
-            out = self.model(
-                input_ids=torch.tensor([ids], device=self.device),
-                position_ids=torch.arange(r, r + n, device=self.device)[None],
-                past_key_values=self.cache,
-                use_cache=True,
-                logits_to_keep=1,
-                heedful_plan=plan,
-            )
-        except BaseException:
-            # a failure midway leaves some layers with the chunk's rows: forget them, so the
-            # session stays usable (a recurrent layer's state cannot be rolled back)
-            self.cache.truncate(r)
-            raise
-        if plan.auto is not None:
-            self.cache.summaries_refreshed()
-        self.resident_tokens.extend(token_indices)
-        self._peak = max(self._peak, self.cache.resident())
-        self.next_logits = out.logits[0, -1].float().cpu()
-        self.last_attention = plan.collect
-        observe = getattr(self.policy, "observe", None)  # policies that learn from attention (H2O)
-        if observe is not None and plan.collect:
-            observe(self.resident_tokens, plan.collect)
-
-    def _chunk(self) -> int:
-        return max(1, min(self.config.prefill_chunk, self.config.window))
-
-    def _append_and_run(self, ids: list[int], source: str) -> range:
-        start = len(self.token_ids)
-        step = self._chunk()
-        for a in range(0, len(ids), step):
-            part = ids[a : a + step]
-            first = len(self.token_ids)
-            self._run(list(range(first, first + len(part))), part, evict=True)
-            self.recorder.tokens([self._append_token(tid, source) for tid in part])
-        return range(start, len(self.token_ids))
 
     # ------------------------------------------------------------------ operations
     def prompt(self, text: str) -> range:
@@ -363,7 +242,7 @@ class Session:
                     tid = self._sample()
                     index = len(self.token_ids)
                     self._run([index], [tid], evict=True)
-                    record = self._append_token(tid, "generated")
+                    record = self.stream.append(tid, "generated")
                     self.recorder.tokens([record])
                     self._generated += 1
                     self._gen_seconds += time.perf_counter() - t0
@@ -503,11 +382,9 @@ class Session:
             self._event("rewind", {"index": index})
             last = index - 1
             self._cut_resident([t for t in self.resident_tokens if t < max(last, 0)], "rewind")
-            del self.token_ids[index:], self.token_texts[index:], self.token_sources[index:]
-            del self._starts[index:]
+            self.stream.truncate(index)
             self._pins.clip(index)
             self._dropped.clip(index)
-            self._detok.reset(self.token_ids)
             self.next_logits = None
             if index == 0:
                 return
@@ -516,39 +393,6 @@ class Session:
             lo = max(0, index - self.config.window)
             missing = [t for t in range(lo, index) if t not in resident and t not in self._dropped]
             self._reencode(missing)
-
-    def _reencode(self, missing: list[int]) -> None:
-        """Re-encodes freed tokens in place: rows after them are taken out and put back in
-        order, so each re-encoded token attends what is retained before it."""
-        if not missing:
-            return
-        first = missing[0]
-        after = [r for r, t in enumerate(self.resident_tokens) if t > first]
-        taken = self.cache.take(torch.tensor(after, dtype=torch.long, device=self.device)) if after else None
-        detached = [self.resident_tokens[r] for r in after]
-        if after:
-            self.cache.truncate(after[0])
-            self.resident_tokens = self.resident_tokens[: after[0]]
-        order = sorted(set(missing) | set(detached))
-        missing_set, run = set(missing), []
-        pos_in_detached = {t: i for i, t in enumerate(detached)}
-
-        def flush():
-            step = self._chunk()
-            for a in range(0, len(run), step):
-                part = run[a : a + step]
-                self._run(part, [self.token_ids[t] for t in part], evict=False)
-            run.clear()
-
-        for t in order:
-            if t in missing_set:
-                run.append(t)
-            else:
-                flush()
-                i = pos_in_detached[t]
-                self.cache.put([(k[:, :, i : i + 1], v[:, :, i : i + 1]) for k, v in taken])
-                self.resident_tokens.append(t)
-        flush()
 
     # ------------------------------------------------------------------ state for the store
     def state(self) -> dict:
@@ -571,8 +415,8 @@ class Session:
         s = cls(model, tokenizer, config=config, recorder=NullRecorder(), gated=gated)
         with s._lock:
             for tid, text, src in zip(token_ids, token_texts, token_sources):
-                s._append_token(int(tid), src, text)
-            s._detok.reset(s.token_ids)
+                s.stream.append(int(tid), src, text)
+            s.stream.continue_decoding()
             for a, b in pins:
                 s._pins.add(a, b)
             for a, b in dropped:

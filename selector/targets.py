@@ -1,7 +1,7 @@
 """Resolving a target (range, literal text, regex) to token index ranges.
 
 Resolution happens when an operation runs, and the engine logs the ranges, never the text
-(DESIGN.md invariant 5), so a replay does not depend on search behaviour.
+(docs/DESIGN.md invariant 5), so a replay does not depend on search behaviour.
 """
 
 from __future__ import annotations

@@ -60,15 +60,22 @@ def export(store, session_id: int | None, what: str, fmt: str, out) -> int:
     info = store.session(session_id)
     if what == "events":
         if fmt != "jsonl":
-            raise HeedfulError(f"--what events is written as JSON Lines (the replay format): use --format jsonl")
+            raise HeedfulError("--what events is written as JSON Lines (the replay format): use --format jsonl")
         return write_events(store, info.id, out)
     data = store.load(info.id)
-    texts = data.token_texts
-    states = token_states(info.state, len(texts))
+    return write_tokens(out, what, fmt, ids=data.token_ids, texts=data.token_texts, sources=data.token_sources,
+                        state=info.state, heading=f"Session {info.id}: {info.title or ''}", model=info.model)
+
+
+def write_tokens(out, what: str, fmt: str, *, ids, texts, sources, state, heading: str, model: str) -> int:
+    """Writes the tokens of a stream that `what` selects, given its StreamState (pins, drops,
+    evictions, sinks); returns the number of tokens written. The TUI calls this too for a
+    session that has no store."""
+    states = token_states(state, len(texts))
     keep = SELECT[what]
     if fmt == "jsonl":
         n = 0
-        for i, (tid, text, src, st) in enumerate(zip(data.token_ids, texts, data.token_sources, states)):
+        for i, (tid, text, src, st) in enumerate(zip(ids, texts, sources, states)):
             if keep(st):
                 out.write(f'{{"index": {i}, "id": {tid}, "text": {encode_basestring(text)}, '
                           f'"source": "{src}", "state": "{st}"}}\n')
@@ -86,9 +93,9 @@ def export(store, session_id: int | None, what: str, fmt: str, out) -> int:
             out.write(f"\n[… {len(texts) - at} tokens …]\n")
         return sum(b - a for a, b, _ in runs)
     # md
-    out.write(f"# Session {info.id}: {info.title or ''}\n\n")
-    out.write(f"{what} tokens of {len(texts)}; model {info.model}; pinned {info.state.pins.total()}, "
-              f"evicted {info.state.evicted.total()}\n")
+    out.write(f"# {heading}\n\n")
+    out.write(f"{what} tokens of {len(texts)}; model {model}; pinned {state.pins.total()}, "
+              f"evicted {state.evicted.total()}\n")
     for a, b, st in runs:
         text = "".join(texts[a:b])
         ticks = max((len(m) for m in re.findall(r"`+", text)), default=0)

@@ -33,13 +33,13 @@ def tiny_qwen35_short_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_qwen35(tiny_qwen35_dir):
-    from heedful.loading import load_model
+    from heedful.models.loading import load_model
 
     return load_model(str(tiny_qwen35_dir), dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_llama_dir):
-    from heedful.loading import load_model
+    from heedful.models.loading import load_model
 
     return load_model(str(tiny_llama_dir), dtype="float32", device="cpu")

@@ -27,5 +27,5 @@ def test_wheel_contains_every_package_and_the_model(tmp_path):
     missing = sorted(expected - names)
     assert not missing, f"not in the wheel: {missing}"
     assert not any(n.startswith(("kernels/", "store/", "tui/", "selector/")) for n in names), "top-level modules"
-    if (ROOT / "heedful/default_model/config.json").exists():
-        assert "heedful/default_model/model.safetensors" in names
+    if (ROOT / "heedful/models/default_model/config.json").exists():
+        assert "heedful/models/default_model/model.safetensors" in names

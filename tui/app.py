@@ -18,9 +18,12 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input
 
 from heedful.errors import HeedfulError
+from heedful.spans import Spans
+from heedful.store import StreamState
+from heedful.store.export import export, write_tokens
 from heedful.tui.commands import HeedfulCommands
 from heedful.tui.panel import SidePanel
 from heedful.tui.token_view import MemoryState, TokenView
@@ -75,9 +78,7 @@ class HeedfulApp(App):
         self._stop = threading.Event()
         self.generating = False
         self.last_export: Path | None = None
-        session.collect_attention = True
-        if getattr(session, "gated", False) and hasattr(session, "watch_gates"):
-            session.watch_gates()
+        self._attach(session)
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -197,7 +198,7 @@ class HeedfulApp(App):
         when the engine took it."""
         span = self._span()
         if span and self._apply(lambda: getattr(self.session, op)(span)):
-            self.view.anchor = None
+            self.view.clear_selection()
             return True
         return False
 
@@ -208,7 +209,7 @@ class HeedfulApp(App):
         pins = self.session.pins()
         covered = all(any(a <= t < b for a, b in pins) for t in range(*span))
         self._mark_span("unpin" if covered else "pin")
-        self.view.anchor = None
+        self.view.clear_selection()
 
     def action_pin(self) -> None:
         self._mark_span("pin")
@@ -262,8 +263,8 @@ class HeedfulApp(App):
 
     def open_session(self, session_id: int) -> None:
         """Resumes a stored session (the same model must fit it)."""
-        from heedful.loading import LoadedModel
-        from heedful.replay import resume
+        from heedful.models.loading import LoadedModel
+        from heedful.app.open import resume
 
         if self.store is None:
             self.notify("no store: start with heedful chat --db FILE", severity="warning")
@@ -285,14 +286,18 @@ class HeedfulApp(App):
         if self.recorder is not None:
             self.recorder.close()
         self.session, self.recorder = session, recorder
+        self._attach(session)
+        self.view.show_stream(session.token_texts)
+        self._update_title()
+        self.refresh_stream()
+
+    @staticmethod
+    def _attach(session) -> None:
+        """What the app reads from a session: attention weights (the heat overlay) and, for a
+        gated model, its output gates (the side panel)."""
         session.collect_attention = True
         if getattr(session, "gated", False) and hasattr(session, "watch_gates"):
             session.watch_gates()
-        view = self.view
-        view.texts, view.lines, view._wrapped, view._width = session.token_texts, [[]], 0, 0
-        view.cursor, view.anchor, view.follow = 0, None, True
-        self._update_title()
-        self.refresh_stream()
 
     def _update_title(self) -> None:
         c = self.session.config
@@ -310,24 +315,17 @@ class HeedfulApp(App):
         self.notify(f"exported {n} pinned span(s) to {path}")
 
     def export_pinned(self, path: Path, fmt: str) -> int:
-        if self.store is not None and self.recorder is not None:
-            from heedful.store.export import export
-
-            self.recorder.flush()
-            with open(path, "w", encoding="utf-8") as out:
-                return export(self.store, self.recorder.session_id, "pinned", fmt, out)
-        import json
-
-        s = self.session
+        """The pinned tokens, written by the store's export (from the store when the session
+        is recorded in one, else from the engine's own marks)."""
         with open(path, "w", encoding="utf-8") as out:
-            for a, b in s.pins():
-                if fmt == "jsonl":
-                    out.write(json.dumps({"start": a, "end": b, "text": s.text(a, b)}, ensure_ascii=False) + "\n")
-                elif fmt == "md":
-                    out.write(f"- [{a}, {b}) {s.text(a, b)}\n")
-                else:
-                    out.write(s.text(a, b) + "\n")
-        return len(s.pins())
+            if self.store is not None and self.recorder is not None:
+                self.recorder.flush()
+                return export(self.store, self.recorder.session_id, "pinned", fmt, out)
+            s = self.session
+            state = StreamState(tokens=len(s), sinks=s.config.sinks, pins=Spans(s.pins()),
+                                dropped=Spans(s.dropped()))
+            return write_tokens(out, "pinned", fmt, ids=s.token_ids, texts=s.token_texts, sources=s.token_sources,
+                                state=state, heading="Session (not recorded)", model=s.config.model)
 
     # ------------------------------------------------------------------ cursor
     def action_cursor(self, step: int, extend: bool = False) -> None:

@@ -83,6 +83,16 @@ class TokenView(ScrollView, can_focus=True):
         self.follow = True
         self._dragging = False
 
+    def show_stream(self, texts: list[str]) -> None:
+        """Shows another session's stream (a new or resumed session): everything is wrapped
+        again and the cursor goes to the start, following the stream."""
+        self.texts = texts
+        self.lines, self._wrapped, self._width = [[]], 0, 0
+        self.cursor, self.anchor, self.follow = 0, None, True
+
+    def clear_selection(self) -> None:
+        self.anchor = None
+
     # ------------------------------------------------------------------ wrapping
     def _wrap_width(self) -> int:
         return max(8, self.scrollable_content_region.width)

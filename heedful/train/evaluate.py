@@ -1,14 +1,9 @@
 """Evaluation of a trained model for docs/model.md: held-out perplexity (and with the first
 tokens' KV dropped), first-token attention share, recall of the held-out episodes with full
-attention, and sample generations.
-
-    python -m heedful.train.evaluate MODEL_DIR [--corpus runs/corpus] [--out FILE.json]
-"""
+attention, and sample generations. (`heedful train evaluate MODEL_DIR`)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -55,7 +50,7 @@ def answer_correct(generated: str, answer: str) -> bool:
 @torch.no_grad()
 def evaluate(model_dir: str, corpus_dir: str = "runs/corpus", rows: int = 64, seq_len: int = 256,
              drop_first: int = 4, skip: int = 64, episodes: int = 100, seed: int = 0, samples: bool = True) -> dict:
-    from heedful.inspect_model import diagnose
+    from heedful.models.inspect import diagnose
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -104,22 +99,3 @@ def evaluate(model_dir: str, corpus_dir: str = "runs/corpus", rows: int = 64, se
         res["samples"] = out
     res["eval_seconds"] = round(time.time() - t0, 1)
     return res
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("model_dir")
-    ap.add_argument("--corpus", default="runs/corpus")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--rows", type=int, default=64)
-    ap.add_argument("--episodes", type=int, default=100)
-    a = ap.parse_args(argv)
-    res = evaluate(a.model_dir, a.corpus, rows=a.rows, episodes=a.episodes)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
-
-
-if __name__ == "__main__":
-    main()

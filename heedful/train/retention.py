@@ -1,5 +1,5 @@
-"""Recall under a KV budget, through the real session engine (a first cut of what
-`heedful bench retention` will report).
+"""Recall under a KV budget, through the real session engine: the episodes and policies of
+`heedful bench retention` (heedful/bench/retention.py).
 
 Each held-out recall episode is fed to a heedful Session in small prefill chunks (so a
 token's KV rows only ever see what was retained when it was processed); then, per policy,
@@ -9,19 +9,10 @@ scored with :func:`heedful.train.evaluate.answer_correct`.
 Policies (budget B): full (no eviction), window (the last B tokens), sinks+window (4 sinks),
 topk (NSA-style auto selection of blocks), pins (the facts pinned by "the person", the rest
 of the budget is the window), pins+topk.
-
-    python -m heedful.train.retention MODEL_DIR [--budget 64] [--episodes 50]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-
-import torch
-
-from heedful.train.corpus import read_episodes
 from heedful.train.evaluate import answer_correct
 
 POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk"]
@@ -32,7 +23,7 @@ def heldout_episodes(n: int, seed: int = 2, n_filler: int | None = 10) -> list[d
     recall_valid.jsonl); a fixed filler length makes the filler outlast small budgets."""
     import random
 
-    from heedful.train.corpus import recall_episode
+    from heedful.train.synthetic import recall_episode
 
     rng = random.Random(seed)
     return [recall_episode(rng, n_filler=n_filler).to_dict() for _ in range(n)]
@@ -77,41 +68,3 @@ def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chu
     s.prompt("Question: " + ep["question"] + "\nAnswer:")
     out = "".join(t.text for t in s.generate(max_new))
     return answer_correct(out, ep["answer"]), out
-
-
-def retention(model_dir: str, corpus_dir: str = "runs/corpus", budget: int = 64, episodes: int = 50,
-              policies=POLICIES) -> dict:
-    from heedful.loading import load_model
-
-    torch.set_num_threads(1)
-    lm = load_model(model_dir, dtype="float32", device="cpu")
-    eps = read_episodes(f"{corpus_dir}/recall_valid.jsonl")[:episodes]
-    res = {"model": model_dir, "gated": lm.gated, "budget": budget, "episodes": len(eps), "policies": {}}
-    for p in policies:
-        t0 = time.time()
-        hits, errors = 0, 0
-        for ep in eps:
-            try:
-                ok, _ = run_episode(lm.model, lm.tokenizer, ep, p, budget, lm.gated)
-            except Exception as e:  # a pin set the budget cannot hold counts as a miss
-                ok, errors = False, errors + 1
-                res.setdefault("first_error", f"{p}: {type(e).__name__}: {e}")
-            hits += ok
-        res["policies"][p] = {"accuracy": hits / max(1, len(eps)), "errors": errors,
-                              "seconds": round(time.time() - t0, 1)}
-    return res
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("model_dir")
-    ap.add_argument("--corpus", default="runs/corpus")
-    ap.add_argument("--budget", type=int, default=64)
-    ap.add_argument("--episodes", type=int, default=50)
-    ap.add_argument("--policies", default=",".join(POLICIES))
-    a = ap.parse_args(argv)
-    print(json.dumps(retention(a.model_dir, a.corpus, a.budget, a.episodes, a.policies.split(",")), indent=1))
-
-
-if __name__ == "__main__":
-    main()

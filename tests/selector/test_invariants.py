@@ -1,4 +1,4 @@
-"""DESIGN.md invariants 1-3 and 5 on tiny real-config models (gated Qwen3.5 with every layer
+"""docs/DESIGN.md invariants 1-3 and 5 on tiny real-config models (gated Qwen3.5 with every layer
 full attention, ungated Llama), loaded through heedful's loader."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heedful.errors import HeedfulError
-from heedful.loading import load_model
+from heedful.models.loading import load_model
 from heedful.selector.recorder import MemoryRecorder
-from heedful.selector.reference import ReferenceEngine
+from heedful.selector.naive import ReferenceEngine
 from heedful.selector.session import Session
 
 TEXTS = ["The vault code is 4821. Remember it.", " Alice met Bob at the station at noon.",

@@ -7,7 +7,7 @@ import torch
 
 from heedful.errors import BudgetError, HeedfulError, TargetError
 from heedful.selector.recorder import MemoryRecorder
-from heedful.selector.reference import ReferenceEngine
+from heedful.selector.naive import ReferenceEngine
 from heedful.selector.session import Session
 
 PROMPT = "The vault code is 4821. Remember it. Alice met Bob at the station at noon."
@@ -172,7 +172,7 @@ def test_token_texts_concatenate_to_the_stream(tiny_qwen35):
 
 
 def test_hybrid_linear_attention_model_generates_and_refuses_rewind(tmp_path):
-    from heedful.loading import load_model
+    from heedful.models.loading import load_model
     from tests.tiny_models import build_tiny_model
 
     d = build_tiny_model(tmp_path, "qwen3_5_hybrid")

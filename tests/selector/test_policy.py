@@ -10,7 +10,7 @@ from heedful.spans import Spans
 
 
 def _oracle(policy, resident, stream_len, n_new, pins):
-    """DESIGN.md's rule, token by token: sinks, pins, the window; with auto selection the
+    """docs/DESIGN.md's rule, token by token: sinks, pins, the window; with auto selection the
     most recent others, as many as the budget holds."""
     keep = [t for t in resident if policy.always(t, stream_len, n_new, pins)]
     if policy.auto_topk:

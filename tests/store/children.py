@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def generate_forever(db: str, model_dir: str) -> None:
     """Generates into the store until killed, pinning and unpinning as it goes."""
-    from heedful.loading import load_model
+    from heedful.models.loading import load_model
     from heedful.selector.session import Session
     from heedful.store import Store
 

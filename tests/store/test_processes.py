@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from heedful.replay import parse_script, resume, run_script
+from heedful.app.open import resume
+from heedful.app.replay import run_script
+from heedful.app.script import parse_script
 from heedful.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

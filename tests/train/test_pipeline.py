@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from heedful.train.corpus import build_corpus, is_permissive, read_docs, read_episodes, recall_episode
+from heedful.train.corpus import build_corpus, is_permissive, read_docs, read_episodes
+from heedful.train.synthetic import recall_episode
 from heedful.train.loop import TrainConfig, train
 from heedful.train.models import PRESETS, build_model, count_params
 
@@ -110,7 +111,7 @@ def test_train_end_to_end_resume_and_load(corpus, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     # loads through heedful's real path and generates
-    from heedful.loading import load_model
+    from heedful.models.loading import load_model
 
     lm = load_model(str(tmp_path / "full"), dtype="float32", device="cpu")
     assert lm.gated and type(lm.model).__name__ == "Qwen3_5ForCausalLM"
@@ -141,7 +142,7 @@ def test_ungated_twin_same_size_same_data(corpus, tmp_path):
 def test_train_cli(corpus, tmp_path):
     from click.testing import CliRunner
 
-    from heedful.commands.train import train as train_cmd
+    from heedful.cli.train import train as train_cmd
 
     out_dir, _ = corpus
     r = CliRunner().invoke(train_cmd, ["--corpus", str(out_dir), "--out", str(tmp_path / "m"), "--preset", "tiny",

@@ -2,7 +2,7 @@
 
 import random
 
-from heedful.train.corpus import Episode, recall_episode
+from heedful.train.synthetic import Episode, recall_episode
 from heedful.train.evaluate import answer_correct
 
 

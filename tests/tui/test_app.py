@@ -75,7 +75,7 @@ async def test_prompt_generate_pin_with_keys_and_mouse_unpin_export_resume(tiny_
     ops = [(e["op"], e.get("range")) for e in store.events(sid) if e["op"] in ("pin", "unpin")]
     assert ops[0] == ("pin", [3, 6]) and ops[-1] == ("unpin", [3, 6]) and len(ops) == 3
     # resume in a new app: the same pins
-    from heedful.replay import resume
+    from heedful.app.open import resume
 
     again = resume(store, sid, lm=tiny_qwen35)
     app2 = HeedfulApp(again, store=store, recorder=again.recorder, show_speed=False, export_dir=tmp_path)

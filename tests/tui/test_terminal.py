@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from heedful.loading import default_model_dir
+from heedful.models.loading import default_model_dir
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)"),

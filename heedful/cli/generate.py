@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from heedful.commands.common import model_options, session_options
+from heedful.app.options import model_options, session_options
 from heedful.errors import TargetError
 
 
@@ -34,7 +34,7 @@ def parse_pin(value: str):
 @click.option("--ignore-eos", is_flag=True, help="Keep generating past the end-of-sequence token.")
 def generate(prompt, n, pins, as_json, ignore_eos, **opts):
     """Generate from PROMPT with a bounded, pinned KV cache, streaming to stdout."""
-    from heedful.commands.common import open_session
+    from heedful.app.open import open_session
 
     session = open_session(**opts)
     session.prompt(prompt)

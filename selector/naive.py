@@ -1,9 +1,9 @@
-"""The slow reference engine of DESIGN.md invariant 1: it frees nothing.
+"""The slow reference engine of docs/DESIGN.md invariant 1: it frees nothing.
 
 It keeps every KV row ever computed, with keys stored before RoPE; at each step it rotates
 each key by its token's rank among the retained tokens and masks every row that is not
 retained, with plain eager attention. It shares no code with the engine's cache, policy or
-attention path: what is retained is re-derived here from the rules of DESIGN.md:
+attention path: what is retained is re-derived here from the rules of docs/DESIGN.md:
 
     before a chunk of L tokens at stream position t, token j < t is retained iff it was
     never evicted, is not dropped, and (j < sinks or j is pinned or j >= t - (W - L));

@@ -51,8 +51,8 @@ def sink_dir(tmp_path_factory):
 
 
 def test_first_token_share_is_one(sink_dir):
-    from heedful.inspect_model import diagnose
-    from heedful.loading import load_model
+    from heedful.models.inspect import diagnose
+    from heedful.models.loading import load_model
 
     lm = load_model(str(sink_dir), dtype="float32", device="cpu")
     ids = torch.tensor([[0] + list(range(5, 25))])
@@ -68,7 +68,7 @@ def test_first_token_share_is_one(sink_dir):
 
 
 def test_ungated_has_no_gate_and_share_below_one(tiny_llama):
-    from heedful.inspect_model import diagnose_text
+    from heedful.models.inspect import diagnose_text
 
     d = diagnose_text(tiny_llama.model, tiny_llama.tokenizer, "The vault code is 4821. Remember it.")
     assert d.mean_gate is None and all(x.mean_gate is None for x in d.layers)
@@ -79,7 +79,7 @@ def test_ungated_has_no_gate_and_share_below_one(tiny_llama):
 def test_inspect_cli(sink_dir, tmp_path):
     from click.testing import CliRunner
 
-    from heedful.commands.inspect import inspect
+    from heedful.cli.inspect import inspect
 
     r = CliRunner().invoke(inspect, ["--model", str(sink_dir), "--device", "cpu", "--dtype", "float32", "--json",
                                      "The vault code is 4821."])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from heedful.commands.common import model_options
+from heedful.app.options import model_options
 
 
 @click.command()
@@ -23,7 +23,8 @@ def replay(script, db, model, dtype, device, trust_remote_code, as_json):
     The whole script is checked first; a bad line is reported as FILE:LINE: reason (exit 2).
     The session is written to the database only if every operation succeeds. --model
     overrides the model the script's config line names."""
-    from heedful.replay import parse_script, run_script
+    from heedful.app.replay import run_script
+    from heedful.app.script import parse_script
     from heedful.store import Store, default_db_path
 
     steps = parse_script(script)

@@ -1,4 +1,6 @@
-"""Options and set-up shared by the commands that run a model."""
+"""The settings a person gives to open a model and a session, as click options. The option
+names are the keyword arguments of heedful.app.open.open_session, so commands (the CLI's and
+the benchmarks') pass them straight through."""
 
 from __future__ import annotations
 
@@ -40,10 +42,3 @@ def session_options(f):
         return f(*args, **kwargs)
 
     return wrapper
-
-
-def open_session(model=None, dtype="auto", device=None, trust_remote_code=False, recorder=None, **settings):
-    from heedful.selector.session import Session
-
-    return Session.from_pretrained(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                   recorder=recorder, **settings)

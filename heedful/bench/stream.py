@@ -12,7 +12,7 @@ import time
 import click
 import torch
 
-from heedful.commands.common import model_options
+from heedful.app.options import model_options
 
 
 def _synthetic_model(layers: int, hidden: int, context: int):
@@ -162,7 +162,7 @@ def stream(n, early, span, window, budget, synthetic, layers, hidden, context, s
         if device:
             mdl.to(device)
     else:
-        from heedful.loading import load_model
+        from heedful.models.loading import load_model
 
         lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         mdl, tok, label = lm.model, lm.tokenizer, lm.name

@@ -10,15 +10,8 @@ import heedful.cli
 from heedful.store import Store
 from tests.store.helpers import CONFIG, stream
 
-OWN = {"replay": "heedful.commands.replay:replay", "export": "heedful.commands.export:export",
-       "sessions": "heedful.commands.sessions:sessions"}
-
-
 @pytest.fixture
-def cli(monkeypatch, capsys):
-    for name, target in OWN.items():  # registered here until heedful/cli.py lists them
-        monkeypatch.setitem(heedful.cli.COMMANDS, name, target)
-
+def cli(capsys):
     def run(*args):
         with pytest.raises(SystemExit) as e:
             heedful.cli.main([str(a) for a in args])

@@ -17,7 +17,7 @@ import sys
 
 import click
 
-from heedful.commands.common import model_options
+from heedful.app.options import model_options
 
 
 def _ints(text: str) -> list[int]:
@@ -64,9 +64,8 @@ def retention(twin, budgets, episodes, filler, policies, png, as_json, model, dt
     """Recall accuracy under a KV budget for each retention policy (table + PNG)."""
     import torch
 
-    from heedful.loading import load_model
+    from heedful.models.loading import load_model
     from heedful.train.retention import POLICIES, heldout_episodes, run_episode
-    from heedful.train.evaluate import answer_correct  # noqa: F401 - scoring used by run_episode
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in POLICIES]

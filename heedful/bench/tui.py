@@ -15,7 +15,6 @@ Measures, in one run:
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -135,9 +134,9 @@ async def _stream_run(rate: float, n: int, presses: int, model: str | None = Non
         s = SyntheticSession(rate)
         s.token_texts.extend([" start"])
     else:  # a real model streaming as fast as it can
-        from heedful.selector.session import Session
+        from heedful.app.open import open_session
 
-        s = Session.from_pretrained(None if model == "default" else model, window=64, budget=128)
+        s = open_session(None if model == "default" else model, window=64, budget=128)
         s.prompt("The vault code is 4821. Remember it.")
         s.started = s.finished = 0.0
     app = _timed_app(s, chunk=n, show_speed=False)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from heedful.errors import BudgetError, HeedfulError
-from heedful.replay import resume
+from heedful.app.open import resume
 from heedful.selector.session import Session
 from heedful.store import Store
-from tests.store.test_replay import _replay
+from tests.app.test_replay import _replay
 
 
 def _session(lm, store):
@@ -56,7 +56,7 @@ def test_bad_settings_are_refused_and_not_logged(tiny_qwen35, tmp_path, changes,
 
 def test_the_store_follows_a_window_change_through_a_rewind(tiny_qwen35, tmp_path):
     """A rewind re-encodes the (new) window: the store's token states must agree."""
-    from tests.store.test_replay import _assert_store_matches
+    from tests.app.test_replay import _assert_store_matches
 
     store = Store.open(tmp_path / "a.db")
     s, rec = _session(tiny_qwen35, store)

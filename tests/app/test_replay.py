@@ -8,7 +8,9 @@ import io
 import pytest
 
 from heedful.errors import HeedfulError
-from heedful.replay import parse_script, resume, run_script
+from heedful.app.open import resume
+from heedful.app.replay import run_script
+from heedful.app.script import parse_script
 from heedful.selector.session import Session
 from heedful.store import Store
 from heedful.store.export import write_events

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from heedful.errors import ModelLoadError
+from heedful.selector.gates import GATED_TYPES
 
 # Architectures whose attention calls transformers' attention interface and uses
 # rotate-half RoPE, which heedful's position compaction relies on (a cached key moves
-# from position p to p' by one more rotation). Gated: qwen3_5*, qwen3_next.
-GATED_TYPES = {"qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_next"}
+# from position p to p' by one more rotation). Gated: qwen3_5*, qwen3_next (selector/gates.py).
 SUPPORTED_TYPES = GATED_TYPES | {
     "llama",
     "mistral",
@@ -39,9 +39,12 @@ class LoadedModel:
     gated: bool  # attention output multiplied by a sigmoid gate (no attention sink)
 
 
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # `heedful train ship` writes it
+
+
 def default_model_dir() -> Path | None:
     """The embedded gated model shipped inside the package, if this build has one."""
-    d = Path(__file__).parent / "default_model"
+    d = EMBEDDED_MODEL_DIR
     return d if (d / "config.json").is_file() else None
 
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from heedful.commands.common import model_options
+from heedful.app.options import model_options
 
 DEFAULT_TEXT = ("Facts: The code for the red door is 4821. Mia was born in Oslo.\n"
                 "Tom walked to the park in the morning. The sun was warm. A dog slept under the tree. "
@@ -25,8 +25,8 @@ def inspect(text, path, max_tokens, as_json, model, dtype, device, trust_remote_
     mean output-gate value, per layer and averaged, over TEXT (or --file, or a built-in
     recall episode)."""
     from heedful.errors import HeedfulError
-    from heedful.inspect_model import diagnose_text, format_table
-    from heedful.loading import load_model
+    from heedful.models.inspect import diagnose_text, format_table
+    from heedful.models.loading import load_model
 
     if text is not None and path is not None:
         raise HeedfulError("give either TEXT or --file, not both")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from heedful.commands.common import model_options, session_options
+from heedful.app.options import model_options, session_options
 
 
 @click.command()
@@ -18,23 +18,19 @@ from heedful.commands.common import model_options, session_options
 @model_options
 def chat(db, session_id, title, chunk, model, dtype, device, trust_remote_code, **settings):
     """Watch the model write, mark what matters, see what it remembers."""
-    from heedful.loading import load_model
-    from heedful.selector.session import Session, SessionConfig
+    from heedful.app.open import open_session, resume
     from heedful.store import Store
     from heedful.tui.app import HeedfulApp
 
     store = Store.open(db)
     if session_id is not None:
-        from heedful.replay import resume
-
         session = resume(store, session_id, model=model, dtype=dtype, device=device,
                          trust_remote_code=trust_remote_code, **settings)
         recorder = session.recorder
     else:
-        lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         recorder = store.new_session(title=title)
-        config = SessionConfig(model=lm.name, **{k: v for k, v in settings.items() if v is not None})
-        session = Session(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated, config=config)
+        session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                               recorder=recorder, **settings)
     try:
         HeedfulApp(session, store=store, recorder=recorder, chunk=chunk).run()
     finally:

@@ -1,11 +1,12 @@
-"""`heedful train`: build the corpus, train the tokenizer and a gated (or ungated) model."""
+"""`heedful train`: build the corpus, train the tokenizer and a gated (or ungated) model;
+`heedful train evaluate` and `heedful train ship` for what comes after."""
 
 from __future__ import annotations
 
 import click
 
 
-@click.command()
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--corpus", "corpus_dir", default="runs/corpus", show_default=True, metavar="DIR",
               help="Corpus folder (built there first if it has no manifest.json).")
 @click.option("--out", "out_dir", default="runs/gated", show_default=True, metavar="DIR",
@@ -42,13 +43,17 @@ import click
 @click.option("--ungated", is_flag=True, help="Train the ungated twin (Qwen3) instead of the gated Qwen3.5.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/ckpt if there is one.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(corpus_dir, out_dir, tokenizer_dir, init_from, preset, hidden, layers, heads, kv_heads, head_dim, ffn, vocab_size,
+@click.pass_context
+def train(ctx, corpus_dir, out_dir, tokenizer_dir, init_from, preset, hidden, layers, heads, kv_heads, head_dim, ffn, vocab_size,
           seq_len, batch_size, steps, lr, warmup, recall_fraction, copy_fraction, seed, eval_every, ckpt_every, threads, device, bf16,
           ungated, resume, no_progress):
     """Train the embedded gated model (or its ungated twin) from a license-clean corpus.
 
     Reproducible: the same options and seed give the same batches, and --resume continues
-    an interrupted run exactly where its last checkpoint left it."""
+    an interrupted run exactly where its last checkpoint left it. The options belong to
+    training; `heedful train evaluate|ship ...` take their own."""
+    if ctx.invoked_subcommand is not None:
+        return
     import dataclasses
 
     import torch
@@ -74,3 +79,34 @@ def train(corpus_dir, out_dir, tokenizer_dir, init_from, preset, hidden, layers,
                       threads=threads, device=device, dtype="bfloat16" if bf16 else "float32",
                       warmup=warmup if warmup is not None else min(100, max(1, steps // 10)))
     run(cfg, resume=resume, log=lambda m: click.echo(m, err=True), progress=not no_progress)
+
+
+@train.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--corpus", "corpus_dir", default="runs/corpus", show_default=True, metavar="DIR",
+              help="The corpus the model was trained on (its held-out split is read).")
+@click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True, help="Held-out rows for perplexity.")
+@click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True, help="Held-out recall episodes.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
+def evaluate(model_dir, corpus_dir, rows, episodes, out):
+    """Held-out perplexity, first-token attention, full-attention recall and samples (JSON)."""
+    import json
+    from pathlib import Path
+
+    from heedful.train.evaluate import evaluate as run
+
+    text = json.dumps(run(model_dir, corpus_dir, rows=rows, episodes=episodes), indent=1)
+    if out:
+        Path(out).write_text(text + "\n")
+    click.echo(text)
+
+
+@train.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+def ship(model_dir):
+    """Copy a trained gated model into the package as the embedded default (<= 40 MiB)."""
+    from heedful.models.loading import EMBEDDED_MODEL_DIR
+    from heedful.train.ship import ship as run
+
+    n = run(model_dir)
+    click.echo(f"shipped {model_dir} -> {EMBEDDED_MODEL_DIR} ({n / 2**20:.2f} MiB)")

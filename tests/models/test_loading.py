@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from heedful import loading
+from heedful.models import loading
 from heedful.cli import main
 from heedful.errors import ModelLoadError
-from heedful.loading import load_model
+from heedful.models.loading import load_model
 
 
 def test_loads_gated_and_ungated_through_the_real_path(tiny_qwen35, tiny_llama):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from heedful.train import DEFAULT_MODEL_DIR
+from heedful.models.loading import EMBEDDED_MODEL_DIR as DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(),
                                 reason="no default model in this build")
@@ -23,7 +23,7 @@ def test_shipped_files_and_size():
 
 def test_loads_offline_by_default_and_generates(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from heedful.loading import default_model_dir, load_model
+    from heedful.models.loading import default_model_dir, load_model
     from heedful.selector.session import Session
 
     assert default_model_dir() is not None and default_model_dir().resolve() == DEFAULT_MODEL_DIR.resolve()

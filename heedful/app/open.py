@@ -1,0 +1,57 @@
+"""Opening sessions: a new one over a model, or a stored one resumed from the store.
+
+The CLI, the TUI and replay all open sessions through here, so loading a model and
+rebuilding an engine from the store happen in one place.
+"""
+
+from __future__ import annotations
+
+from heedful.app.script import check_config
+from heedful.models.loading import LoadedModel, load_model
+from heedful.selector.session import Session, SessionConfig
+
+
+def open_session(model=None, dtype="auto", device=None, trust_remote_code=False, recorder=None, **settings):
+    """Loads a model (None: the embedded one) and opens a session over it."""
+    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    return session_for(lm, recorder=recorder, **settings)
+
+
+def session_for(lm: LoadedModel, *, recorder=None, **settings) -> Session:
+    """A new session over a loaded model; settings given as None keep their defaults."""
+    config = SessionConfig(model=lm.name, **{k: v for k, v in settings.items() if v is not None})
+    return Session(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated, config=config)
+
+
+def clip_spans(spans, n: int) -> list[tuple[int, int]]:
+    """The spans cut to the first n tokens."""
+    return [(a, min(b, n)) for a, b in spans if a < n]
+
+
+def restore_session(lm_model, tokenizer, gated, config: dict, ids, texts, sources, pins, dropped,
+                    recorder):
+    """Session.restore, then tells the recorder which tokens the engine made resident."""
+    s = Session.restore(lm_model, tokenizer, config=config, token_ids=ids, token_texts=texts,
+                        token_sources=sources, pins=pins, dropped=dropped, recorder=recorder, gated=gated)
+    recorder.reset_resident(s.retained())
+    return s
+
+
+def resume(store, session_id: int | None = None, *, model: str | None = None, dtype="auto", device=None,
+           trust_remote_code=False, lm=None, **settings):
+    """Reopens a stored session: the engine is rebuilt from the stream, pins and drops in
+    the store (Session.restore) and continues recording into the same session. `settings`
+    (window, budget, ...) override the stored configuration; None values are ignored."""
+    data = store.load(session_id)
+    info = data.info
+    cfg = {**info.config, **{k: v for k, v in settings.items() if v is not None}}
+    if lm is None:
+        lm = load_model(model or cfg.get("model"), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    cfg["model"] = lm.name
+    check_config(cfg, "resume")
+    rec = store.reopen(info.id)
+    n = len(data.token_ids)
+    rec.event("resume", {"tokens": n, "config": cfg})
+    st = info.state
+    return restore_session(lm.model, lm.tokenizer, lm.gated, cfg, data.token_ids, data.token_texts,
+                           data.token_sources, list(st.pins), list(st.dropped), rec)

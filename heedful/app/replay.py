@@ -1,0 +1,157 @@
+"""Running a replay script into a fresh session, recorded atomically.
+
+The run records into an atomic recorder that touches the database only once the whole
+script has succeeded, so a replay lands whole or not at all; a script that fails while it
+runs (a pin whose text never appears) is reported as FILE:LINE: reason, like a bad line.
+Operations that carry "at" are applied between the same two tokens of their generate as
+when they were made; a `resume` rebuilds the engine with Session.restore from the first
+"tokens" tokens, as the original resume did, so the token ids after it match too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from heedful.app.open import clip_spans, restore_session
+from heedful.app.script import TARGET_OPS, Step
+from heedful.errors import HeedfulError
+from heedful.models.loading import load_model
+from heedful.selector.session import Session, SessionConfig
+from heedful.store import SessionRecorder
+
+
+@dataclass
+class ReplayResult:
+    session: object  # the Session after the last step
+    recorder: object  # the atomic SessionRecorder holding the recording
+    results: list[dict]
+
+
+class _Runner:
+    def __init__(self, path, lm, recorder, on_result):
+        self.path, self.lm, self.rec, self.on_result = path, lm, recorder, on_result
+        self.session = None
+        self.results: list[dict] = []
+
+    def emit(self, step: Step, **result) -> None:
+        r = {"line": step.line, "op": step.op, **result}
+        self.results.append(r)
+        if self.on_result:
+            self.on_result(r)
+
+    def config(self, step: Step) -> None:
+        cfg = {**step.args, "model": self.lm.name}
+        self.session = Session(self.lm.model, self.lm.tokenizer, recorder=self.rec, gated=self.lm.gated,
+                               config=SessionConfig(**cfg))
+        self.emit(step, config=self.session.config.to_dict())
+
+    def apply(self, step: Step, gen=None) -> bool:
+        """Runs one step (not config/generate); returns False when a stop closed `gen`."""
+        s, a, op = self.session, step.args, step.op
+        if op == "stop":
+            if len(s) != a["at"]:
+                raise HeedfulError(f"stop at {a['at']}: the stream has {len(s)} tokens")
+            gen.close()
+            self.emit(step, at=len(s))
+            return False
+        if op == "prompt":
+            r = s.prompt(a["text"])
+            self.emit(step, range=[r.start, r.stop])
+        elif op in TARGET_OPS:
+            target = {k: v for k, v in a.items() if k != "at"}
+            ranges = getattr(s, op)(target)
+            self.emit(step, ranges=[list(r) for r in ranges])
+        elif op == "rewind":
+            s.rewind(a["index"])
+            self.emit(step, tokens=len(s))
+        elif op == "set":
+            s.set(**{k: v for k, v in a.items() if k != "at"})
+            self.emit(step, config=s.config.to_dict())
+        elif op == "resume":
+            self.resume(step)
+        return True
+
+    def resume(self, step: Step) -> None:
+        s, n = self.session, step.args["tokens"]
+        if n > len(s):
+            raise HeedfulError(f"resume at {n} tokens: the stream has only {len(s)}")
+        cfg = {**s.config.to_dict(), **step.args.get("config", {}), "model": self.lm.name}
+        self.rec.event("resume", {"tokens": n, "config": cfg})
+        self.session = restore_session(s.model, s.tokenizer, s.gated, cfg, s.token_ids[:n],
+                                       s.token_texts[:n], s.token_sources[:n], clip_spans(s.pins(), n),
+                                       clip_spans(s.dropped(), n), self.rec)
+        self.emit(step, tokens=n)
+
+    def generate(self, step: Step, during: list[Step]) -> None:
+        s = self.session
+        start = len(s)
+        gen = s.generate(step.args["n"])
+        pending = list(during)
+        ids = []
+        try:
+            while True:
+                while pending and pending[0].args["at"] == len(s):
+                    inner = pending.pop(0)
+                    with self.at_line(inner):
+                        if not self.apply(inner, gen):
+                            break
+                else:
+                    try:
+                        ids.append(next(gen).id)
+                    except StopIteration:
+                        break
+                    continue
+                break  # a stop closed the stream
+        finally:
+            gen.close()
+        self.emit(step, range=[start, start + len(ids)], ids=ids, text="".join(s.token_texts[start:start + len(ids)]))
+        if pending:
+            with self.at_line(pending[0]):
+                raise HeedfulError(f"{pending[0].op} at {pending[0].args['at']}: the stream never reached that "
+                                   f"length (it ended at {len(s)} tokens)")
+
+    def at_line(self, step: Step):
+        path = self.path
+
+        class _Ctx:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, et, e, tb):
+                if isinstance(e, HeedfulError) and not str(e).startswith(f"{path}:"):
+                    raise HeedfulError(f"{path}:{step.line}: {e}") from None
+                return False
+
+        return _Ctx()
+
+
+def run_script(steps: list[Step], path, *, model: str | None = None, dtype="auto", device=None,
+               trust_remote_code=False, on_result=None, lm=None) -> ReplayResult:
+    """Runs validated steps into a fresh session recorded atomically (nothing is written
+    here: call result.recorder.commit(store) to keep it). Errors: 'FILE:LINE: reason'."""
+    first = steps[0]
+    cfg = dict(first.args) if first.op == "config" else {}
+    if lm is None:
+        with _Runner(path, None, None, None).at_line(first):
+            lm = load_model(model or cfg.get("model"), dtype=dtype, device=device,
+                            trust_remote_code=trust_remote_code)
+    rec = SessionRecorder(atomic=True)
+    runner = _Runner(path, lm, rec, on_result)
+    with runner.at_line(first):
+        runner.config(Step(first.line, "config", cfg) if first.op == "config" else Step(0, "config", {}))
+    rest = steps[1:] if first.op == "config" else steps
+    k = 0
+    while k < len(rest):
+        step = rest[k]
+        k += 1
+        if step.op == "generate":
+            during = []
+            while k < len(rest) and "at" in rest[k].args:
+                during.append(rest[k])
+                k += 1
+            with runner.at_line(step):
+                runner.generate(step, during)
+        else:
+            with runner.at_line(step):
+                runner.apply(step)
+    return ReplayResult(runner.session, rec, runner.results)

@@ -1,0 +1,199 @@
+"""Replay scripts: the format, and its validation before anything runs.
+
+A replay script is JSON Lines in the event-log shape (docs/DESIGN.md, "Replay scripts"), so
+an exported session (`heedful export --what events`) is itself a script. The whole script
+is validated before anything runs; a bad line is reported as FILE:LINE: reason.
+
+Operations made while a `generate` streams carry "at" (the stream length when they took
+effect); they follow their generate in the script. A `stop` at L cuts the generate short at
+L tokens. A `resume` (logged when a session is reopened from the store) rebuilds the engine
+from the first "tokens" tokens.
+"""
+
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from heedful.errors import HeedfulError
+from heedful.selector.session import SessionConfig
+
+OPS = ("config", "resume", "prompt", "generate", "stop", "pin", "unpin", "drop", "recall", "rewind", "set")
+TARGET_OPS = ("pin", "unpin", "drop", "recall")
+AT_OPS = ("prompt", "stop", "pin", "unpin", "drop", "recall", "rewind", "set")  # may carry "at"
+
+
+@dataclass
+class Step:
+    line: int
+    op: str
+    args: dict  # the line without "op"
+
+
+# ---------------------------------------------------------------------- validation
+def _config_fields() -> dict[str, type]:
+    return {f.name: f.type for f in dataclasses.fields(SessionConfig)}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_config(cfg, where: str) -> None:
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where}: expected an object of settings")
+    fields = _config_fields()
+    for k, v in cfg.items():
+        if k not in fields:
+            raise ValueError(f"{where}: unknown setting {k!r} (expected one of {', '.join(fields)})")
+        kind = str(fields[k])
+        if k == "model":
+            ok = isinstance(v, str) and v != ""
+        elif "float" in kind:
+            ok = (_is_int(v) or isinstance(v, float))
+        elif "None" in kind:
+            ok = v is None or _is_int(v)
+        else:
+            ok = _is_int(v)
+        if not ok:
+            raise ValueError(f"{where}: setting {k!r} has the wrong type ({json.dumps(v)})")
+
+
+def _check_target(op: str, a: dict) -> set[str]:
+    keys = [k for k in ("text", "regex", "range") if k in a]
+    if len(keys) != 1:
+        raise ValueError(f"{op} needs exactly one target field: 'text', 'regex' or 'range'")
+    k, v = keys[0], a[keys[0]]
+    if k == "text" and not (isinstance(v, str) and v):
+        raise ValueError(f"{op}: field 'text' must be a non-empty string")
+    if k == "regex":
+        if not (isinstance(v, str) and v):
+            raise ValueError(f"{op}: field 'regex' must be a non-empty string")
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"{op}: bad regex {v!r}: {e}") from None
+    if k == "range":
+        if not (isinstance(v, list) and len(v) == 2 and all(_is_int(x) for x in v)):
+            raise ValueError(f"{op}: field 'range' must be [start, end] with two integers")
+        if not 0 <= v[0] < v[1]:
+            raise ValueError(f"{op}: range {v} must satisfy 0 <= start < end")
+    allowed = {k}
+    if "occurrence" in a:
+        occ = a["occurrence"]
+        if k != "text":
+            raise ValueError(f"{op}: 'occurrence' goes with a 'text' target only")
+        if not (_is_int(occ) or occ == "all"):
+            raise ValueError(f"{op}: field 'occurrence' must be an integer or \"all\"")
+        allowed.add("occurrence")
+    return allowed
+
+
+def check_step(op: str, a: dict) -> None:
+    """Raises ValueError(reason) for a line whose fields are wrong."""
+    if op == "config":
+        check_config(a, "config")
+        return
+    allowed: set[str] = set()
+    if op in AT_OPS:
+        allowed.add("at")
+        if "at" in a and not (_is_int(a["at"]) and a["at"] >= 0):
+            raise ValueError(f"{op}: field 'at' must be a non-negative integer")
+    if op == "resume":
+        allowed |= {"tokens", "config"}
+        if not (_is_int(a.get("tokens")) and a["tokens"] >= 0):
+            raise ValueError("resume: field 'tokens' must be a non-negative integer")
+        check_config(a.get("config", {}), "resume: field 'config'")
+    elif op == "prompt":
+        allowed.add("text")
+        if not (isinstance(a.get("text"), str) and a["text"]):
+            raise ValueError("prompt: field 'text' must be a non-empty string")
+    elif op == "generate":
+        allowed.add("n")
+        if not (_is_int(a.get("n")) and a["n"] >= 0):
+            raise ValueError("generate: field 'n' must be a non-negative integer")
+    elif op == "stop":
+        if "at" not in a:
+            raise ValueError("stop: field 'at' is missing")
+    elif op == "rewind":
+        allowed.add("index")
+        if not (_is_int(a.get("index")) and a["index"] >= 0):
+            raise ValueError("rewind: field 'index' must be a non-negative integer")
+    elif op == "set":  # mid-session settings (Session.set)
+        allowed |= {"window", "budget", "temperature", "top_p"}
+        for k in ("window", "budget"):
+            if k in a and not (_is_int(a[k]) and a[k] >= 1):
+                raise ValueError(f"set: field {k!r} must be a positive integer")
+        for k in ("temperature", "top_p"):
+            if k in a and not (_is_int(a[k]) or isinstance(a[k], float)):
+                raise ValueError(f"set: field {k!r} must be a number")
+    elif op in TARGET_OPS:
+        allowed |= _check_target(op, a)
+    extra = sorted(set(a) - allowed)
+    if extra:
+        raise ValueError(f"{op}: unknown field {extra[0]!r}")
+
+
+def parse_script(path) -> list[Step]:
+    """Reads and validates a whole script; raises HeedfulError('FILE:LINE: reason')."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise HeedfulError(f"{path}: no such file") from None
+    except OSError as e:
+        raise HeedfulError(f"{path}: cannot read: {e.strerror}") from None
+    if not data.strip():
+        raise HeedfulError(f"{path}:1: empty script (expected JSON Lines, one operation per line)")
+    lines = data.split(b"\n")
+    steps: list[Step] = []
+    in_generate = False  # the last step without "at" was a generate
+    for k, raw in enumerate(lines, 1):
+        last = k == len(lines)
+
+        def bad(reason):
+            return HeedfulError(f"{path}:{k}: {reason}")
+
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise bad(f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            if last:  # the file does not end with a newline and the line does not parse
+                raise bad("truncated last line (incomplete JSON, no newline at the end)") from None
+            raise bad(f"not JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise bad("expected a JSON object like {\"op\": ...}")
+        op = obj.pop("op", None)
+        if op is None:
+            raise bad("missing field 'op'")
+        if op not in OPS:
+            raise bad(f"unknown op {json.dumps(op)} (expected one of {', '.join(OPS)})")
+        try:
+            check_step(op, obj)
+        except ValueError as e:
+            raise bad(str(e)) from None
+        if op == "config" and steps:
+            raise bad("config must be the first operation of a script")
+        if "at" in obj:
+            if not in_generate:
+                raise bad(f"{op}: 'at' is only valid right after a generate (for operations made while it streamed)")
+            prev_at = steps[-1].args.get("at", 0)
+            if obj["at"] < prev_at:
+                raise bad(f"{op}: 'at' {obj['at']} goes back before {prev_at}")
+        elif op == "stop":
+            raise bad("stop: field 'at' is missing")
+        steps.append(Step(k, op, obj))
+        if "at" not in obj:
+            in_generate = op == "generate"
+        elif op == "stop":
+            in_generate = False
+    return steps

@@ -1,0 +1,153 @@
+"""How tokens get their KV rows, and how rows leave: the forward half of a Session.
+
+Each forward processes a chunk of new tokens after the retention policy has cut the
+resident set (policy.py); the cache frees the rows of the tokens that left and renumbers
+positions (cache.py). Re-encoding gives freed tokens fresh rows at their own place in the
+resident order, each attending to what is retained before it.
+
+`Encoder` is the base of Session (session.py), which owns the state it works on: `model`,
+`cache`, `policy`, `stream`, `resident_tokens` (the token index of each cache row,
+ascending), `_pins`, `recorder`, `config` and the counters.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from heedful.selector.attention import AutoSelect, StepPlan
+from heedful.selector.policy import rows_of
+from heedful.spans import Spans
+
+
+def runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted indices -> maximal [start, end) runs."""
+    out: list[tuple[int, int]] = []
+    for t in indices:
+        if out and out[-1][1] == t:
+            out[-1] = (out[-1][0], t + 1)
+        else:
+            out.append((t, t + 1))
+    return out
+
+
+def _arange(rows: Spans, device) -> torch.Tensor:
+    """The row numbers of some spans, as one int64 tensor."""
+    parts = [torch.arange(a, b) for a, b in rows]
+    return (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)).to(device)
+
+
+class Encoder:
+    # ------------------------------------------------------------------ rows leaving
+    def _cut_rows(self, keep: Spans, reason: str) -> None:
+        """Frees the resident rows outside `keep` (row numbers). Slices and deletions, no
+        per-token Python: this runs before every forward."""
+        res = self.resident_tokens
+        gaps = list(keep.complement(len(res)))
+        if not gaps:
+            return
+        gone = [t for a, b in gaps for t in res[a:b]]
+        self.cache.keep(list(keep))
+        for a, b in reversed(gaps):
+            del res[a:b]
+        self._evicted += len(gone)
+        self.recorder.evicted(runs(gone), reason)
+
+    def _cut_resident(self, keep: list[int], reason: str) -> None:
+        """Frees the rows of resident tokens not in `keep` (a sorted subset)."""
+        self._cut_rows(rows_of(self.resident_tokens, keep), reason)
+
+    # ------------------------------------------------------------------ forwards
+    def _plan(self, first_new: int, n_new: int) -> StepPlan:
+        plan = StepPlan(collect={} if self.collect_attention else None)
+        if self.config.auto_topk:
+            base = self.policy.always_rows(self.resident_tokens, first_new, n_new, self._pins)
+            pool = list(base.complement(len(self.resident_tokens)))
+            if pool:
+                plan.auto = AutoSelect(
+                    base_rows=_arange(base, self.device),
+                    pool_start=pool[0][0], pool_end=pool[-1][1],
+                    topk=self.config.auto_topk, block_size=self.config.block_size,
+                    summaries=self.cache.summaries, stale_from=self.cache.stale_from,
+                )
+        return plan
+
+    @torch.inference_mode()
+    def _run(self, token_indices: list[int], ids: list[int], evict: bool) -> None:
+        """One forward over a chunk of tokens that will sit after every resident row."""
+        n = len(ids)
+        if evict:
+            self._cut_rows(self.policy.keep_rows(self.resident_tokens, token_indices[0], n, self._pins), "window")
+        r = self.cache.resident()
+        plan = self._plan(token_indices[0], n)
+        try:
+            out = self.model(
+                input_ids=torch.tensor([ids], device=self.device),
+                position_ids=torch.arange(r, r + n, device=self.device)[None],
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+                heedful_plan=plan,
+            )
+        except BaseException:
+            # a failure midway leaves some layers with the chunk's rows: forget them, so the
+            # session stays usable (a recurrent layer's state cannot be rolled back)
+            self.cache.truncate(r)
+            raise
+        if plan.auto is not None:
+            self.cache.summaries_refreshed()
+        self.resident_tokens.extend(token_indices)
+        self._peak = max(self._peak, self.cache.resident())
+        self.next_logits = out.logits[0, -1].float().cpu()
+        self.last_attention = plan.collect
+        observe = getattr(self.policy, "observe", None)  # policies that learn from attention (H2O)
+        if observe is not None and plan.collect:
+            observe(self.resident_tokens, plan.collect)
+
+    def _chunk(self) -> int:
+        return max(1, min(self.config.prefill_chunk, self.config.window))
+
+    def _append_and_run(self, ids: list[int], source: str) -> range:
+        """Appends tokens to the stream and encodes them, a chunk per forward."""
+        start = len(self.stream)
+        step = self._chunk()
+        for a in range(0, len(ids), step):
+            part = ids[a : a + step]
+            first = len(self.stream)
+            self._run(list(range(first, first + len(part))), part, evict=True)
+            self.recorder.tokens([self.stream.append(tid, source) for tid in part])
+        return range(start, len(self.stream))
+
+    # ------------------------------------------------------------------ re-encoding
+    def _reencode(self, missing: list[int]) -> None:
+        """Re-encodes freed tokens in place: rows after them are taken out and put back in
+        order, so each re-encoded token attends what is retained before it."""
+        if not missing:
+            return
+        first = missing[0]
+        after = [r for r, t in enumerate(self.resident_tokens) if t > first]
+        taken = self.cache.take(torch.tensor(after, dtype=torch.long, device=self.device)) if after else None
+        detached = [self.resident_tokens[r] for r in after]
+        if after:
+            self.cache.truncate(after[0])
+            del self.resident_tokens[after[0]:]
+        order = sorted(set(missing) | set(detached))
+        missing_set, run = set(missing), []
+        pos_in_detached = {t: i for i, t in enumerate(detached)}
+        ids = self.stream.ids
+
+        def flush():
+            step = self._chunk()
+            for a in range(0, len(run), step):
+                part = run[a : a + step]
+                self._run(part, [ids[t] for t in part], evict=False)
+            run.clear()
+
+        for t in order:
+            if t in missing_set:
+                run.append(t)
+            else:
+                flush()
+                i = pos_in_detached[t]
+                self.cache.put([(k[:, :, i : i + 1], v[:, :, i : i + 1]) for k, v in taken])
+                self.resident_tokens.append(t)
+        flush()

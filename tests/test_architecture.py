@@ -1,0 +1,158 @@
+"""The house rules of docs/ARCHITECTURE.md, checked on the source: imports between rooms go
+one way only (lazy imports inside functions included), no module grows past 450 lines, and
+nothing in the code or the docs points outside the repository."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_LINES = 450
+
+# room -> the rooms it may import. Everything may import the base (errors, spans).
+ALLOWED = {
+    "base": set(),
+    "kernels": {"base"},
+    "selector": {"kernels", "base"},
+    "store": {"base"},
+    "models": {"selector", "base"},
+    "app": {"models", "selector", "store", "base"},
+    "tui": {"app", "models", "selector", "store", "base"},
+    "train": {"models", "selector", "base"},
+    "bench": {"train", "tui", "app", "models", "selector", "store", "kernels", "base"},
+    "cli": {"bench", "train", "tui", "app", "models", "selector", "store", "kernels", "base"},
+}
+
+
+def package_dirs() -> dict[str, Path]:
+    """heedful.* package -> source folder, from pyproject's package-dir mapping."""
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return {pkg: ROOT / folder for pkg, folder in cfg["package-dir"].items()}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the distribution: dotted name -> file."""
+    out = {}
+    dirs = package_dirs()
+    for pkg, folder in dirs.items():
+        for path in folder.rglob("*.py"):
+            rel = path.relative_to(folder).with_suffix("")
+            # a subfolder that is itself mapped (heedful.selector under heedful/) is skipped here
+            parts = [p for p in rel.parts if p != "__init__"]
+            name = ".".join([pkg, *parts])
+            owner = max((p for p in dirs if name == p or name.startswith(p + ".")), key=len)
+            if owner == pkg:
+                out[name] = path
+    return out
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in ALLOWED and parts[1] != "base":
+        return parts[1]
+    return "cli" if module == "heedful.__main__" else "base"
+
+
+def imports(name: str, path: Path):
+    """(line, imported module) for every import of the project, at any depth."""
+    tree = ast.parse(path.read_text(), str(path))
+    is_pkg = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_pkg else 0)]
+                targets = [".".join(base + ([node.module] if node.module else []))]
+            else:
+                targets = [node.module or ""]
+        else:
+            continue
+        for t in targets:
+            if t == "heedful" or t.startswith("heedful."):
+                yield node.lineno, t
+
+
+def test_the_scan_sees_every_room():
+    seen = {room(m) for m in modules()}
+    assert seen == set(ALLOWED), seen
+
+
+def test_imports_go_one_way_only():
+    bad, edges = [], defaultdict(set)
+    for name, path in modules().items():
+        src = room(name)
+        for line, target in imports(name, path):
+            dst = room(target)
+            if dst == src:
+                continue
+            edges[src].add(dst)
+            if dst not in ALLOWED[src]:
+                bad.append(f"{path.relative_to(ROOT)}:{line}: {src} imports {dst} ({target})")
+    assert not bad, "imports against the arrows of docs/ARCHITECTURE.md:\n" + "\n".join(bad)
+    # and the rooms' graph as imported has no cycle (ALLOWED itself could be wrong)
+    state: dict[str, int] = {}
+
+    def visit(r, trail):
+        if state.get(r) == 1:
+            raise AssertionError("cycle between rooms: " + " -> ".join(trail + [r]))
+        if state.get(r) == 2:
+            return
+        state[r] = 1
+        for d in edges[r]:
+            visit(d, trail + [r])
+        state[r] = 2
+
+    for r in list(edges):
+        visit(r, [])
+
+
+def test_the_allowed_arrows_have_no_cycle():
+    order, done = [], set()
+
+    def visit(r, trail):
+        assert r not in trail, "cycle in ALLOWED: " + " -> ".join(trail + [r])
+        if r in done:
+            return
+        for d in ALLOWED[r]:
+            visit(d, trail + [r])
+        done.add(r)
+        order.append(r)
+
+    for r in ALLOWED:
+        visit(r, [])
+    assert order[0] == "base"
+
+
+def test_no_module_over_the_limit():
+    files = list(modules().values()) + list((ROOT / "tests").rglob("*.py"))
+    long = [f"{p.relative_to(ROOT)}: {n} lines" for p in files
+            if (n := len(p.read_text().splitlines())) > MAX_LINES]
+    assert not long, long
+
+
+OUTSIDE = re.compile(r"\.\./shared|/work/|shared/DESIGN")
+
+
+def test_code_and_docs_point_nowhere_outside_the_repository():
+    paths = [*modules().values(), *(ROOT / "docs").rglob("*.md"), ROOT / "README.md", ROOT / "pyproject.toml",
+             *(ROOT / "scripts").iterdir()]
+    hits = [f"{p.relative_to(ROOT)}:{k}: {line.strip()}" for p in paths
+            for k, line in enumerate(p.read_text().splitlines(), 1) if OUTSIDE.search(line)]
+    assert not hits, hits
+
+
+def test_docs_links_resolve():
+    """Relative links in README and docs name files that exist in the repository."""
+    missing = []
+    for md in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
+        for target in re.findall(r"\]\(([^)#\s]+)", md.read_text()):
+            if "://" in target:
+                continue
+            if not (md.parent / target).exists():
+                missing.append(f"{md.relative_to(ROOT)}: {target}")
+    assert not missing, missing
