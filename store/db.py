@@ -72,17 +72,18 @@ def connect(path: Path, create: bool = True) -> sqlite_utils.Database:
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys = ON")
-            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-                raise HeedfulError(f"{path}: cannot switch the database to WAL mode")
-            # NORMAL in WAL mode: a commit survives a crash of the process (not of the OS)
-            conn.execute("PRAGMA synchronous = NORMAL")
             db = sqlite_utils.Database(conn)
+            # refused before anything is written: the journal mode lives in the file's header
             version = schema.current_version(db)
             if version is None:
                 raise HeedfulError(f"{path}: an SQLite database, but not a heedful store")
             if version > schema.VERSION:
                 raise HeedfulError(f"{path}: written by a newer heedful (schema version {version}; this "
                                    f"heedful reads up to {schema.VERSION}): upgrade heedful to open it")
+            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                raise HeedfulError(f"{path}: cannot switch the database to WAL mode")
+            # NORMAL in WAL mode: a commit survives a crash of the process (not of the OS)
+            conn.execute("PRAGMA synchronous = NORMAL")
             if version < schema.VERSION:
                 schema.migrate(db, version)
             return db
