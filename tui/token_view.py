@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
+from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -59,11 +60,18 @@ class MemoryState:
         return "window"
 
 
-class TokenView(ScrollView, can_focus=True):
+class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
     DEFAULT_CSS = """
     TokenView { height: 1fr; border: round $primary; padding: 0 1; }
     TokenView:focus { border: round $accent; }
     """
+    # ScrollView's own bindings would take the arrows, home and end for scrolling as soon as
+    # the stream is taller than the view; those keys move the token cursor (the app's
+    # bindings), so only the page keys scroll here.
+    BINDINGS = [
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+    ]
 
     class CursorMoved(Message):
         def __init__(self, cursor: int) -> None:

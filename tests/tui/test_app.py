@@ -4,37 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from heedful.selector.session import Session
-from heedful.store import Store
 from heedful.tui.app import HeedfulApp
 from heedful.tui.token_view import TokenView
+from tests.tui.conftest import chat_app as _app
+from tests.tui.conftest import settle as _settle
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "chat.db")
-    yield s
-    s.close()
-
-
-def _app(lm, store, tmp_path, **kw):
-    rec = store.new_session(title="pilot")
-    session = Session(lm.model, lm.tokenizer, recorder=rec, gated=lm.gated, window=kw.pop("window", 128),
-                      budget=kw.pop("budget", 256))
-    return HeedfulApp(session, store=store, recorder=rec, chunk=kw.pop("chunk", 20), export_dir=tmp_path,
-                      show_speed=False, **kw)
-
-
-async def _settle(app, pilot):
-    await app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def test_prompt_generate_pin_with_keys_and_mouse_unpin_export_resume(tiny_qwen35, store, tmp_path):
