@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
 
 import sqlite_utils
@@ -29,6 +30,8 @@ def describe(path, e: sqlite3.Error) -> str:
     if isinstance(e, sqlite3.DatabaseError) and any(
             s in msg for s in ("malformed", "not a database", "encrypted", "disk image")):
         return f"{path}: the database is corrupt ({msg})"
+    if "readonly" in msg:
+        return f"{path}: the database is read-only here ({msg})"
     if "locked" in msg or "busy" in msg:
         return f"{path}: the database is locked by another process (waited {BUSY_TIMEOUT_MS // 1000} s)"
     return f"{path}: sqlite error: {msg}"
@@ -60,33 +63,71 @@ def check_file(path: Path, create: bool) -> None:
         raise HeedfulError(f"{path}: not an SQLite database")
 
 
-def connect(path: Path, create: bool = True) -> sqlite_utils.Database:
-    """Opens (creating and migrating as needed) a heedful database."""
+def sqlite_uri(path: Path, readonly: bool) -> str:
+    """The URI SQLite opens. For reading only, where the file and its folder are writable:
+    mode=rw (the caller sets query_only), so that closing removes the -wal/-shm files as a
+    writer's close does (a mode=ro connection leaves them behind, owned by whoever read);
+    elsewhere mode=ro, and immutable=1 where the folder is not writable and no -wal file
+    exists, since SQLite cannot make the -wal/-shm files a WAL database needs even to be
+    read (immutable: no locks, nothing made beside it)."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+    if not readonly:
+        return uri + "?mode=rwc"
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.access(folder, os.W_OK | os.X_OK) and os.access(path, os.W_OK):
+        return uri + "?mode=rw"
+    if not os.access(folder, os.W_OK | os.X_OK) and not os.path.exists(f"{path}-wal"):
+        return uri + "?mode=ro&immutable=1"
+    return uri + "?mode=ro"
+
+
+def check_version(path: Path, db: sqlite_utils.Database, readonly: bool) -> int:
+    """The schema version, once the database is known to be a heedful store this code reads."""
+    version = schema.current_version(db)
+    if version is None:
+        raise HeedfulError(f"{path}: an SQLite database, but not a heedful store")
+    if version > schema.VERSION:
+        raise HeedfulError(f"{path}: written by a newer heedful (schema version {version}; this "
+                           f"heedful reads up to {schema.VERSION}): upgrade heedful to open it")
+    if readonly and version == 0:
+        raise HeedfulError(f"{path}: an empty database, not yet a heedful store")
+    if readonly and version < schema.VERSION:
+        raise HeedfulError(f"{path}: schema version {version}, older than this heedful's "
+                           f"({schema.VERSION}), and opened read-only: open it once for writing to upgrade it")
+    return version
+
+
+def connect(path: Path, create: bool = True, readonly: bool = False) -> tuple[sqlite_utils.Database, str]:
+    """Opens a heedful database; returns it and the URI SQLite opened.
+
+    Writing (the default): created if missing (when `create`), switched to WAL, migrated.
+    readonly: opened for reading only (see sqlite_uri; writes are refused), nothing is
+    created, switched or migrated, so a database in a read-only file or folder can be read."""
     path = Path(path)
-    check_file(path, create)
+    check_file(path, create and not readonly)
+    uri = sqlite_uri(path, readonly)
     with sqlite_errors(path):
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT);
         # check_same_thread=False: the recorder's flush thread writes under its own lock.
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
                                timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys = ON")
+            if readonly:
+                conn.execute("PRAGMA query_only = ON")
             db = sqlite_utils.Database(conn)
             # refused before anything is written: the journal mode lives in the file's header
-            version = schema.current_version(db)
-            if version is None:
-                raise HeedfulError(f"{path}: an SQLite database, but not a heedful store")
-            if version > schema.VERSION:
-                raise HeedfulError(f"{path}: written by a newer heedful (schema version {version}; this "
-                                   f"heedful reads up to {schema.VERSION}): upgrade heedful to open it")
+            version = check_version(path, db, readonly)
+            if readonly:
+                return db, uri
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise HeedfulError(f"{path}: cannot switch the database to WAL mode")
             # NORMAL in WAL mode: a commit survives a crash of the process (not of the OS)
             conn.execute("PRAGMA synchronous = NORMAL")
             if version < schema.VERSION:
                 schema.migrate(db, version)
-            return db
+            return db, uri
         except BaseException:
             conn.close()
             raise

@@ -43,17 +43,27 @@ class SessionData:
 
 
 class Store:
-    def __init__(self, db, path: Path):
+    def __init__(self, db, path: Path, uri: str | None = None, readonly: bool = False):
         self.db, self.path = db, path
+        self.uri = uri or str(path)  # the file: URI SQLite opened
+        self.readonly = readonly
         self.conn = db.conn
         # One connection serves the readers and every recorder (and their flush threads):
         # the lock keeps their transactions apart.
         self.lock = threading.RLock()
 
     @classmethod
-    def open(cls, path=None, *, create: bool = True) -> "Store":
+    def open(cls, path=None, *, create: bool = True, readonly: bool = False) -> "Store":
+        """Opens a store for recording (created when missing, unless create=False), or with
+        readonly=True for reading only: nothing is created, switched or migrated, and a
+        database in a read-only file or folder can be read."""
         path = Path(path) if path is not None else default_db_path()
-        return cls(connect(path, create), path)
+        db, uri = connect(path, create, readonly)
+        return cls(db, path, uri, readonly)
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise HeedfulError(f"{self.path}: opened read-only: cannot record into it")
 
     @contextlib.contextmanager
     def guard(self):
@@ -74,10 +84,12 @@ class Store:
     # ---------------------------------------------------------------- recording
     def new_session(self, title: str | None = None, **opts) -> SessionRecorder:
         """A recorder for a new session; its row is created with the first event."""
+        self._writable()
         return SessionRecorder(self, title=title, **opts)
 
     def reopen(self, session_id: int, **opts) -> SessionRecorder:
         """A recorder that continues a stored session (resume)."""
+        self._writable()
         info = self.session(session_id)
         with self.guard():
             seq = self.conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM events WHERE session = ?",

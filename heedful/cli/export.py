@@ -27,7 +27,7 @@ def export(db, session_id, what, fmt, output):
     from heedful.store.export import export as run
 
     fmt = fmt or ("jsonl" if what == "events" else "md")
-    with Store.open(Path(db) if db else default_db_path(), create=False) as store:
+    with Store.open(Path(db) if db else default_db_path(), readonly=True) as store:
         store.session(session_id)  # a bad --session fails before the output file is created
         if output == "-":
             run(store, session_id, what, fmt, sys.stdout)

@@ -24,7 +24,7 @@ def sessions(db, text, session_id, limit, as_json):
     """List the sessions of a store (tokens, events, pinned, evicted), or search them."""
     from heedful.store import Store, default_db_path
 
-    with Store.open(Path(db) if db else default_db_path(), create=False) as store:
+    with Store.open(Path(db) if db else default_db_path(), readonly=True) as store:
         if text is not None:
             if session_id is not None:
                 store.session(session_id)

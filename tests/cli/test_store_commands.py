@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 import heedful.cli
 from heedful.store import Store
-from tests.store.helpers import CONFIG, stream
+from tests.store.helpers import CONFIG, run_unprivileged, snapshot, stream
 
 @pytest.fixture
 def cli(capsys):
@@ -120,3 +121,44 @@ def test_bad_databases_and_sessions_are_one_line_errors(cli, tmp_path):
     assert code == 2 and "--session 7: no such session" in err
     code, out, err = cli("export", "--db", db, "--what", "all", "--format", "txt")
     assert code == 0 and out == "".join(f" w{i}" for i in range(10))
+
+
+# ---------------------------------------------------------------- what the commands may touch
+TEXT = "".join(f" w{i}" for i in range(10))
+
+
+def _recorded(db):
+    with Store.open(db) as s:
+        rec = s.new_session()
+        rec.event("config", CONFIG)
+        stream(rec, 10)
+        rec.close()
+    return db.read_bytes()
+
+
+def _one_line(code, err):
+    return code == 2 and err.count("\n") == 1 and err.startswith("heedful: error: ") and "Traceback" not in err
+
+
+def test_sessions_and_export_read_a_read_only_database(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "s.db"
+    _recorded(db)
+    db.chmod(0o444)
+    folder.chmod(0o555)
+    before = snapshot(folder)
+    try:
+        r = run_unprivileged("sessions", "--db", db)
+        assert r.returncode == 0 and "TOKENS" in r.stdout and len(r.stdout.splitlines()) == 2, r.stderr
+        r = run_unprivileged("sessions", "--db", db, "--search", "w3", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["range"] == [3, 4], r.stderr
+        r = run_unprivileged("export", "--db", db, "--format", "txt")
+        assert r.returncode == 0 and r.stdout == TEXT, r.stderr
+        assert snapshot(folder) == before
+        folder.chmod(0o755)  # a writable folder, a read-only file
+        r = run_unprivileged("export", "--db", db, "--what", "events")
+        assert r.returncode == 0 and r.stdout.count("\n") == 1, r.stderr
+        assert db.read_bytes() == before["s.db"][0]
+    finally:
+        folder.chmod(0o755)

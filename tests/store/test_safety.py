@@ -39,9 +39,57 @@ def test_a_refused_database_is_left_untouched(tmp_path):
     c.commit()
     c.close()
     before = snapshot(tmp_path)
-    with pytest.raises(HeedfulError, match="not a heedful store"):
-        Store.open(other)
-    assert snapshot(tmp_path) == before  # same bytes, same mtime, no -wal or -shm beside it
+    for readonly in (False, True):
+        with pytest.raises(HeedfulError, match="not a heedful store"):
+            Store.open(other, readonly=readonly)
+        assert snapshot(tmp_path) == before  # same bytes, same mtime, no -wal or -shm beside it
     c = sqlite3.connect(f"file:{other}?mode=ro", uri=True)
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     c.close()
+
+
+def test_reading_read_only_switches_nothing_and_writes_nothing(tmp_path):
+    db = tmp_path / "t.db"
+    _make(db)
+    before = snapshot(tmp_path)
+    with Store.open(db, readonly=True) as s:  # WAL, in a writable folder
+        _read_everything(s)
+    assert snapshot(tmp_path) == before  # the -wal and -shm SQLite made are gone again
+    c = sqlite3.connect(db)
+    assert c.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    c.close()
+    before = snapshot(tmp_path)
+    with Store.open(db, readonly=True) as s:
+        _read_everything(s)
+        assert s.load(1).token_ids == [1000 + i for i in range(20)]
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        with pytest.raises(HeedfulError, match=r"t\.db: opened read-only"):
+            s.new_session()
+        with pytest.raises(HeedfulError, match=r"t\.db: the database is read-only"), s.guard():
+            s.conn.execute("INSERT INTO heedful_schema VALUES (99, 0)")  # SQLite refuses it too
+    assert snapshot(tmp_path) == before
+
+    with pytest.raises(HeedfulError, match="no such database"):
+        Store.open(tmp_path / "missing.db", readonly=True)
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    before = snapshot(tmp_path)
+    with pytest.raises(HeedfulError, match=r"empty\.db: .*not yet a heedful store"):
+        Store.open(empty, readonly=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_wal_database_is_read_read_only_where_its_folder_is_not_writable(tmp_path, monkeypatch):
+    """No -wal/-shm can be made beside it: SQLite opens it immutable (simulated here through
+    os.access; tests/cli runs the real thing where chmod stops writes)."""
+    import os
+
+    db = tmp_path / "t.db"
+    _make(db)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **k: False if (m & os.W_OK) else real(p, m, **k))
+    before = snapshot(tmp_path)
+    with Store.open(db, readonly=True) as s:
+        _read_everything(s)
+        assert "immutable=1" in s.uri
+    assert snapshot(tmp_path) == before
