@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from heedful.errors import BudgetError, HeedfulError, TargetError
+from heedful.limits import MAX_GENERATE, MAX_INT, check_text, is_finite_number
 from heedful.selector.attention import register
 from heedful.selector.cache import HeedfulCache
 from heedful.selector.encoding import Encoder
@@ -71,6 +72,13 @@ class Stats:
     allocated_bytes: int  # bytes of the KV buffers (fixed: budget rows)
 
 
+def _check_sampling(temperature, top_p, where: str = "") -> None:
+    if not is_finite_number(temperature) or temperature < 0:
+        raise HeedfulError(f"{where}temperature {temperature!r}: must be a finite number >= 0")
+    if not is_finite_number(top_p) or not 0 < top_p <= 1:
+        raise HeedfulError(f"{where}top_p {top_p!r}: must be in (0, 1]")
+
+
 class Session(Encoder):
     def __init__(self, model, tokenizer, *, recorder: Recorder | None = None, gated: bool | None = None,
                  config: SessionConfig | None = None, **settings):
@@ -95,8 +103,9 @@ class Session(Encoder):
         c = self.config
         self.policy = RetentionPolicy(c.window, c.budget, c.sinks, c.auto_topk, c.block_size)
         self.policy.validate(self.max_positions)
-        if c.temperature < 0 or not (0 < c.top_p <= 1):
-            raise HeedfulError(f"sampling: temperature must be >= 0 and top_p in (0, 1] (got {c.temperature}, {c.top_p})")
+        _check_sampling(c.temperature, c.top_p)
+        if not isinstance(c.seed, int) or isinstance(c.seed, bool) or not 0 <= c.seed <= MAX_INT:
+            raise HeedfulError(f"--seed {c.seed!r}: must be an integer from 0 to 2**63 - 1")
         self.device = next(model.parameters()).device
         self.cache = HeedfulCache(model.config, Rotary.from_model(model), capacity=c.budget)
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
@@ -213,6 +222,10 @@ class Session(Encoder):
         """Appends text to the stream and processes it; returns the new token indices."""
         if not isinstance(text, str) or not text:
             raise TargetError("prompt: empty text")
+        try:
+            check_text("prompt", text)
+        except ValueError as e:
+            raise TargetError(str(e)) from None
         with self._op():
             ids = self.tokenizer(text, add_special_tokens=not self.token_ids)["input_ids"]
             if not ids:
@@ -223,8 +236,8 @@ class Session(Encoder):
     def generate(self, n: int, *, stop_at_eos: bool = False):
         """Streams n new tokens (an iterator of Token). Other operations may be called
         between two tokens; closing the iterator early logs a `stop`."""
-        if not isinstance(n, int) or n < 0:
-            raise TargetError(f"-n {n!r}: must be a non-negative integer")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_GENERATE:
+            raise TargetError(f"-n {n!r}: must be an integer from 0 to {MAX_GENERATE:,}")
         if self.next_logits is None:
             raise HeedfulError("nothing to continue from: give a prompt first")
         return self._generate(n, stop_at_eos)
@@ -294,10 +307,7 @@ class Session(Encoder):
             trial = RetentionPolicy(window, budget, c.sinks, c.auto_topk, c.block_size)
             trial.validate(self.max_positions)
             trial.check_pins(self._pins)
-            if not isinstance(temperature, (int, float)) or temperature < 0:
-                raise HeedfulError(f"set temperature {temperature!r}: must be >= 0")
-            if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-                raise HeedfulError(f"set top_p {top_p!r}: must be in (0, 1]")
+            _check_sampling(temperature, top_p, "set ")
             if not changes:
                 return {}
             self._event("set", dict(changes))

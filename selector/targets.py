@@ -9,7 +9,26 @@ from __future__ import annotations
 import bisect
 import re
 
+import regex  # re's syntax, plus a timeout: a backtracking pattern cannot hang a session
+
 from heedful.errors import TargetError
+from heedful.limits import REGEX_TIMEOUT_S
+
+
+def compile_regex(pattern: str, flags: int = 0) -> "regex.Pattern":
+    """A regex target, compiled (TargetError on bad syntax)."""
+    try:
+        return regex.compile(pattern, flags)
+    except (regex.error, TypeError, ValueError) as e:
+        raise TargetError(f"regex {pattern!r}: {e}") from None
+
+
+def _regex_spans(pattern, text: str) -> list[tuple[int, int]]:
+    try:
+        return [(m.start(), m.end()) for m in pattern.finditer(text, timeout=REGEX_TIMEOUT_S) if m.end() > m.start()]
+    except TimeoutError:
+        raise TargetError(f"regex /{pattern.pattern}/ ran longer than {REGEX_TIMEOUT_S:g} s on the session's "
+                          "text (catastrophic backtracking?): refused") from None
 
 
 def check_range(a, b, n: int) -> tuple[int, int]:
@@ -53,10 +72,7 @@ def resolve(target, text: str, starts: list[int], n: int, occurrence=None) -> li
                 raise TargetError(f"range {r!r}: expected [start, end]")
             return [check_range(r[0], r[1], n)]
         if keys[0] == "regex":
-            try:
-                target = re.compile(target["regex"])
-            except (re.error, TypeError) as e:
-                raise TargetError(f"regex {target['regex']!r}: {e}") from None
+            target = compile_regex(target["regex"])
         else:
             target = target["text"]
     if isinstance(target, (tuple, list)):
@@ -65,8 +81,10 @@ def resolve(target, text: str, starts: list[int], n: int, occurrence=None) -> li
         return [check_range(target[0], target[1], n)]
     if isinstance(target, range):
         return [check_range(target.start, target.stop, n)]
-    if isinstance(target, re.Pattern):
-        spans = [(m.start(), m.end()) for m in target.finditer(text) if m.end() > m.start()]
+    if isinstance(target, re.Pattern):  # a Python user's pattern: same syntax, run with the timeout
+        target = compile_regex(target.pattern, target.flags & ~re.UNICODE)
+    if isinstance(target, regex.Pattern):
+        spans = _regex_spans(target, text)
         if not spans:
             raise TargetError(f"regex /{target.pattern}/ matches nothing in the session")
         return _merge([_char_to_tokens(starts, len(text), a, b) for a, b in spans])

@@ -5,8 +5,34 @@ the benchmarks') pass them straight through."""
 from __future__ import annotations
 
 import functools
+import math
 
 import click
+from click.core import ParameterSource
+
+from heedful.limits import MAX_INT
+
+SESSION_SETTINGS = ("window", "budget", "sinks", "auto_topk", "seed", "temperature", "top_p")
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range, refusing nan and inf (which FloatRange lets through)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+def given_settings(ctx: click.Context, settings: dict) -> dict:
+    """The session settings the person actually gave (command line or environment), so that
+    defaults never override what a stored session recorded."""
+    return {k: v for k, v in settings.items()
+            if k in SESSION_SETTINGS and ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
+                                                                       ParameterSource.ENVIRONMENT)}
 
 
 def model_options(f):
@@ -33,10 +59,10 @@ def session_options(f):
                   help="First tokens always kept (default: 0 for gated models, 4 otherwise).")
     @click.option("--auto-topk", type=click.IntRange(min=0), default=0, show_default=True,
                   help="NSA-style blocks picked per step from the rest of the budget (0 = off).")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
-    @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    @click.option("--seed", type=click.IntRange(0, MAX_INT), default=0, show_default=True, help="Sampling seed.")
+    @click.option("--temperature", type=FiniteFloat(min=0), default=0.0, show_default=True,
                   help="0 = greedy.")
-    @click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True)
+    @click.option("--top-p", type=FiniteFloat(min=0, max=1, min_open=True), default=1.0, show_default=True)
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)

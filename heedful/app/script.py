@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from heedful.errors import HeedfulError
+from heedful.errors import HeedfulError, TargetError
+from heedful.limits import MAX_GENERATE, MAX_INT, MAX_SCRIPT_LINE_BYTES, check_text, is_finite_number
+from heedful.selector.targets import compile_regex
 from heedful.selector.session import SessionConfig
 
 OPS = ("config", "resume", "prompt", "generate", "stop", "pin", "unpin", "drop", "recall", "rewind", "set")
@@ -40,7 +41,11 @@ def _config_fields() -> dict[str, type]:
 
 
 def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, int) and not isinstance(v, bool) and -MAX_INT <= v <= MAX_INT
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number a setting can take (non-finite)")
 
 
 def check_config(cfg, where: str) -> None:
@@ -54,7 +59,7 @@ def check_config(cfg, where: str) -> None:
         if k == "model":
             ok = isinstance(v, str) and v != ""
         elif "float" in kind:
-            ok = (_is_int(v) or isinstance(v, float))
+            ok = is_finite_number(v)
         elif "None" in kind:
             ok = v is None or _is_int(v)
         else:
@@ -70,13 +75,15 @@ def _check_target(op: str, a: dict) -> set[str]:
     k, v = keys[0], a[keys[0]]
     if k == "text" and not (isinstance(v, str) and v):
         raise ValueError(f"{op}: field 'text' must be a non-empty string")
+    if k in ("text", "regex") and isinstance(v, str):
+        check_text(f"{op}: field {k!r}", v)
     if k == "regex":
         if not (isinstance(v, str) and v):
             raise ValueError(f"{op}: field 'regex' must be a non-empty string")
         try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"{op}: bad regex {v!r}: {e}") from None
+            compile_regex(v)
+        except TargetError as e:
+            raise ValueError(f"{op}: bad {e}") from None
     if k == "range":
         if not (isinstance(v, list) and len(v) == 2 and all(_is_int(x) for x in v)):
             raise ValueError(f"{op}: field 'range' must be [start, end] with two integers")
@@ -112,10 +119,11 @@ def check_step(op: str, a: dict) -> None:
         allowed.add("text")
         if not (isinstance(a.get("text"), str) and a["text"]):
             raise ValueError("prompt: field 'text' must be a non-empty string")
+        check_text("prompt: field 'text'", a["text"])
     elif op == "generate":
         allowed.add("n")
-        if not (_is_int(a.get("n")) and a["n"] >= 0):
-            raise ValueError("generate: field 'n' must be a non-negative integer")
+        if not (_is_int(a.get("n")) and 0 <= a["n"] <= MAX_GENERATE):
+            raise ValueError(f"generate: field 'n' must be an integer from 0 to {MAX_GENERATE:,}")
     elif op == "stop":
         if "at" not in a:
             raise ValueError("stop: field 'at' is missing")
@@ -129,8 +137,8 @@ def check_step(op: str, a: dict) -> None:
             if k in a and not (_is_int(a[k]) and a[k] >= 1):
                 raise ValueError(f"set: field {k!r} must be a positive integer")
         for k in ("temperature", "top_p"):
-            if k in a and not (_is_int(a[k]) or isinstance(a[k], float)):
-                raise ValueError(f"set: field {k!r} must be a number")
+            if k in a and not is_finite_number(a[k]):
+                raise ValueError(f"set: field {k!r} must be a finite number")
     elif op in TARGET_OPS:
         allowed |= _check_target(op, a)
     extra = sorted(set(a) - allowed)
@@ -158,6 +166,8 @@ def parse_script(path) -> list[Step]:
         def bad(reason):
             return HeedfulError(f"{path}:{k}: {reason}")
 
+        if len(raw) > MAX_SCRIPT_LINE_BYTES:
+            raise bad(f"line of {len(raw):,} bytes is over the limit of {MAX_SCRIPT_LINE_BYTES:,}")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -165,11 +175,15 @@ def parse_script(path) -> list[Step]:
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
             if last:  # the file does not end with a newline and the line does not parse
                 raise bad("truncated last line (incomplete JSON, no newline at the end)") from None
             raise bad(f"not JSON ({e.msg} at column {e.colno})") from None
+        except ValueError as e:  # NaN, Infinity
+            raise bad(str(e)) from None
+        except RecursionError:
+            raise bad("JSON nested too deeply (a line is one flat object)") from None
         if not isinstance(obj, dict):
             raise bad("expected a JSON object like {\"op\": ...}")
         op = obj.pop("op", None)

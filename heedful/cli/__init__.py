@@ -15,6 +15,7 @@ COMMANDS = {
     "generate": "heedful.cli.generate:generate",
     "chat": "heedful.cli.chat:chat",
     "replay": "heedful.cli.replay:replay",
+    "recall": "heedful.cli.recall:recall",
     "export": "heedful.cli.export:export",
     "sessions": "heedful.cli.sessions:sessions",
     "bench": "heedful.cli.bench:bench",
@@ -39,6 +40,10 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("heedful: aborted", err=True)
         sys.exit(1)
+    except click.UsageError as e:  # bad flags or arguments: one line too, naming them
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"heedful: error: {e.format_message()}{where}", err=True)
+        sys.exit(2)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from heedful.app.options import model_options, session_options
+from heedful.app.options import given_settings, model_options, session_options
 
 
 @click.command()
@@ -16,7 +16,8 @@ from heedful.app.options import model_options, session_options
               help="Tokens per press of g (generate / continue).")
 @session_options
 @model_options
-def chat(db, session_id, title, chunk, model, dtype, device, trust_remote_code, **settings):
+@click.pass_context
+def chat(ctx, db, session_id, title, chunk, model, dtype, device, trust_remote_code, **settings):
     """Watch the model write, mark what matters, see what it remembers."""
     from heedful.app.open import open_session, resume
     from heedful.store import Store
@@ -24,8 +25,9 @@ def chat(db, session_id, title, chunk, model, dtype, device, trust_remote_code, 
 
     store = Store.open(db)
     if session_id is not None:
+        # only the settings given on this command line override the stored ones
         session = resume(store, session_id, model=model, dtype=dtype, device=device,
-                         trust_remote_code=trust_remote_code, **settings)
+                         trust_remote_code=trust_remote_code, **given_settings(ctx, settings))
         recorder = session.recorder
     else:
         recorder = store.new_session(title=title)

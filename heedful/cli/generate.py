@@ -1,64 +1,112 @@
-"""`heedful generate`: the headless main job. Streams text (or JSON Lines) to stdout."""
+"""`heedful generate`: the headless main job. Streams text (or JSON Lines) to stdout; with
+`--db` the run is recorded as a session, and `--session ID` continues a stored one."""
 
 from __future__ import annotations
 
 import json
-import re
+import os
 import sys
 
 import click
 
-from heedful.app.options import model_options, session_options
+from heedful.app.options import given_settings, model_options, session_options
 from heedful.errors import TargetError
+from heedful.limits import MAX_GENERATE
 
 
-def parse_pin(value: str):
+def parse_target(value: str, option: str = "--pin"):
     """`/regex/` is a regex; anything else is literal text."""
     if len(value) >= 2 and value.startswith("/") and value.endswith("/"):
+        from heedful.selector.targets import compile_regex
+
         try:
-            return re.compile(value[1:-1])
-        except re.error as e:
-            raise TargetError(f"--pin {value}: bad regex: {e}") from None
+            return compile_regex(value[1:-1])
+        except TargetError as e:
+            raise TargetError(f"{option} {value}: bad {e}") from None
     return value
 
 
+
 @click.command()
-@click.argument("prompt")
-@click.option("-n", "--max-tokens", "n", type=click.IntRange(min=0), default=128, show_default=True,
+@click.argument("prompt", required=False)
+@click.option("-n", "--max-tokens", "n", type=click.IntRange(0, MAX_GENERATE), default=128, show_default=True,
               help="Tokens to generate.")
 @click.option("--pin", "pins", multiple=True, metavar="TEXT|/REGEX/",
               help="Pin text of the prompt (every occurrence) before generating; repeatable.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Record the run as a session of this SQLite store (not recorded without --db or --session).")
+@click.option("--session", "session_id", type=int, default=None,
+              help="Continue this stored session (its settings; flags given here override them); PROMPT is "
+                   "then optional. Store: --db, else $HEEDFUL_DB or ~/.local/share/heedful/heedful.db.")
+@click.option("--title", default=None, help="Title of a new recorded session [default: the prompt's start].")
 @session_options
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token, then a summary object.")
 @click.option("--ignore-eos", is_flag=True, help="Keep generating past the end-of-sequence token.")
-def generate(prompt, n, pins, as_json, ignore_eos, **opts):
+@click.pass_context
+def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, model, dtype, device,
+             trust_remote_code, **settings):
     """Generate from PROMPT with a bounded, pinned KV cache, streaming to stdout."""
-    from heedful.app.open import open_session
+    from heedful.app.open import open_session, resume
+    from heedful.store import Store
 
-    session = open_session(**opts)
-    session.prompt(prompt)
-    for p in pins:
-        target = parse_pin(p)
-        session.pin(target, occurrence="all")
-    out = sys.stdout
+    if prompt is None and session_id is None:
+        raise click.UsageError("PROMPT is required (unless --session continues a stored session)")
+    store = Store.open(db) if (db is not None or session_id is not None) else None
     try:
-        for tok in session.generate(n, stop_at_eos=not ignore_eos):
+        if session_id is not None:
+            session = resume(store, session_id, model=model, dtype=dtype, device=device,
+                             trust_remote_code=trust_remote_code, **given_settings(ctx, settings))
+        else:
+            recorder = store.new_session(title=title or prompt[:60]) if store is not None else None
+            session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                   recorder=recorder, **settings)
+        try:
+            _run(session, prompt, pins, n, as_json, ignore_eos)
+        except BrokenPipeError:
+            # the reader of stdout left (`heedful generate --json | head -2`): not an error, and
+            # what was generated is kept; stdout goes to /dev/null so the final flush cannot fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        finally:
+            session.recorder.close()
+    finally:
+        if store is not None:
+            store.close()
+    sid = getattr(session.recorder, "session_id", None)
+    if sid is not None and not as_json:
+        click.echo(f"session {sid} saved in {store.path}", err=True)
+
+
+def _run(session, prompt, pins, n, as_json, ignore_eos) -> None:
+    prompt_tokens = len(session.prompt(prompt)) if prompt else 0
+    for p in pins:
+        session.pin(parse_target(p), occurrence="all")
+    out = sys.stdout
+    tokens = session.generate(n, stop_at_eos=not ignore_eos)
+    try:
+        for tok in tokens:
             if as_json:
                 out.write(json.dumps({"index": tok.index, "id": tok.id, "text": tok.text,
                                       "retained": tok.retained}, ensure_ascii=False) + "\n")
             else:
                 out.write(tok.text)
             out.flush()
-    finally:
-        st = session.stats()
-        if as_json:
-            out.write(json.dumps({"event": "summary", "tokens": st.tokens, "resident": st.resident,
-                                  "peak_resident": st.peak_resident, "evicted": st.evicted,
-                                  "tokens_per_s": round(st.tokens_per_s, 2)}) + "\n")
-        else:
-            out.write("\n")
-            click.echo(f"[{st.generated} tokens, {st.tokens_per_s:.1f} tok/s, resident {st.resident}/"
-                       f"{st.budget} KV rows, peak {st.peak_resident}, evicted {st.evicted}]", err=True)
-        out.flush()
-        session.recorder.close()
+    except BrokenPipeError:  # the reader left (`| head`): stop here, the run so far is kept
+        tokens.close()
+        raise
+    tokens.close()  # a stream cut short is logged as a stop before the recorder closes
+    st = session.stats()
+    if as_json:
+        summary = {"event": "summary", "tokens": st.tokens, "resident": st.resident,
+                   "peak_resident": st.peak_resident, "evicted": st.evicted,
+                   "tokens_per_s": round(st.tokens_per_s, 2), "prompt_tokens": prompt_tokens,
+                   "pins": [list(p) for p in session.pins()]}
+        sid = getattr(session.recorder, "session_id", None)
+        if sid is not None:
+            summary["session"] = sid
+        out.write(json.dumps(summary) + "\n")
+    else:
+        out.write("\n")
+        click.echo(f"[{st.generated} tokens, {st.tokens_per_s:.1f} tok/s, resident {st.resident}/"
+                   f"{st.budget} KV rows, peak {st.peak_resident}, evicted {st.evicted}]", err=True)
+    out.flush()

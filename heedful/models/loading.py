@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from heedful.errors import ModelLoadError
 from heedful.selector.gates import GATED_TYPES
@@ -56,6 +57,13 @@ def pick_device(device: str | None = None) -> torch.device:
             raise ModelLoadError(f"--device {device!r}: {e}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError(f"--device {device!r}: CUDA is not available on this machine")
+        if dev.type == "meta":
+            raise ModelLoadError(f"--device {device!r}: holds no data, a model cannot run on it")
+        try:  # torch knows the name; can this build and machine allocate there?
+            torch.empty(1, device=dev)
+        except (RuntimeError, NotImplementedError, AssertionError) as e:
+            reason = str(e).splitlines()[0].split(". ")[0][:160]  # torch's message lists every backend
+            raise ModelLoadError(f"--device {device!r}: cannot run here: {reason}") from None
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -137,6 +145,9 @@ def check_supported(config, name: str) -> bool:
     return mtype in GATED_TYPES
 
 
+# what a tokenizer is saved as (tokenizer_config.json alone only names a class)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+
 SMALL_MODEL_PARAMS = 50_000_000
 
 
@@ -175,6 +186,8 @@ def load_model(
     dev = pick_device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(dtype, dev)
     local_only = is_local or _hub_offline()
+    if is_local and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"--model {display}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             source, trust_remote_code=trust_remote_code, local_files_only=local_only
@@ -197,6 +210,9 @@ def load_model(
         raise ModelLoadError(f"--model {display}: {msg}") from None
     except ValueError as e:
         raise ModelLoadError(f"--model {display}: {str(e).splitlines()[0]}") from None
+    except (SafetensorError, RuntimeError, EOFError) as e:
+        raise ModelLoadError(f"--model {display}: its weights cannot be read (truncated or corrupt file?): "
+                             f"{str(e).splitlines()[0]}") from None
     model.to(dev).eval()
     tune_cpu_threads(model, dev)
     return LoadedModel(model=model, tokenizer=tokenizer, name=display, gated=gated)
