@@ -47,12 +47,12 @@ def sqlite_errors(path):
 
 
 def check_file(path: Path, create: bool) -> None:
+    """A file SQLite can open: not a directory, present unless `create`, SQLite's header."""
     if path.is_dir():
         raise HeedfulError(f"{path}: is a directory, not a database file")
     if not path.exists():
         if not create:
             raise HeedfulError(f"{path}: no such database")
-        path.parent.mkdir(parents=True, exist_ok=True)
         return
     try:
         with open(path, "rb") as f:
@@ -61,6 +61,30 @@ def check_file(path: Path, create: bool) -> None:
         raise HeedfulError(f"{path}: cannot read: {e.strerror}") from None
     if head and head != SQLITE_MAGIC:
         raise HeedfulError(f"{path}: not an SQLite database")
+
+
+def check_writable(path: Path) -> None:
+    """Refuses (one line) a path where a database cannot be written, creating nothing: a
+    directory, a file without write permission or in a folder that is not writable (WAL
+    makes -wal and -shm files beside it), or, for a missing file, a nearest existing
+    ancestor that is not a folder or not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise HeedfulError(f"{path}: is a directory, not a database file")
+    folder = path.parent
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise HeedfulError(f"{path}: the database is read-only (no write permission on the file)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise HeedfulError(f"{path}: the folder {folder} is not writable (SQLite makes {path.name}-wal "
+                               f"and {path.name}-shm beside the database)")
+        return
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise HeedfulError(f"{path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise HeedfulError(f"{path}: the folder {folder} is not writable")
 
 
 def sqlite_uri(path: Path, readonly: bool) -> str:
@@ -105,6 +129,13 @@ def connect(path: Path, create: bool = True, readonly: bool = False) -> tuple[sq
     created, switched or migrated, so a database in a read-only file or folder can be read."""
     path = Path(path)
     check_file(path, create and not readonly)
+    if not readonly:
+        check_writable(path)
+        if not path.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise HeedfulError(f"{path}: cannot make its folder: {e.strerror}") from None
     uri = sqlite_uri(path, readonly)
     with sqlite_errors(path):
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT);

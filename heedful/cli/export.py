@@ -11,7 +11,7 @@ from heedful.store.export import FORMATS, WHATS
 
 
 @click.command()
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
+@click.option("--db", type=click.Path(), default=None,
               help="Database file [default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db].")
 @click.option("--session", "session_id", type=int, default=None, help="Session id [default: the latest].")
 @click.option("--what", type=click.Choice(WHATS), default="all", show_default=True,

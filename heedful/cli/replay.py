@@ -13,7 +13,7 @@ from heedful.app.options import model_options
 
 @click.command()
 @click.argument("script", type=click.Path(dir_okay=False))
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
+@click.option("--db", type=click.Path(), default=None,
               help="Database file [default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db].")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per operation's result, then a summary.")
@@ -26,10 +26,14 @@ def replay(script, db, model, dtype, device, trust_remote_code, as_json):
     from heedful.app.replay import run_script
     from heedful.app.script import parse_script
     from heedful.store import Store, default_db_path
+    from heedful.store.db import check_writable
 
     steps = parse_script(script)
     db_path = Path(db) if db else default_db_path()
-    if db_path.exists():  # refuse a bad database before a long run, not after it
+    # refuse a database the run could not be written to before loading the model, not after
+    # the run (creating nothing: a missing database is made when the run lands)
+    check_writable(db_path)
+    if db_path.exists():
         Store.open(db_path, create=False).close()
     out = sys.stdout
 

@@ -14,7 +14,7 @@ def _when(t: float) -> str:
 
 
 @click.command()
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
+@click.option("--db", type=click.Path(), default=None,
               help="Database file [default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db].")
 @click.option("--search", "text", default=None, help="Find TEXT in session text (evicted text too), to recall it.")
 @click.option("--session", "session_id", type=int, default=None, help="Search this session only.")

@@ -140,6 +140,38 @@ def _one_line(code, err):
     return code == 2 and err.count("\n") == 1 and err.startswith("heedful: error: ") and "Traceback" not in err
 
 
+GOOD_FILE = '{"op": "config", "window": 8, "budget": 32}\n{"op": "prompt", "text": "hi"}\n'
+
+
+def test_replay_checks_the_database_before_loading_the_model(cli, tmp_path):
+    script = tmp_path / "s.jsonl"
+    script.write_text(GOOD_FILE)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    nomodel = tmp_path / "no-such-model"
+    before = snapshot(tmp_path)
+    for db, says in [(tmp_path / "adir", "is a directory"), (tmp_path / "afile" / "x.db", "not a folder"),
+                     (tmp_path / "afile" / "sub" / "x.db", "not a folder")]:
+        code, _, err = cli("replay", script, "--db", db, "--model", nomodel)
+        assert _one_line(code, err) and says in err and "no-such-model" not in err, err
+    assert snapshot(tmp_path) == before
+
+    db = tmp_path / "ro.db"
+    _recorded(db)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    db.chmod(0o444)
+    ro.chmod(0o555)
+    try:
+        for target, says in [(db, "read-only"), (ro / "new.db", "not writable")]:
+            r = run_unprivileged("replay", script, "--db", target, "--model", nomodel)
+            assert _one_line(r.returncode, r.stderr) and says in r.stderr, r.stderr
+            assert "no-such-model" not in r.stderr
+    finally:
+        ro.chmod(0o755)
+    assert os.listdir(ro) == []
+
+
 def test_sessions_and_export_read_a_read_only_database(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()

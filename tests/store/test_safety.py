@@ -4,6 +4,7 @@ hand-edited database is a one-line error that names the database, the session an
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 
 import pytest
@@ -82,14 +83,17 @@ def test_reading_read_only_switches_nothing_and_writes_nothing(tmp_path):
 def test_a_wal_database_is_read_read_only_where_its_folder_is_not_writable(tmp_path, monkeypatch):
     """No -wal/-shm can be made beside it: SQLite opens it immutable (simulated here through
     os.access; tests/cli runs the real thing where chmod stops writes)."""
-    import os
-
     db = tmp_path / "t.db"
     _make(db)
     real = os.access
-    monkeypatch.setattr(os, "access", lambda p, m, **k: False if (m & os.W_OK) else real(p, m, **k))
+    monkeypatch.setattr(os, "access", lambda p, m, **k: not (m & os.W_OK and os.path.isdir(p)) and real(p, m, **k))
     before = snapshot(tmp_path)
     with Store.open(db, readonly=True) as s:
         _read_everything(s)
         assert "immutable=1" in s.uri
+    assert snapshot(tmp_path) == before
+    with pytest.raises(HeedfulError, match=r"t\.db: the folder .* is not writable"):
+        Store.open(db)
+    with pytest.raises(HeedfulError, match=r"new\.db: the folder .* is not writable"):
+        Store.open(tmp_path / "new.db")
     assert snapshot(tmp_path) == before
