@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (once) and installs heedful into it, editable.
+# Creates .venv (once) and installs heedful into it, editable, saying what it installs and
+# how far it is (the whole log goes to .venv-setup.log).
 # torch is installed first and pinned: on a CPU-only machine the local CPU build (or the
 # registry's CPU wheel) is taken and no CUDA packages are pulled; on a CUDA machine the same
 # pin takes PyPI's default Linux wheel, which is the CUDA build. Override with HEEDFUL_TORCH,
@@ -10,13 +11,28 @@ VENV="${HEEDFUL_VENV:-$ROOT/.venv}"
 STAMP="$VENV/.heedful-setup"
 if [[ -f "$STAMP" && "$STAMP" -nt "$ROOT/pyproject.toml" ]]; then exit 0; fi
 LOG="$ROOT/.venv-setup.log"
-echo "heedful: setting up $VENV (first run only; log in $LOG)" >&2
-{
-  python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  # shellcheck disable=SC2086
-  "$VENV/bin/python" -m pip install -q ${HEEDFUL_TORCH:-torch==2.13.0}
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
-} >"$LOG" 2>&1 || { echo "heedful: set-up failed; the end of $LOG:" >&2; tail -n 30 "$LOG" >&2; exit 1; }
+: >"$LOG"
+echo "heedful: setting up $VENV (first run only, about a minute; log in $LOG)" >&2
+START=$SECONDS
+step() {  # step N TOTAL "what" command...: runs the command into the log, says how long it took
+  local n=$1 total=$2 what=$3 t0=$SECONDS
+  shift 3
+  printf 'heedful: [%s/%s] %s ...' "$n" "$total" "$what" >&2
+  if "$@" >>"$LOG" 2>&1; then
+    printf ' done (%ss)\n' "$((SECONDS - t0))" >&2
+  else
+    printf ' failed\n' >&2
+    echo "heedful: set-up failed; the end of $LOG:" >&2
+    tail -n 30 "$LOG" >&2
+    exit 1
+  fi
+}
+PY="$VENV/bin/python"
+step 1 4 "virtual environment" python3 -m venv "$VENV"
+step 2 4 "pip" "$PY" -m pip install -q --upgrade pip
+# shellcheck disable=SC2086
+step 3 4 "${HEEDFUL_TORCH:-torch==2.13.0} (the largest part)" "$PY" -m pip install -q ${HEEDFUL_TORCH:-torch==2.13.0}
+step 4 4 "heedful and its dependencies (transformers, textual, sqlite-utils, triton, pytest)" \
+  "$PY" -m pip install -q -e "$ROOT[test]"
 touch "$STAMP"
-echo "heedful: set-up done" >&2
+echo "heedful: set-up done in $((SECONDS - START))s" >&2

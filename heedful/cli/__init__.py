@@ -12,6 +12,7 @@ from heedful.errors import HeedfulError
 
 # name -> "module:attribute" of a click.Command
 COMMANDS = {
+    "demo": "heedful.cli.demo:demo",
     "generate": "heedful.cli.generate:generate",
     "chat": "heedful.cli.chat:chat",
     "replay": "heedful.cli.replay:replay",
