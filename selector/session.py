@@ -245,7 +245,7 @@ class Session(Encoder):
     def _generate(self, n: int, stop_at_eos: bool):
         eos = self.tokenizer.eos_token_id
         with self._lock:
-            self._event("generate", {"n": n})
+            self._event("generate", {"n": n, "stop_at_eos": stop_at_eos})
             self._generating = True
         produced = 0
         try:

@@ -85,7 +85,7 @@ class _Runner:
     def generate(self, step: Step, during: list[Step]) -> None:
         s = self.session
         start = len(s)
-        gen = s.generate(step.args["n"])
+        gen = s.generate(step.args["n"], stop_at_eos=step.args.get("stop_at_eos", True))
         pending = list(during)
         ids = []
         try:

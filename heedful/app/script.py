@@ -120,8 +120,10 @@ def check_step(op: str, a: dict) -> None:
         if not (isinstance(a.get("text"), str) and a["text"]):
             raise ValueError("prompt: field 'text' must be a non-empty string")
         check_text("prompt: field 'text'", a["text"])
-    elif op == "generate":
-        allowed.add("n")
+    elif op == "generate":  # a script's generate stops at end-of-text unless "stop_at_eos": false
+        allowed |= {"n", "stop_at_eos"}
+        if not isinstance(a.get("stop_at_eos", True), bool):
+            raise ValueError("generate: field 'stop_at_eos' must be true or false")
         if not (_is_int(a.get("n")) and 0 <= a["n"] <= MAX_GENERATE):
             raise ValueError(f"generate: field 'n' must be an integer from 0 to {MAX_GENERATE:,}")
     elif op == "stop":

@@ -121,3 +121,27 @@ def test_failing_replay_writes_nothing(tiny_qwen35, tmp_path):
     path.write_text('{"op": "prompt", "text": "The vault code"}\n{"op": "unpin", "range": [0, 999]}\n')
     with pytest.raises(HeedfulError, match=r"s\.jsonl:2: .*past the end"):
         run_script(parse_script(path), path, lm=tiny_qwen35)
+
+
+def test_a_scripts_generate_stops_at_end_of_text_unless_told_not_to(tiny_qwen35, tmp_path, monkeypatch):
+    """A hand-written generate stops at end-of-text like `heedful generate`; the log says which
+    it did, so recordings of either kind replay as they ran."""
+    from heedful.selector.session import Session
+
+    s = Session(tiny_qwen35.model, tiny_qwen35.tokenizer, window=8, budget=32)
+    s.prompt("The vault code is 4821.")
+    ids = [t.id for t in s.generate(6)]
+    monkeypatch.setattr(tiny_qwen35.tokenizer, "eos_token_id", ids[3])  # the 4th token is "end-of-text"
+    head = '{"op": "config", "window": 8, "budget": 32}\n{"op": "prompt", "text": "The vault code is 4821."}\n'
+    for line, expect in (('{"op": "generate", "n": 6}', 4),
+                         ('{"op": "generate", "n": 6, "stop_at_eos": false}', 6)):
+        script = tmp_path / "s.jsonl"
+        script.write_text(head + line + "\n")
+        r = run_script(parse_script(script), script, lm=tiny_qwen35)
+        gen = [x for x in r.results if x["op"] == "generate"][0]
+        assert gen["ids"] == ids[:expect]
+        with Store.open(tmp_path / f"{expect}.db") as store:
+            r.recorder.commit(store)
+            events = store.events(r.recorder.session_id)
+        assert [e for e in events if e["op"] == "generate"][0]["stop_at_eos"] == (expect == 4)
+        assert [e["at"] for e in events if e["op"] == "stop"] == ([len(r.session)] if expect == 4 else [])
