@@ -10,12 +10,20 @@ Formats:
   "[… N tokens …]" stands for them (all: the stream's text, nothing added);
 - md: a heading, then one section per run of tokens, its text in a fenced block (the
   fence is longer than any run of backticks inside, so the text comes out unchanged).
+
+output_file() is where an export lands: never on the database it reads, onto an existing
+file only when forced, whole or not at all (a temporary file beside it, renamed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
+import stat
+import tempfile
 from json.encoder import encode_basestring  # C-accelerated, ensure_ascii=False
 
 from heedful.errors import HeedfulError
@@ -117,3 +125,81 @@ def _runs(states, keep, split_by_state: bool, label: str) -> list[tuple[int, int
     if start is not None:
         runs.append((start, len(states), states[start] if split_by_state else label))
     return runs
+
+
+def _database_files(db) -> list[str]:
+    base = os.path.realpath(db)
+    return [base] + [base + tail for tail in ("-wal", "-shm", "-journal")]
+
+
+def _check_output(path: str, real: str, force: bool, protect) -> bool:
+    """Refuses an output path (one line); returns True when it is an existing file to
+    replace, False for a new one. Special files (/dev/null, a pipe) are not checked here."""
+    for db in protect:
+        names = _database_files(db)
+        if real in names or (os.path.exists(real) and any(
+                os.path.exists(n) and os.path.samefile(real, n) for n in names)):
+            raise HeedfulError(f"-o {path}: is the database {db} (or one of its -wal/-shm files): "
+                               "choose another output file")
+    if os.path.isdir(real):
+        raise HeedfulError(f"-o {path}: is a folder, not a file")
+    if os.path.exists(real):
+        if not force:
+            raise HeedfulError(f"-o {path}: exists (--force to overwrite it)")
+        return True
+    folder = os.path.dirname(real)
+    if not os.path.isdir(folder):
+        while not os.path.exists(folder) and folder != os.path.dirname(folder):
+            folder = os.path.dirname(folder)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise HeedfulError(f"-o {path}: {folder} is not a folder")
+        raise HeedfulError(f"-o {path}: no such folder {os.path.dirname(real)}")
+    return False
+
+
+@contextlib.contextmanager
+def output_file(path, *, force: bool = False, protect=()):
+    """A text stream for an export to `path` (links followed): refused (one-line
+    HeedfulError) when it is one of the `protect` databases or their -wal/-shm files, a
+    folder, under a missing folder or a file, or an existing file without `force`. It is
+    written to a temporary file in the same folder and renamed over `path` when the block
+    ends without an error; on an error nothing is left. A special file (/dev/null, a pipe)
+    is written to directly."""
+    path = str(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            yield f
+        return
+    real = os.path.realpath(path)
+    existing = _check_output(path, real, force, protect)
+    folder, name = os.path.split(real)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    except OSError as e:
+        raise HeedfulError(f"-o {path}: cannot write in {folder}: {e.strerror}") from None
+    try:
+        if existing:
+            mode = stat.S_IMODE(os.stat(real).st_mode)
+        else:
+            mask = os.umask(0)
+            os.umask(mask)
+            mode = 0o666 & ~mask
+        os.fchmod(fd, mode)
+        with io.open(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+        os.replace(tmp, real)
+    except OSError as e:
+        _unlink(tmp)
+        raise HeedfulError(f"-o {path}: cannot write: {e.strerror}") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

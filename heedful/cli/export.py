@@ -19,18 +19,21 @@ from heedful.store.export import FORMATS, WHATS
                    "stream with each token's state; events: the log, as a replay script.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="[default: jsonl for events, md otherwise]")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
-              help="Output file [default: stdout].")
-def export(db, session_id, what, fmt, output):
+@click.option("-o", "--output", type=click.Path(allow_dash=True), default="-",
+              help="Output file [default: stdout]; written whole or not at all, never over the database.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def export(db, session_id, what, fmt, output, force):
     """Export a session of the store."""
     from heedful.store import Store, default_db_path
     from heedful.store.export import export as run
+    from heedful.store.export import output_file
 
     fmt = fmt or ("jsonl" if what == "events" else "md")
-    with Store.open(Path(db) if db else default_db_path(), readonly=True) as store:
+    db_path = Path(db) if db else default_db_path()
+    with Store.open(db_path, readonly=True) as store:
         store.session(session_id)  # a bad --session fails before the output file is created
         if output == "-":
             run(store, session_id, what, fmt, sys.stdout)
         else:
-            with open(output, "w", encoding="utf-8", newline="") as f:
+            with output_file(output, force=force, protect=[db_path]) as f:
                 run(store, session_id, what, fmt, f)

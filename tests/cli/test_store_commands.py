@@ -75,7 +75,7 @@ def test_scripts_failing_while_running_write_nothing(cli, tmp_path, tiny_qwen35_
 
 def test_replay_json_then_export_and_sessions(cli, tmp_path, tiny_qwen35_dir):
     script = tmp_path / "s.jsonl"
-    script.write_text(GOOD + '{"op": "pin", "text": "4821"}\n{"op": "generate", "n": 12}\n'
+    script.write_text(GOOD + '{"op": "pin", "text": "4821"}\n{"op": "generate", "n": 12, "stop_at_eos": false}\n'
                       '{"op": "drop", "range": [0, 2]}\n')
     db = tmp_path / "out.db"
     code, out, err = cli("replay", script, "--db", db, "--model", tiny_qwen35_dir, "--json")
@@ -138,6 +138,67 @@ def _recorded(db):
 
 def _one_line(code, err):
     return code == 2 and err.count("\n") == 1 and err.startswith("heedful: error: ") and "Traceback" not in err
+
+
+def test_export_never_writes_over_its_database(cli, tmp_path, monkeypatch):
+    db = tmp_path / "s.db"
+    raw = _recorded(db)
+    (tmp_path / "link.db").symlink_to(db)
+    (tmp_path / "wal-link").symlink_to(tmp_path / "s.db-wal")
+    os.link(db, tmp_path / "hard.db")
+    monkeypatch.chdir(tmp_path)
+    for db_arg, out in [(db, db), (db, "s.db"), (db, "./nothere/../s.db"), (db, "link.db"), (db, "hard.db"),
+                        (db, "s.db-wal"), (db, "s.db-shm"), (db, "wal-link"), ("link.db", "s.db-wal"),
+                        ("link.db", db)]:
+        for force in ([], ["--force"]):
+            code, _, err = cli("export", "--db", db_arg, "-o", out, *force)
+            assert _one_line(code, err) and "is the database" in err, (out, err)
+            assert db.read_bytes() == raw
+    with Store.open(db, readonly=True) as s:
+        assert len(s.load(1).token_ids) == 10
+
+
+def test_export_onto_an_existing_file_needs_force(cli, tmp_path):
+    db = tmp_path / "s.db"
+    _recorded(db)
+    out = tmp_path / "out.txt"
+    out.write_text("keep me")
+    out.chmod(0o640)
+    code, _, err = cli("export", "--db", db, "--format", "txt", "-o", out)
+    assert _one_line(code, err) and "exists" in err and "--force" in err and out.read_text() == "keep me"
+    code, _, err = cli("export", "--db", db, "--format", "txt", "-o", out, "--force")
+    assert code == 0 and out.read_text() == TEXT and out.stat().st_mode & 0o777 == 0o640
+    (tmp_path / "lnk.txt").symlink_to(out)  # --force writes through a link, to the file it names
+    code, _, err = cli("export", "--db", db, "--what", "pinned", "--format", "txt", "-o", tmp_path / "lnk.txt",
+                       "--force")
+    assert code == 0 and (tmp_path / "lnk.txt").is_symlink() and out.read_text() == ""
+    code, out_text, _ = cli("export", "--db", db, "--format", "txt", "-o", "-")
+    assert code == 0 and out_text == TEXT
+
+
+def test_export_to_an_unwritable_path_is_one_line_and_leaves_nothing(cli, tmp_path):
+    db = tmp_path / "s.db"
+    _recorded(db)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    before = snapshot(tmp_path)
+    for out, says in [(tmp_path / "nodir" / "o.md", "no such folder"), (tmp_path / "afile" / "o.md", "not a folder"),
+                      (tmp_path / "adir", "is a folder")]:
+        code, _, err = cli("export", "--db", db, "-o", out)
+        assert _one_line(code, err) and says in err and str(out) in err, err
+    code, _, err = cli("export", "--db", db, "--what", "events", "--format", "md", "-o", tmp_path / "o.md")
+    assert _one_line(code, err) and "--format jsonl" in err
+    assert snapshot(tmp_path) == before  # no output, no temporary file, no folder made
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        r = run_unprivileged("export", "--db", db, "-o", ro / "o.md")
+    finally:
+        ro.chmod(0o755)
+    assert _one_line(r.returncode, r.stderr) and "permission denied" in r.stderr.lower(), r.stderr
+    assert os.listdir(ro) == []
 
 
 GOOD_FILE = '{"op": "config", "window": 8, "budget": 32}\n{"op": "prompt", "text": "hi"}\n'
