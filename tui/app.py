@@ -29,6 +29,15 @@ from heedful.tui.panel import SidePanel
 from heedful.tui.token_view import MemoryState, TokenView
 
 
+class PromptBox(Input):
+    """The prompt box: Tab or Esc go back to the text (Esc stops a running stream first)."""
+
+    BINDINGS = [
+        Binding("escape", "app.leave_prompt", "Stop / back"),
+        Binding("tab", "app.focus_stream", "Text"),
+    ]
+
+
 class HeedfulApp(App):
     TITLE = "heedful"
     CSS = """
@@ -42,28 +51,28 @@ class HeedfulApp(App):
     BINDINGS = [
         Binding("g", "generate", "Generate"),
         Binding("escape", "stop", "Stop"),
-        Binding("space", "toggle_pin", "Pin/unpin"),
+        Binding("space", "toggle_pin", "Pin"),
         Binding("p", "pin", "Pin span", show=False),
         Binding("u", "unpin", "Unpin span", show=False),
         Binding("d", "drop", "Drop"),
-        Binding("r", "regenerate", "Regenerate here"),
+        Binding("r", "regenerate", "Regen"),
         Binding("h", "heat", "Heat"),
         Binding("e", "export", "Export"),
-        Binding("i", "focus_prompt", "Prompt"),
-        Binding("left", "cursor(-1)", show=False),
-        Binding("right", "cursor(1)", show=False),
-        Binding("shift+left", "cursor(-1, True)", show=False),
-        Binding("shift+right", "cursor(1, True)", show=False),
-        Binding("ctrl+left", "word(-1)", show=False),
-        Binding("ctrl+right", "word(1)", show=False),
-        Binding("ctrl+shift+left", "word(-1, True)", show=False),
-        Binding("ctrl+shift+right", "word(1, True)", show=False),
-        Binding("up", "line(-1)", show=False),
-        Binding("down", "line(1)", show=False),
-        Binding("shift+up", "line(-1, True)", show=False),
-        Binding("shift+down", "line(1, True)", show=False),
-        Binding("home", "home", show=False),
-        Binding("end", "end", show=False),
+        Binding("i", "focus_prompt", "Prompt box", show=False),  # the view shows it as tab
+        Binding("left", "cursor(-1)", "Token left", show=False),
+        Binding("right", "cursor(1)", "Token right", show=False),
+        Binding("shift+left", "cursor(-1, True)", "Select left", show=False),
+        Binding("shift+right", "cursor(1, True)", "Select right", show=False),
+        Binding("ctrl+left", "word(-1)", "Word left", show=False),
+        Binding("ctrl+right", "word(1)", "Word right", show=False),
+        Binding("ctrl+shift+left", "word(-1, True)", "Select a word left", show=False),
+        Binding("ctrl+shift+right", "word(1, True)", "Select a word right", show=False),
+        Binding("up", "line(-1)", "Line up", show=False),
+        Binding("down", "line(1)", "Line down", show=False),
+        Binding("shift+up", "line(-1, True)", "Select a line up", show=False),
+        Binding("shift+down", "line(1, True)", "Select a line down", show=False),
+        Binding("home", "home", "First token", show=False),
+        Binding("end", "end", "Last token, follow", show=False),
         Binding("ctrl+q", "quit", "Quit"),
     ]
 
@@ -86,7 +95,7 @@ class HeedfulApp(App):
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 yield TokenView(self.session.token_texts, id="tokens")
-                yield Input(placeholder="Type text for the model, Enter to send and generate (i)", id="prompt")
+                yield PromptBox(placeholder="Type text for the model, Enter to send and generate", id="prompt")
             yield SidePanel(id="panel")
         yield Footer()
 
@@ -102,7 +111,14 @@ class HeedfulApp(App):
         sys.setswitchinterval(0.0005)
         self._update_title()
         self.refresh_stream()
-        self.query_one(Input).focus()
+        self._focus_default()
+
+    def _focus_default(self) -> None:
+        """The text when there is some to read and mark (a resumed session), else the prompt box."""
+        if len(self.session):
+            self.view.focus()
+        else:
+            self.query_one(Input).focus()
 
     def refresh_stream(self) -> None:
         """Re-reads the engine's memory into the view and the panel (UI thread)."""
@@ -290,6 +306,7 @@ class HeedfulApp(App):
         self.view.show_stream(session.token_texts)
         self._update_title()
         self.refresh_stream()
+        self._focus_default()
 
     @staticmethod
     def _attach(session) -> None:
@@ -346,6 +363,17 @@ class HeedfulApp(App):
 
     def action_focus_prompt(self) -> None:
         self.query_one(Input).focus()
+
+    def action_focus_stream(self) -> None:
+        self.view.focus()
+
+    def action_leave_prompt(self) -> None:
+        """Esc in the prompt box: stops a running stream (the typed text stays, Enter sends
+        it), else goes back to the text."""
+        if self.generating:
+            self.action_stop()
+        else:
+            self.view.focus()
 
     def check_action(self, action: str, parameters) -> bool | None:
         # typing in the prompt must not trigger single-letter bindings

@@ -67,8 +67,10 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
     """
     # ScrollView's own bindings would take the arrows, home and end for scrolling as soon as
     # the stream is taller than the view; those keys move the token cursor (the app's
-    # bindings), so only the page keys scroll here.
+    # bindings), so only the page keys scroll here. Tab (shown in the footer) goes to the
+    # prompt box.
     BINDINGS = [
+        Binding("tab", "app.focus_prompt", "Prompt"),
         Binding("pageup", "page_up", "Page up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
     ]

@@ -31,3 +31,58 @@ async def test_home_end_and_arrows_move_the_token_cursor_in_a_long_stream(tiny_q
         await pilot.press("end", "space")
         await pilot.pause()
         assert s.pins() == [(2, 3), (len(s) - 1, len(s))]
+
+
+async def test_focus_starts_in_the_prompt_when_empty_and_on_the_text_after_a_resume(tiny_qwen35, store, tmp_path):
+    from heedful.app.open import resume
+    from heedful.tui.app import HeedfulApp
+
+    app = chat_app(tiny_qwen35, store, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        prompt = app.query_one("#prompt")
+        assert app.focused is prompt  # nothing to read yet: type
+        await pilot.press(*"Alice met Bob.", "enter")
+        await settle(app, pilot)
+        assert app.focused is app.view
+        # Tab and i go to the prompt box, Esc comes back; the footer says so
+        assert app.screen.active_bindings["tab"].binding.show
+        await pilot.press("tab")
+        assert app.focused is prompt
+        assert app.screen.active_bindings["escape"].binding.show
+        await pilot.press("escape")
+        assert app.focused is app.view
+        await pilot.press("i")
+        assert app.focused is prompt and prompt.value == ""
+        await pilot.press("tab")
+        assert app.focused is app.view
+    sid = app.recorder.session_id
+    again = resume(store, sid, lm=tiny_qwen35)
+    app2 = HeedfulApp(again, store=store, recorder=again.recorder, show_speed=False, export_dir=tmp_path)
+    async with app2.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        prompt = app2.query_one("#prompt")
+        assert app2.focused is app2.view
+        await pilot.press("h", "right", "space")  # keys for the text, not typed into the prompt
+        await pilot.pause()
+        assert prompt.value == "" and app2.view.heat_on and again.pins() == [(1, 2)]
+        # a new (empty) session from the palette: the prompt box; reopening the first: the text
+        app2.new_session()
+        await pilot.pause()
+        assert app2.focused is prompt
+        app2.open_session(sid)
+        await pilot.pause()
+        assert app2.focused is app2.view
+
+
+async def test_esc_in_the_prompt_stops_a_stream_first(tiny_qwen35, store, tmp_path):
+    app = chat_app(tiny_qwen35, store, tmp_path, chunk=200_000, window=64, budget=128)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press(*"Alice met Bob.", "enter")
+        await pilot.press("tab", *"Carol")
+        prompt = app.query_one("#prompt")
+        assert app.focused is prompt
+        await pilot.press("escape")  # stops the stream, stays in the prompt box
+        await settle(app, pilot)
+        assert not app.generating and app.focused is prompt and prompt.value == "Carol"
+        await pilot.press("escape")
+        assert app.focused is app.view
