@@ -1,6 +1,7 @@
-"""Command palette (ctrl+p): export, search and recall evicted text, settings (type
-"window 128", "budget 2048", "temperature 0.7", "top_p 0.9"), new session, open session (type
-"open session 3"), heat overlay, generate, stop."""
+"""Command palette (ctrl+p): export, search and recall evicted text (type the text, or
+"recall TEXT", "recall 'TEXT'", 'recall "TEXT"'), settings (type "window 128", "budget 2048",
+"temperature 0.7", "top_p 0.9"), new session, open session (type "open session 3"), heat
+overlay, generate, stop."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ from functools import partial
 
 SETTING = re.compile(r"^(window|budget|temperature|top[_ -]p)\s*=?\s*(\d+(?:\.\d+)?)$", re.I)
 OPEN = re.compile(r"^open(?: session)?\s+(\d+)$", re.I)
+RECALL = re.compile(r"""^recall\s+(?:'(.+)'|"(.+)"|(.+))$""", re.I | re.S)
+
+
+def recall_texts(query: str) -> list[str]:
+    """The texts a query may mean to recall: "recall TEXT" (quotes optional) and the query
+    itself, the first one first, each once."""
+    q = query.strip()
+    texts = []
+    m = RECALL.match(q)
+    if m:
+        texts.append(next(g for g in m.groups() if g is not None))
+    texts.append(q)
+    return list(dict.fromkeys(t for t in texts if len(t) >= 2))
 
 from textual.command import Hit, Hits, Provider
 
@@ -47,7 +61,10 @@ class HeedfulCommands(Provider):
         if m:
             yield Hit(1.0, f"Open session {m.group(1)}", partial(self.app.open_session, int(m.group(1))),
                       help="resume a stored session")
-        if len(q) >= 2 and q in self.app.session.text():
-            # search the whole stream (evicted text included) and recall the last match
-            yield Hit(1.0, f"Recall {q!r} (bring it back, pinned)", partial(self.app.recall_text, q),
-                      help="re-encodes the text at the end of the stream and pins it")
+        texts = recall_texts(q)
+        stream = self.app.session.text() if texts else ""
+        for text in texts:
+            if text in stream:
+                # search the whole stream (evicted text included) and recall the last match
+                yield Hit(1.0, f"Recall {text!r} (bring it back, pinned)", partial(self.app.recall_text, text),
+                          help="re-encodes the text at the end of the stream and pins it")
