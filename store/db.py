@@ -107,7 +107,10 @@ def sqlite_uri(path: Path, readonly: bool) -> str:
 
 def check_version(path: Path, db: sqlite_utils.Database, readonly: bool) -> int:
     """The schema version, once the database is known to be a heedful store this code reads."""
-    version = schema.current_version(db)
+    try:
+        version = schema.current_version(db)
+    except ValueError as e:
+        raise HeedfulError(f"{path}: {e} (a hand-edited database?)") from None
     if version is None:
         raise HeedfulError(f"{path}: an SQLite database, but not a heedful store")
     if version > schema.VERSION:
@@ -118,6 +121,10 @@ def check_version(path: Path, db: sqlite_utils.Database, readonly: bool) -> int:
     if readonly and version < schema.VERSION:
         raise HeedfulError(f"{path}: schema version {version}, older than this heedful's "
                            f"({schema.VERSION}), and opened read-only: open it once for writing to upgrade it")
+    missing = schema.missing_tables(db) if version == schema.VERSION else []
+    if missing:
+        raise HeedfulError(f"{path}: a heedful store whose table{'s' if len(missing) > 1 else ''} "
+                           f"{', '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing (a hand-edited database?)")
     return version
 
 

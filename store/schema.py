@@ -112,12 +112,28 @@ MIGRATIONS = [_v1]  # MIGRATIONS[k] brings a database from version k to k + 1
 VERSION = len(MIGRATIONS)
 
 
+TABLES = ("sessions", "tokens", "events", "evictions", "recalls", "chunks", "chunks_fts")  # as of VERSION
+
+
 def current_version(db: sqlite_utils.Database) -> int | None:
-    """The schema version, 0 for an empty database, None for a database that is not ours."""
+    """The schema version, 0 for an empty database, None for a database that is not ours.
+    ValueError (saying what is wrong) for a heedful_schema table that holds anything but
+    versions from 1 up, one a row (a hand-edited one)."""
     if "heedful_schema" in db.table_names():
-        row = db.execute("SELECT max(version) FROM heedful_schema").fetchone()
-        return row[0] or 0
+        versions = [v for (v,) in db.execute("SELECT version FROM heedful_schema")]
+        for v in versions:
+            if type(v) is not int or v < 1:
+                raise ValueError(f"heedful_schema holds version {v!r}, not a whole number from 1")
+        if not versions:
+            raise ValueError("heedful_schema holds no version")
+        return max(versions)
     return 0 if not db.table_names() else None
+
+
+def missing_tables(db: sqlite_utils.Database) -> list[str]:
+    """The tables of a current store that this one lacks."""
+    have = set(db.table_names())
+    return [t for t in TABLES if t not in have]
 
 
 def migrate(db: sqlite_utils.Database, version: int) -> None:

@@ -13,10 +13,9 @@ A phrase that straddles two chunks is not found.
 from __future__ import annotations
 
 import bisect
-import json
-
-from heedful.store.state import StreamState
 from dataclasses import dataclass
+
+from heedful.store.state import load_state
 
 
 @dataclass
@@ -83,7 +82,7 @@ def search(store, text: str, session_id: int | None = None, limit: int = 20) -> 
             rows = list(store.token_rows(sid, a, b))
             if sid not in states:
                 row = store.conn.execute("SELECT state FROM sessions WHERE id = ?", (sid,)).fetchone()
-                states[sid] = StreamState.from_json(json.loads(row[0] or "{}"))
+                states[sid] = load_state(row[0], f"{store.path}: session {sid}")
             for lo, hi in _narrow(rows, text, word_start) or [(a, b)]:  # every occurrence in the chunk
                 st = {states[sid].token_state(i) for i in range(lo, hi)}
                 hits.append(Hit(sid, lo, hi, "".join(r[2] for r in rows if lo <= r[0] < hi),

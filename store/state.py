@@ -15,9 +15,47 @@ After a resume the engine rebuilds the resident set itself; `reset_resident` tak
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
+from heedful.errors import HeedfulError
 from heedful.spans import Spans
+
+
+def json_object(text, where: str) -> dict:
+    """A JSON-object column (config, state, an event's args), or a one-line HeedfulError
+    that starts with `where` (the database, session and column)."""
+    try:
+        value = json.loads(text) if text not in (None, "") else {}
+    except (TypeError, ValueError):
+        raise HeedfulError(f"{where} is not JSON: {str(text)[:40]!r}") from None
+    if not isinstance(value, dict):
+        raise HeedfulError(f"{where} holds a JSON {type(value).__name__}, not an object: {str(text)[:40]!r}")
+    return value
+
+
+def load_state(text, where: str) -> "StreamState":
+    """A session's stored state column; `where` names the database and session."""
+    try:
+        return StreamState.from_json(json_object(text, f"{where}: column state"))
+    except ValueError as e:
+        raise HeedfulError(f"{where}: column state: {e}") from None
+
+
+def _whole(d: dict, key: str, default: int) -> int:
+    v = d.get(key, default)
+    if type(v) is not int or v < 0:
+        raise ValueError(f"{key} is {v!r:.40}, not a whole number")
+    return v
+
+
+def _spans(d: dict, key: str) -> Spans:
+    v = d.get(key, [])
+    if not isinstance(v, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) and 0 <= p[0] <= p[1]
+            for p in v):
+        raise ValueError(f"{key} is {v!r:.40}, not a list of [start, end] index pairs")
+    return Spans(v)
 
 
 @dataclass
@@ -101,9 +139,11 @@ class StreamState:
 
     @classmethod
     def from_json(cls, d: dict) -> "StreamState":
-        return cls(tokens=d.get("tokens", 0), window=d.get("window", 1), sinks=d.get("sinks", 0),
-                   pins=Spans(d.get("pins", ())), dropped=Spans(d.get("dropped", ())),
-                   evicted=Spans(d.get("evicted", ())))
+        """The state to_json wrote; ValueError saying what is wrong with anything else."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a JSON {type(d).__name__}, not an object")
+        return cls(tokens=_whole(d, "tokens", 0), window=_whole(d, "window", 1), sinks=_whole(d, "sinks", 0),
+                   pins=_spans(d, "pins"), dropped=_spans(d, "dropped"), evicted=_spans(d, "evicted"))
 
     def clipped(self, n: int) -> "StreamState":
         """This state cut to a stream of n tokens (the tokens a crash left on disk)."""

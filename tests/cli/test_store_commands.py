@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 
 import pytest
 
@@ -255,3 +256,20 @@ def test_sessions_and_export_read_a_read_only_database(tmp_path):
         assert db.read_bytes() == before["s.db"][0]
     finally:
         folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("sql,says", [
+    ("UPDATE sessions SET state = '{pins'", "session 1: column state is not JSON"),
+    ("UPDATE sessions SET created = 'yesterday'", "session 1: column created"),
+    ("DELETE FROM tokens WHERE idx = 4", "session 1: tokens [4, 5) are missing"),
+])
+def test_hand_edited_databases_through_the_commands(cli, tmp_path, sql, says):
+    db = tmp_path / "s.db"
+    _recorded(db)
+    c = sqlite3.connect(db)
+    c.execute(sql)
+    c.commit()
+    c.close()
+    for args in (["sessions"], ["export", "--format", "txt"]):
+        code, _, err = cli(*args, "--db", db)
+        assert _one_line(code, err) and says in err, err

@@ -97,3 +97,44 @@ def test_a_wal_database_is_read_read_only_where_its_folder_is_not_writable(tmp_p
     with pytest.raises(HeedfulError, match=r"new\.db: the folder .* is not writable"):
         Store.open(tmp_path / "new.db")
     assert snapshot(tmp_path) == before
+
+
+RETYPED = "DROP TABLE heedful_schema; CREATE TABLE heedful_schema (version, applied); "
+# (name, SQL run on a good database, what the message says)
+EDITS = [
+    ("schema-text", RETYPED + "INSERT INTO heedful_schema VALUES ('one', 0)", "heedful_schema holds version 'one'"),
+    ("schema-real", RETYPED + "INSERT INTO heedful_schema VALUES (1.5, 0)", "heedful_schema holds version 1.5"),
+    ("schema-null", RETYPED + "INSERT INTO heedful_schema VALUES (NULL, 0)", "heedful_schema holds version None"),
+    ("schema-negative", "UPDATE heedful_schema SET version = -3", "heedful_schema holds version -3"),
+    ("table-dropped", "DROP TABLE recalls", "table recalls is missing"),
+    ("state-not-json", "UPDATE sessions SET state = '{pins'", "session 1: column state is not JSON"),
+    ("state-a-list", "UPDATE sessions SET state = '[1, 2]'", "session 1: column state"),
+    ("state-bad-pins", "UPDATE sessions SET state = '{\"pins\": 7}'", "session 1: column state"),
+    ("state-bad-span", "UPDATE sessions SET state = '{\"pins\": [[\"a\", 3]]}'", "session 1: column state"),
+    ("config-not-json", "UPDATE sessions SET config = 'x'", "session 1: column config is not JSON"),
+    ("config-a-number", "UPDATE sessions SET config = '3'", "session 1: column config"),
+    ("created-text", "UPDATE sessions SET created = 'yesterday'", "session 1: column created"),
+    ("event-args", "UPDATE events SET args = 'nope' WHERE seq = 1", "session 1: event 1: column args is not JSON"),
+    ("event-args-list", "UPDATE events SET args = '[1]' WHERE seq = 1", "session 1: event 1: column args"),
+    ("event-op", "UPDATE events SET op = x'01' WHERE seq = 1", "session 1: event 1: column op"),
+    ("token-gap", "DELETE FROM tokens WHERE idx BETWEEN 5 AND 7", "session 1: tokens [5, 8) are missing"),
+    ("token-first", "DELETE FROM tokens WHERE idx = 0", "session 1: tokens [0, 1) are missing"),
+    ("token-id", "UPDATE tokens SET token_id = 'x' WHERE idx = 3", "session 1: token 3: token_id"),
+    ("token-blob", "UPDATE tokens SET text = x'00ff' WHERE idx = 3", "session 1: token 3: text"),
+    ("token-source", "UPDATE tokens SET source = 'bogus' WHERE idx = 3", "session 1: token 3: source"),
+]
+
+
+@pytest.mark.parametrize("name,sql,says", EDITS, ids=[e[0] for e in EDITS])
+@pytest.mark.parametrize("readonly", [False, True], ids=["rw", "ro"])
+def test_hand_edited_databases_are_one_line_errors(tmp_path, name, sql, says, readonly):
+    db = tmp_path / "t.db"
+    _make(db)
+    c = sqlite3.connect(db)
+    c.executescript(sql)
+    c.close()
+    with pytest.raises(HeedfulError) as e:
+        with Store.open(db, readonly=readonly) as s:
+            _read_everything(s)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{db}: ") and says in msg, msg
