@@ -23,7 +23,7 @@ def chat(ctx, db, session_id, title, chunk, model, dtype, device, trust_remote_c
     from heedful.store import Store
     from heedful.tui.app import HeedfulApp
 
-    store = Store.open(db)
+    store = Store.open(db, create=session_id is None)  # resuming creates no database
     if session_id is not None:
         # only the settings given on this command line override the stored ones
         session = resume(store, session_id, model=model, dtype=dtype, device=device,

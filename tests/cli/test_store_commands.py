@@ -258,6 +258,13 @@ def test_sessions_and_export_read_a_read_only_database(tmp_path):
         folder.chmod(0o755)
 
 
+def test_resuming_a_missing_database_creates_nothing(cli, tmp_path):
+    db = tmp_path / "new.db"
+    code, _, err = cli("chat", "--session", 99, "--db", db)
+    assert _one_line(code, err) and "no such database" in err and not db.exists(), err
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("sql,says", [
     ("UPDATE sessions SET state = '{pins'", "session 1: column state is not JSON"),
     ("UPDATE sessions SET created = 'yesterday'", "session 1: column created"),

@@ -70,8 +70,10 @@ def test_reading_read_only_switches_nothing_and_writes_nothing(tmp_path):
             s.conn.execute("INSERT INTO heedful_schema VALUES (99, 0)")  # SQLite refuses it too
     assert snapshot(tmp_path) == before
 
-    with pytest.raises(HeedfulError, match="no such database"):
-        Store.open(tmp_path / "missing.db", readonly=True)
+    for create, readonly in ((False, False), (False, True), (True, True)):  # create=False: resuming
+        with pytest.raises(HeedfulError, match=r"missing\.db: no such database"):
+            Store.open(tmp_path / "sub" / "missing.db", create=create, readonly=readonly)
+        assert not (tmp_path / "sub").exists()
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")
     before = snapshot(tmp_path)
