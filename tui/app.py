@@ -126,17 +126,17 @@ class HeedfulApp(App):
             return
         s = self.session
         heat = {}
+        retained = s.retained()
         if s.last_attention:
-            retained = s.retained()
             layers = list(s.last_attention.values())
             if layers and len(layers[0]) == len(retained):
                 mean = sum(layers) / len(layers)
                 top = float(mean.max()) or 1.0
                 heat = {t: float(w) / top for t, w in zip(retained, mean)}
-        self.view.memory = MemoryState(resident=set(s.retained()), pins=s.pins(), dropped=s.dropped(),
+        self.view.memory = MemoryState(resident=set(retained), pins=s.pins(), dropped=s.dropped(),
                                        sinks=s.config.sinks, heat=heat)
         self.view.sync()
-        self.query_one(SidePanel).show(s, generating=self.generating, show_speed=self.show_speed)
+        self.query_one(SidePanel).show(s, generating=self.generating, show_speed=self.show_speed, retained=retained)
 
     # ------------------------------------------------------------------ generation
     def on_input_submitted(self, event: Input.Submitted) -> None:

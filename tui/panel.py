@@ -1,4 +1,10 @@
-"""The side panel: memory meter, stream counters, speed, gate mean, and the pins."""
+"""The side panel: memory meter, stream counters, speed, gate mean, and the pins.
+
+`evicted` is the number of tokens of the stream whose KV rows are gone (dropped ones
+included): the stream's length less the resident tokens. It is what the store counts
+(`heedful sessions`), the same before and after a resume. (Session.stats().evicted counts
+row frees instead: a token re-encoded and freed again counts twice, and a resumed session
+starts it from 0.)"""
 
 from __future__ import annotations
 
@@ -11,16 +17,23 @@ def _bar(used: int, total: int, width: int = 20) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+def _total(spans) -> int:
+    return sum(b - a for a, b in spans)
+
+
 class SidePanel(Static):
-    def show(self, session, *, generating: bool, show_speed: bool = True) -> None:
+    def show(self, session, *, generating: bool, show_speed: bool = True, retained: list[int] | None = None) -> None:
         st = session.stats()
+        resident = len(session.retained() if retained is None else retained)
+        evicted = max(0, st.tokens - resident)
         t = Text()
         t.append("memory ", style="bold")
         t.append(f"{st.resident}/{st.budget} KV rows\n")
         t.append(_bar(st.resident, st.budget) + "\n", style="green" if st.resident < st.budget else "yellow")
         t.append(f"window {st.window}  sinks {session.config.sinks}\n")
         t.append(f"tokens {st.tokens}  generated {st.generated}\n")
-        t.append(f"evicted {st.evicted}  pinned {st.pinned}\n")
+        t.append(f"evicted {evicted}  dropped {_total(session.dropped())}\n")
+        t.append(f"pinned {st.pinned}\n")
         if show_speed:
             t.append(f"speed {st.tokens_per_s:.1f} tok/s\n")
         gate = getattr(session, "gate_mean", None)
