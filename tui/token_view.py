@@ -13,6 +13,7 @@ attention the newest token gave it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from rich.segment import Segment
@@ -23,6 +24,8 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+
+WORDS = re.compile(r"\s*\S+|\s+")
 
 STYLES = {
     "pinned": Style(color="black", bgcolor="yellow", bold=True),
@@ -85,6 +88,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         self.texts = texts  # the session's token_texts list, shared, read only here
         self.lines: list[list[tuple[int, str]]] = [[]]
         self._wrapped = 0  # tokens already placed in self.lines
+        self._used = 0  # characters on the last line
         self._width = 0
         self.cursor = 0
         self.anchor: int | None = None  # selection: [min(anchor, cursor), max(...)] inclusive
@@ -108,27 +112,95 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         return max(8, self.scrollable_content_region.width)
 
     def _place(self, start: int) -> None:
-        width = self._width
-        line = self.lines[-1]
-        used = sum(len(t) for _, t in line)
+        """Places tokens start.. after the ones already placed. Lines break between words: a
+        piece that does not fit goes to the next line together with the rest of its word
+        already on this line (tokens often split a word), when the word fits on a line;
+        a piece's leading whitespace stays at the end of the line. Only a word longer than the
+        width is cut. Only the last line ever changes, so wrapping stays incremental."""
+        self._used = sum(len(piece) for _, piece in self.lines[-1])
         for i in range(start, len(self.texts)):
-            parts = self.texts[i].split("\n")
-            for j, part in enumerate(parts):
+            text = self.texts[i]
+            if not text:
+                self.lines[-1].append((i, ""))
+                continue
+            for j, part in enumerate(text.split("\n")):
                 if j:
-                    self.lines.append([(i, "")])
-                    line, used = self.lines[-1], 0
-                while part:
-                    room = width - used
-                    if room <= 0:
-                        self.lines.append([])
-                        line, used = self.lines[-1], 0
-                        room = width
-                    piece, part = part[:room], part[room:]
-                    line.append((i, piece))
-                    used += len(piece)
-            if not self.texts[i]:
-                line.append((i, ""))
+                    self._new_line([(i, "")])
+                self._put(i, part)
         self._wrapped = len(self.texts)
+
+    def _new_line(self, segments: list) -> None:
+        self.lines.append(segments)
+        self._used = sum(len(piece) for _, piece in segments)
+
+    def _append(self, i: int, piece: str) -> None:
+        line = self.lines[-1]
+        if line and line[-1][0] == i and line[-1][1]:
+            line[-1] = (i, line[-1][1] + piece)  # one segment per token and line
+        else:
+            line.append((i, piece))
+        self._used += len(piece)
+
+    def _put(self, i: int, part: str) -> None:
+        if len(part) <= self._width - self._used:
+            self._append(i, part)
+            return
+        for chunk in WORDS.findall(part):  # whitespace + one word each
+            self._put_word(i, chunk)
+
+    def _put_word(self, i: int, chunk: str) -> None:
+        width = self._width
+        while chunk:
+            room = width - self._used
+            if len(chunk) <= room:
+                self._append(i, chunk)
+                return
+            body = chunk.lstrip()
+            if body != chunk:  # leading whitespace: what fits ends this line, the word goes on
+                k = min(len(chunk) - len(body), room)
+                if k:
+                    self._append(i, chunk[:k])
+                chunk = chunk[k:]
+                self._new_line([])
+                continue
+            tail = self._word_tail(self.lines[-1])
+            if tail is not None and tail[1] + len(chunk) <= width:
+                self._new_line(self._cut_tail(self.lines[-1], tail[0]))
+            elif self._used and len(chunk) <= width:
+                self._new_line([])
+            else:  # longer than a line: cut
+                if room <= 0:
+                    self._new_line([])
+                    room = width
+                self._append(i, chunk[:room])
+                chunk = chunk[room:]
+
+    def _word_tail(self, line: list) -> tuple[tuple[int, int], int] | None:
+        """The word the line ends with: where it starts (segment index, offset in that
+        segment's piece) and its length; None when the line ends with whitespace or holds
+        nothing but that word."""
+        n = 0
+        for k in range(len(line) - 1, -1, -1):
+            piece = line[k][1]
+            cut = len(piece)
+            while cut and not piece[cut - 1].isspace():
+                cut -= 1
+            n += len(piece) - cut
+            if cut:
+                return ((k, cut), n) if 0 < n < self._used else None
+        return None
+
+    def _cut_tail(self, line: list, at: tuple[int, int]) -> list:
+        """Removes the segments from `at` (segment index, offset in its piece) on from the line
+        and returns them, for the next line."""
+        k, off = at
+        t, piece = line[k]
+        moved = ([(t, piece[off:])] if piece[off:] else []) + line[k + 1:]
+        del line[k:]
+        if piece[:off]:
+            line.append((t, piece[:off]))
+        self._used -= sum(len(p) for _, p in moved)
+        return moved
 
     def sync(self) -> None:
         """Wraps new tokens (or everything, after a resize or a rewind)."""
