@@ -11,6 +11,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from heedful.tui.token_view import PIN_YELLOW
+
 
 def _bar(used: int, total: int, width: int = 20) -> str:
     filled = 0 if not total else round(width * used / total)
@@ -48,6 +50,6 @@ class SidePanel(Static):
             snippet = session.text(a, b).replace("\n", "⏎")
             if len(snippet) > 26:
                 snippet = snippet[:25] + "…"
-            t.append(f"  [{a},{b}) ", style="yellow")
+            t.append(f"  [{a},{b}) ", style=PIN_YELLOW)
             t.append(f"{snippet}\n")
         self.update(t)

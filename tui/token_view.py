@@ -27,14 +27,18 @@ from textual.strip import Strip
 
 WORDS = re.compile(r"\s*\S+|\s+")
 
+# Colours are given as RGB: named ANSI colours ("yellow", "blue") are repainted by Textual's
+# theme (orange, purple), so the screen would not show what docs/tui.md says.
+PIN_YELLOW, SELECT_BLUE = "#ffd700", "#005fd7"
 STYLES = {
-    "pinned": Style(color="black", bgcolor="yellow", bold=True),
-    "sink": Style(color="cyan"),
-    "window": Style(color="white"),
-    "evicted": Style(color="grey42"),
-    "dropped": Style(color="red", dim=True, strike=True),
+    "pinned": Style(color="#000000", bgcolor=PIN_YELLOW, bold=True),
+    "sink": Style(color="#5fd7d7"),
+    "window": Style(color="#ffffff"),
+    "evicted": Style(color="#6c6c6c"),
+    "dropped": Style(color="#d75f5f", strike=True),
     "cursor": Style(reverse=True),
-    "selected": Style(bgcolor="blue", color="white"),
+    "selected": Style(color="#ffffff", bgcolor=SELECT_BLUE),
+    "selected_pinned": Style(color=PIN_YELLOW, bgcolor=SELECT_BLUE, bold=True),  # still reads as pinned
 }
 
 
@@ -239,12 +243,13 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
             text = piece if piece else (" " if t == self.cursor and not any(p for _, p in self.lines[n]) else "")
             if not text and t != self.cursor:
                 continue
-            style = STYLES[self.memory.kind(t)]
+            kind = self.memory.kind(t)
+            style = STYLES[kind]
             if self.heat_on and t in self.memory.heat:
                 w = min(1.0, self.memory.heat[t])
                 style = style + Style(bgcolor=f"rgb({int(40 + 215 * w)},{int(40 * (1 - w))},{int(40 * (1 - w))})")
             if sel and sel[0] <= t < sel[1]:
-                style = style + STYLES["selected"]
+                style = style + STYLES["selected_pinned" if kind == "pinned" else "selected"]
             if t == self.cursor and self.has_focus:
                 style = style + STYLES["cursor"]
             segs.append(Segment(text or " ", style))
