@@ -8,9 +8,13 @@ attention path: what is retained is re-derived here from the rules of docs/DESIG
     before a chunk of L tokens at stream position t, token j < t is retained iff it was
     never evicted, is not dropped, and (j < sinks or j is pinned or j >= t - (W - L));
 
-and a pin on a range with an evicted token re-encodes the whole range at the end of the
-stream, pinned. If the engine's logits match this one's after any sequence of operations,
-its eviction, compaction and re-rotation are invisible.
+and a pin (or recall) of a range with an evicted or dropped token re-encodes those tokens in
+place: each attends the tokens retained before it (and the re-encoded ones before it), at its
+rank among the retained, and the last token of the stream is re-encoded too, for fresh
+next-token logits (with `append`, the range is re-encoded as a pinned copy at the end of the
+stream instead). Rows are stored by token index, so re-encoding overwrites a token's row. If
+the engine's logits match this one's after any sequence of operations, its eviction,
+compaction, re-rotation and re-encoding are invisible.
 """
 
 from __future__ import annotations
@@ -44,8 +48,13 @@ class _KeepAllLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(k, v)
         e = self.engine
-        self.keys = torch.cat([self.keys, _rotate(k, -e.new_positions, e.inv_freq)], -2)
-        self.values = torch.cat([self.values, v], -2)
+        k = _rotate(k, -e.new_positions, e.inv_freq)
+        rows, t = e.rows, self.keys.shape[-2]
+        if rows == list(range(t, t + len(rows))):  # new tokens: appended
+            self.keys, self.values = torch.cat([self.keys, k], -2), torch.cat([self.values, v], -2)
+        else:  # re-encoded tokens: their rows are overwritten
+            index = torch.tensor(rows)
+            self.keys, self.values = self.keys.index_copy(-2, index, k), self.values.index_copy(-2, index, v)
         return _rotate(self.keys, e.key_positions, e.inv_freq), self.values
 
     def get_seq_length(self):
@@ -88,16 +97,10 @@ class ReferenceEngine:
         return keep
 
     @torch.inference_mode()
-    def _feed(self, ids: list[int]) -> None:
-        t, n = len(self.ids), len(ids)
-        keep = self._retained_before(t, n)
-        rank = {j: r for r, j in enumerate(keep)}
-        r0 = len(keep)
-        self.new_positions = torch.arange(r0, r0 + n)
-        self.key_positions = torch.tensor([rank.get(j, 0) for j in range(t)] + list(range(r0, r0 + n)))
-        allowed = torch.zeros(n, t + n, dtype=torch.bool)
-        allowed[:, keep] = True
-        allowed[:, t:] = torch.ones(n, n, dtype=torch.bool).tril()
+    def _forward(self, rows: list[int], ids: list[int], positions, key_positions, allowed) -> None:
+        self.rows = rows
+        self.new_positions = torch.tensor(positions)
+        self.key_positions = torch.tensor(key_positions)
         impl = self.model.config._attn_implementation
         self.model.config._attn_implementation = NAME
         try:
@@ -105,8 +108,32 @@ class ReferenceEngine:
                              past_key_values=self.cache, use_cache=True, ref_allowed=allowed)
         finally:
             self.model.config._attn_implementation = impl
-        self.ids.extend(ids)
         self.logits = out.logits[0, -1].float()
+
+    def _feed(self, ids: list[int]) -> None:
+        t, n = len(self.ids), len(ids)
+        keep = self._retained_before(t, n)
+        rank = {j: r for r, j in enumerate(keep)}
+        r0 = len(keep)
+        allowed = torch.zeros(n, t + n, dtype=torch.bool)
+        allowed[:, keep] = True
+        allowed[:, t:] = torch.ones(n, n, dtype=torch.bool).tril()
+        self._forward(list(range(t, t + n)), ids, list(range(r0, r0 + n)),
+                      [rank.get(j, 0) for j in range(t)] + list(range(r0, r0 + n)), allowed)
+        self.ids.extend(ids)
+
+    def _reencode(self, tokens: list[int]) -> None:
+        """New rows for `tokens` (sorted), one at a time: each attends what is retained before
+        it, re-encoded tokens included, at its rank in the retained order."""
+        t = len(self.ids)
+        self.evicted -= set(tokens)
+        order = sorted(self._resident())
+        rank = {j: r for r, j in enumerate(order)}
+        key_positions = [rank.get(j, 0) for j in range(t)]
+        for s in tokens:
+            allowed = torch.zeros(1, t, dtype=torch.bool)
+            allowed[0, [j for j in order if j <= s]] = True
+            self._forward([s], [self.ids[s]], [rank[s]], key_positions, allowed)
 
     def _feed_chunked(self, ids: list[int]) -> range:
         start = len(self.ids)
@@ -124,13 +151,24 @@ class ReferenceEngine:
         t = len(self.ids)
         return {j for j in range(t) if j not in self.evicted and j not in self.dropped}
 
-    def pin(self, a: int, b: int) -> None:
+    def pin(self, a: int, b: int, append: bool = False) -> None:
         resident = self._resident()
         if all(j in resident for j in range(a, b)):
             self.pinned |= set(range(a, b))
-        else:
+        elif append:
             new = self._feed_chunked_pinned([self.ids[j] for j in range(a, b)])
             self.pinned |= set(new)
+        else:
+            self.pinned |= set(range(a, b))
+            self.dropped -= set(range(a, b))
+            t, logits = len(self.ids), self.logits
+            self._retained_before(t, 0)  # the window's cut before re-encoding
+            last = {t - 1} - self.dropped
+            self._reencode(sorted({j for j in range(a, b) if j in self.evicted} | last))
+            if not last:  # the newest token was dropped: its logits stand
+                self.logits = logits
+
+    recall = pin
 
     def _feed_chunked_pinned(self, ids):
         start = len(self.ids)

@@ -93,11 +93,12 @@ class RetentionPolicy:
         rows.add(bisect_left(resident, lo), len(resident))
         return rows
 
-    def keep_rows(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> Spans:
+    def keep_rows(self, resident: list[int], stream_len: int, n_new: int, pins: Spans, reserve: int = 0) -> Spans:
         """The rows to keep before processing n_new tokens at stream_len: `always_rows`, and
-        with auto selection the most recent of the others, as many as the budget holds."""
+        with auto selection the most recent of the others, as many as the budget holds once
+        `reserve` rows (tokens about to be re-encoded in place) are set aside."""
         rows = self.always_rows(resident, stream_len, n_new, pins)
-        room = self.budget - n_new - rows.total()
+        room = self.budget - n_new - reserve - rows.total()
         if self.auto_topk and room > 0:
             for a, b in reversed(list(rows.complement(len(resident)))):
                 take = min(room, b - a)
@@ -137,9 +138,9 @@ class HeavyHitterPolicy(RetentionPolicy):
         for t, w in zip(resident, mean):
             self.scores[t] = self.scores.get(t, 0.0) + w
 
-    def keep_rows(self, resident: list[int], stream_len: int, n_new: int, pins: Spans) -> Spans:
+    def keep_rows(self, resident: list[int], stream_len: int, n_new: int, pins: Spans, reserve: int = 0) -> Spans:
         keep = [t for t in resident if self.always(t, stream_len, n_new, pins)]  # a baseline: O(R) is fine
-        room = self.budget - n_new - len(keep)
+        room = self.budget - n_new - reserve - len(keep)
         if room > 0:
             kept = set(keep)
             rest = sorted((t for t in resident if t not in kept), key=lambda t: -self.scores.get(t, 0.0))

@@ -15,68 +15,22 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import asdict, dataclass
 
 import torch
 
 from heedful.errors import BudgetError, HeedfulError, TargetError
-from heedful.limits import MAX_GENERATE, MAX_INT, check_text, is_finite_number
+from heedful.limits import MAX_GENERATE, MAX_INT, check_text
 from heedful.selector.attention import register
 from heedful.selector.cache import HeedfulCache
+from heedful.selector.config import SessionConfig, Stats, Token, check_sampling
 from heedful.selector.encoding import Encoder
 from heedful.selector.gates import GATED_TYPES, GateMonitor
 from heedful.selector.policy import RetentionPolicy
 from heedful.selector.recorder import NullRecorder, Recorder
 from heedful.selector.rope import Rotary
 from heedful.selector.stream import TokenStream
+from heedful.selector.targets import resolve as resolve_target
 from heedful.spans import Spans
-
-
-@dataclass
-class SessionConfig:
-    model: str = "default"
-    window: int | None = None  # None: min(256, (budget - sinks) // 2), room left for pins
-    budget: int | None = None  # None: min(1024, the model's max_position_embeddings)
-    sinks: int | None = None  # None: 0 for gated models, 4 for ungated ones
-    seed: int = 0
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    auto_topk: int = 0  # NSA-style blocks picked per step; 0 = off
-    block_size: int = 64
-    prefill_chunk: int = 256
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Token:
-    index: int
-    id: int
-    text: str
-    retained: bool
-
-
-@dataclass
-class Stats:
-    tokens: int  # stream length
-    generated: int
-    resident: int  # KV rows per attention layer now in memory
-    peak_resident: int
-    evicted: int  # tokens whose rows were freed, in all
-    tokens_per_s: float  # generation speed, time spent in the engine only
-    window: int
-    budget: int
-    pinned: int  # pinned tokens that are resident
-    resident_bytes: int  # bytes of the resident rows, all layers
-    allocated_bytes: int  # bytes of the KV buffers (fixed: budget rows)
-
-
-def _check_sampling(temperature, top_p, where: str = "") -> None:
-    if not is_finite_number(temperature) or temperature < 0:
-        raise HeedfulError(f"{where}temperature {temperature!r}: must be a finite number >= 0")
-    if not is_finite_number(top_p) or not 0 < top_p <= 1:
-        raise HeedfulError(f"{where}top_p {top_p!r}: must be in (0, 1]")
 
 
 class Session(Encoder):
@@ -103,7 +57,7 @@ class Session(Encoder):
         c = self.config
         self.policy = RetentionPolicy(c.window, c.budget, c.sinks, c.auto_topk, c.block_size)
         self.policy.validate(self.max_positions)
-        _check_sampling(c.temperature, c.top_p)
+        check_sampling(c.temperature, c.top_p)
         if not isinstance(c.seed, int) or isinstance(c.seed, bool) or not 0 <= c.seed <= MAX_INT:
             raise HeedfulError(f"--seed {c.seed!r}: must be an integer from 0 to 2**63 - 1")
         self.device = next(model.parameters()).device
@@ -218,8 +172,13 @@ class Session(Encoder):
         self.recorder.event(op, args)
 
     # ------------------------------------------------------------------ operations
-    def prompt(self, text: str) -> range:
-        """Appends text to the stream and processes it; returns the new token indices."""
+    def prompt(self, text: str, pin=()) -> range:
+        """Appends text to the stream and processes it; returns the new token indices.
+
+        `pin`: targets pinned before the text is processed, so they are never evicted and
+        nothing needs re-encoding: text (every occurrence) or a compiled regex (every match),
+        both looked for in this prompt's text only, or (start, end) stream ranges (what the
+        log records: {"op": "prompt", "text": ..., "pins": [[start, end], ...]})."""
         if not isinstance(text, str) or not text:
             raise TargetError("prompt: empty text")
         try:
@@ -230,8 +189,33 @@ class Session(Encoder):
             ids = self.tokenizer(text, add_special_tokens=not self.token_ids)["input_ids"]
             if not ids:
                 raise TargetError(f"prompt {text!r}: tokenizes to nothing")
-            self._event("prompt", {"text": text})
-            return self._append_and_run(list(ids), "prompt")
+            ids = list(ids)
+            ranges = self._prompt_pins(ids, pin) if pin else []
+            trial = self._pins.copy()
+            for a, b in ranges:
+                trial.add(a, b)
+            self.policy.check_pins(trial)
+            self._event("prompt", {"text": text, **({"pins": [list(r) for r in ranges]} if ranges else {})})
+            self._pins = trial
+            return self._append_and_run(ids, "prompt")
+
+    def _prompt_pins(self, ids: list[int], targets) -> list[tuple[int, int]]:
+        """The stream ranges that `targets` designate in a prompt about to be appended."""
+        start = len(self.stream)
+        texts = self.stream.preview(ids)
+        starts, at = [], 0
+        for piece in texts:
+            starts.append(at)
+            at += len(piece)
+        text, end = "".join(texts), start + len(ids)
+        out = []
+        for target in targets:
+            if isinstance(target, (tuple, list)):
+                out += resolve_target(tuple(target), "", [], end)
+            else:
+                found = resolve_target(target, text, starts, len(ids), "all")
+                out += [(a + start, b + start) for a, b in found]
+        return out
 
     def generate(self, n: int, *, stop_at_eos: bool = False):
         """Streams n new tokens (an iterator of Token). Other operations may be called
@@ -307,7 +291,7 @@ class Session(Encoder):
             trial = RetentionPolicy(window, budget, c.sinks, c.auto_topk, c.block_size)
             trial.validate(self.max_positions)
             trial.check_pins(self._pins)
-            _check_sampling(temperature, top_p, "set ")
+            check_sampling(temperature, top_p, "set ")
             if not changes:
                 return {}
             self._event("set", dict(changes))
@@ -319,43 +303,65 @@ class Session(Encoder):
                 self.cache.resize(budget)
             return dict(changes)
 
-    def _check_budget_with(self, extra_pins: list[tuple[int, int]]) -> None:
-        trial = self._pins.copy()
-        for a, b in extra_pins:
-            trial.add(a, b)
-        self.policy.check_pins(trial)
-
-    def _mark(self, op: str, target, occurrence) -> list[tuple[int, int]]:
-        """pin and recall share this: resolve, check the budget, log, then act."""
+    def _mark(self, op: str, target, occurrence, append: bool = False) -> list[tuple[int, int]]:
+        """pin and recall share this: resolve, check the budget, log, then act. Tokens of the
+        ranges that are not resident (evicted or dropped) are re-encoded in place; with
+        `append`, a range that is not wholly resident is re-encoded as a pinned copy at the
+        end of the stream instead (the behaviour before in-place re-encoding)."""
         with self._op():
             ranges = self.resolve(target, occurrence)
-            # A range wholly resident is pinned in place; a range with any evicted token is
-            # re-encoded whole at the end of the stream, so the kept text stays contiguous.
             resident = set(self.resident_tokens)
             whole = [all(t in resident for t in range(a, b)) for a, b in ranges]
-            kept = [t for (a, b), w in zip(ranges, whole) if w for t in range(a, b)]
-            evicted = [t for (a, b), w in zip(ranges, whole) if not w for t in range(a, b)]
-            n_new = len(evicted)
-            trial = [(t, t + 1) for t in kept] + ([(len(self), len(self) + n_new)] if n_new else [])
-            self._check_budget_with(trial)
+            if append:
+                copied = [t for (a, b), w in zip(ranges, whole) if not w for t in range(a, b)]
+                new = [(len(self), len(self) + len(copied))] if copied else []
+            else:
+                copied, new = [], [r for r, w in zip(ranges, whole) if not w]
+            trial = self._pins.copy()
+            for a, b in [r for r, w in zip(ranges, whole) if w] + new:
+                trial.add(a, b)
+            self.policy.check_pins(trial)
+            if new and not append and self.cache.has_recurrent_layers:
+                raise HeedfulError(f"{op} of evicted text in place needs a model whose layers are all full "
+                                   "attention (linear-attention state cannot take it back): recall it with append")
             for a, b in ranges:
-                self._event(op, {"range": [a, b]})
-            for t in kept:
-                self._pins.add(t, t + 1)
-            if n_new:
-                start = len(self.token_ids)
-                self._pins.add(start, start + n_new)
-                self._append_and_run([self.token_ids[t] for t in evicted], "recalled")
+                self._event(op, {"range": [a, b], **({"append": True} if append else {})})
+            if copied:
+                for a, b in [r for r, w in zip(ranges, whole) if w]:
+                    self._pins.add(a, b)
+                self._pins.add(*new[0])
+                self._append_and_run([self.token_ids[t] for t in copied], "recalled")
+                return ranges
+            self._pins = trial
+            for a, b in ranges:
+                self._dropped.remove(a, b)
+            missing = [t for a, b in new for t in range(a, b) if t not in resident]
+            if missing:
+                self._reencode_in_place(missing)
             return ranges
 
+    def _reencode_in_place(self, missing: list[int]) -> None:
+        """Gives `missing` (sorted, now pinned) fresh rows at their place in the resident order:
+        the resident set is cut to what the policy keeps with room for them, then they are
+        re-encoded with the newest token, whose logits must see them."""
+        n = len(self.stream)
+        logits = self.next_logits
+        self._cut_rows(self.policy.keep_rows(self.resident_tokens, n, 0, self._pins, reserve=len(missing)),
+                       "window")
+        last = [] if n - 1 in self._dropped or n - 1 in missing else [n - 1]
+        self._reencode(missing + last)
+        if not last and n - 1 not in missing:  # the newest token is dropped: its logits stand
+            self.next_logits = logits
+
     def pin(self, target, occurrence=None) -> list[tuple[int, int]]:
-        """Pins a target: kept however far the window moves. Pinning evicted tokens
-        recalls them (re-encoded as new pinned tokens at the end of the stream)."""
+        """Pins a target: kept however far the window moves. Pinning evicted (or dropped)
+        tokens recalls them: re-encoded in place."""
         return self._mark("pin", target, occurrence)
 
-    def recall(self, target, occurrence=None) -> list[tuple[int, int]]:
-        """Brings evicted text back: re-encoded at the end of the stream, pinned."""
-        return self._mark("recall", target, occurrence)
+    def recall(self, target, occurrence=None, *, append: bool = False) -> list[tuple[int, int]]:
+        """Brings evicted text back, pinned: re-encoded in place, at its own position in the
+        stream (`append`: as a copy at the end of the stream, source "recalled")."""
+        return self._mark("recall", target, occurrence, append)
 
     def unpin(self, target, occurrence=None) -> list[tuple[int, int]]:
         with self._op():

@@ -40,6 +40,11 @@ class TokenStream:
         self.sources.append(source)
         return TokenRecord(len(self.ids) - 1, tid, piece, source)
 
+    def preview(self, ids: list[int]) -> list[str]:
+        """The texts `append` would give these ids now, without appending them."""
+        detok = self._detok.fork()
+        return [detok.push(t) for t in ids]
+
     def truncate(self, index: int) -> None:
         """Cuts the stream back to tokens [0, index) (the lists stay the same objects: a view
         may hold them)."""

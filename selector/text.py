@@ -33,6 +33,12 @@ class Detokenizer:
             return after[len(before) :]
         return ""
 
+    def fork(self) -> "Detokenizer":
+        """An independent copy in the same state (to decode ahead without committing)."""
+        other = Detokenizer(self.tokenizer)
+        other.ids, other.prefix, other.read = list(self.ids), self.prefix, self.read
+        return other
+
     def reset(self, ids: list[int]) -> None:
         """Continue after `ids` (after a rewind or a restore)."""
         self.ids = list(ids[-8:])

@@ -5,8 +5,11 @@ for every token index, whether it is pinned, resident or evicted without loading
 Evictions are read from what the engine reports (`evicted`); two things the engine does
 not report are mirrored here, each with the engine's own rule:
 
-- pin/recall of a range that is not wholly resident re-encodes it as new tokens at the
-  end of the stream and pins those (Session._mark): the new range is recorded as a recall;
+- pin/recall of a range that is not wholly resident re-encodes its missing tokens in place
+  (Session._mark), so the range is pinned and resident again (undropped too); with
+  "append" it is re-encoded as new tokens at the end of the stream and pins those: the
+  new range is recorded as a recall;
+- a prompt's "pins" are pinned before its tokens arrive;
 - rewind(i) re-encodes the freed window [i - window, i) minus dropped tokens
   (Session.rewind), so those tokens are resident again.
 
@@ -81,12 +84,20 @@ class StreamState:
                 args = args.get("config", {})
             self.window = int(args.get("window") or self.window)
             self.sinks = int(args.get("sinks") or 0)
+        elif op == "prompt":
+            for a, b in args.get("pins", ()):
+                self.pins.add(a, b)
         elif op in ("pin", "recall"):
             a, b = args["range"]
             if self._op_start != self.tokens:  # the first range of a new operation
                 self._op_start, self._pending = self.tokens, 0
             if not self.evicted.overlaps(a, b):
                 self.pins.add(a, b)
+                return None
+            if not args.get("append"):  # re-encoded in place
+                self.pins.add(a, b)
+                self.dropped.remove(a, b)
+                self.evicted.remove(a, b)
                 return None
             start = self.tokens + self._pending
             self._pending += b - a

@@ -55,11 +55,12 @@ class _Runner:
             self.emit(step, at=len(s))
             return False
         if op == "prompt":
-            r = s.prompt(a["text"])
+            r = s.prompt(a["text"], pin=[tuple(p) for p in a.get("pins", ())])
             self.emit(step, range=[r.start, r.stop])
         elif op in TARGET_OPS:
-            target = {k: v for k, v in a.items() if k != "at"}
-            ranges = getattr(s, op)(target)
+            target = {k: v for k, v in a.items() if k not in ("at", "append")}
+            extra = {"append": True} if a.get("append") else {}
+            ranges = getattr(s, op)(target, **extra)
             self.emit(step, ranges=[list(r) for r in ranges])
         elif op == "rewind":
             s.rewind(a["index"])

@@ -120,6 +120,12 @@ def check_step(op: str, a: dict) -> None:
         if not (isinstance(a.get("text"), str) and a["text"]):
             raise ValueError("prompt: field 'text' must be a non-empty string")
         check_text("prompt: field 'text'", a["text"])
+        if "pins" in a:  # pinned before the prompt was processed (Session.prompt's pin=)
+            allowed.add("pins")
+            pins = a["pins"]
+            if not (isinstance(pins, list) and all(isinstance(r, list) and len(r) == 2 and all(_is_int(x) for x in r)
+                                                   and 0 <= r[0] < r[1] for r in pins)):
+                raise ValueError("prompt: field 'pins' must be a list of [start, end] ranges")
     elif op == "generate":  # a script's generate stops at end-of-text unless "stop_at_eos": false
         allowed |= {"n", "stop_at_eos"}
         if not isinstance(a.get("stop_at_eos", True), bool):
@@ -143,6 +149,10 @@ def check_step(op: str, a: dict) -> None:
                 raise ValueError(f"set: field {k!r} must be a finite number")
     elif op in TARGET_OPS:
         allowed |= _check_target(op, a)
+        if op == "recall" and "append" in a:  # re-encoded as a copy at the end, not in place
+            allowed.add("append")
+            if not isinstance(a["append"], bool):
+                raise ValueError("recall: field 'append' must be true or false")
     extra = sorted(set(a) - allowed)
     if extra:
         raise ValueError(f"{op}: unknown field {extra[0]!r}")

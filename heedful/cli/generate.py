@@ -78,9 +78,13 @@ def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, m
 
 
 def _run(session, prompt, pins, n, as_json, ignore_eos) -> None:
-    prompt_tokens = len(session.prompt(prompt)) if prompt else 0
-    for p in pins:
-        session.pin(parse_target(p), occurrence="all")
+    targets = [parse_target(p) for p in pins]
+    if prompt:  # pins are resolved in the prompt's text and set before it is processed
+        prompt_tokens = len(session.prompt(prompt, pin=targets))
+    else:  # continuing a session: pins anywhere in its text (evicted text is re-encoded in place)
+        prompt_tokens = 0
+        for t in targets:
+            session.pin(t, occurrence="all")
     out = sys.stdout
     tokens = session.generate(n, stop_at_eos=not ignore_eos)
     try:

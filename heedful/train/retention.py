@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from heedful.train.evaluate import answer_correct
 
-POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk"]
+POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk", "recall", "recall-append"]
+# recall / recall-append: the person marks the facts late, after they were evicted (just
+# before the question): re-encoded in place, or as a pinned copy at the end of the stream
 
 
 def heldout_episodes(n: int, seed: int = 2, n_filler: int | None = 10) -> list[dict]:
@@ -46,7 +48,7 @@ def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chu
             settings.update(auto_topk=2, block_size=8, window=budget // 2)
         else:
             settings.update(window=budget - sinks)
-    if policy.startswith("pins"):
+    if policy.startswith(("pins", "recall")):
         # the window gets what the pins leave of the budget (pins + window <= budget)
         pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
         settings["window"] = max(4, min(settings["window"], budget - pinned))
@@ -65,6 +67,9 @@ def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chu
         s.prompt("\n" + ep["filler"] + "\n")
     else:
         s.prompt(context)
+        if policy.startswith("recall"):
+            for f in ep["facts"]:
+                s.recall(f, append=policy == "recall-append")
     s.prompt("Question: " + ep["question"] + "\nAnswer:")
     out = "".join(t.text for t in s.generate(max_new))
     return answer_correct(out, ep["answer"]), out

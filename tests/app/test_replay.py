@@ -51,8 +51,11 @@ def _record(lm, store, **settings):
             s.unpin("4821")
         if k == 25:
             gen.close()  # cut short: a stop event
-    s.recall("Alice")  # evicted by now: re-encoded as new pinned tokens
-    s.prompt(" The vault code is")
+    s.recall("Alice")  # evicted by now: re-encoded in place, pinned
+    s.recall("station", append=True)  # evicted too: re-encoded as new pinned tokens at the end
+    s.drop("Bob")
+    s.pin("Bob")  # dropped: back in place
+    s.prompt(" The vault code is", pin=["vault"])  # pinned before it is processed
     list(s.generate(10))
     s.rewind(len(s) - 4)
     list(s.generate(6))

@@ -26,7 +26,8 @@ ops = st.lists(
     st.one_of(
         st.tuples(st.just("prompt"), st.sampled_from(TEXTS)),
         st.tuples(st.just("generate"), st.integers(1, 6)),
-        st.tuples(st.sampled_from(["pin", "unpin", "drop"]), st.floats(0, 1), st.floats(0, 1)),
+        st.tuples(st.sampled_from(["pin", "unpin", "drop", "recall", "recall_append"]), st.floats(0, 1),
+                  st.floats(0, 1)),
         st.tuples(st.just("budget"), st.integers(0, 24)),  # set(budget=window + sinks + x)
     ),
     min_size=1, max_size=12,
@@ -63,11 +64,17 @@ def _run_against_reference(lm, operations, window, budget, sinks, chunk):
             b = a + 1 + int(op[2] * min(6, n - a - 1))
             before = (s.pins(), s.retained(), len(s))
             try:
-                getattr(s, op[0])((a, b))
+                if op[0] == "recall_append":
+                    s.recall((a, b), append=True)
+                else:
+                    getattr(s, op[0])((a, b))
             except HeedfulError:
                 assert (s.pins(), s.retained(), len(s)) == before, "a refused op changed the session"
                 continue
-            getattr(ref, op[0])(a, b)
+            if op[0] == "recall_append":
+                ref.pin(a, b, append=True)
+            else:
+                getattr(ref, op[0])(a, b)
         ok, err = _close(s.next_logits, ref.logits)
         assert ok, f"after {op}: max |diff| {err}"
         assert s.cache.resident() <= budget
@@ -79,7 +86,8 @@ def test_invariant1_fixed_sequence(which, request):
     lm = request.getfixturevalue(which)
     sequence = [("generate", 20), ("pin", 0.1, 0.5), ("prompt", TEXTS[1]), ("generate", 30),
                 ("pin", 0.05, 1.0), ("budget", 3), ("unpin", 0.1, 0.5), ("drop", 0.9, 0.3), ("budget", 40),
-                ("prompt", TEXTS[2]), ("generate", 25)]
+                ("prompt", TEXTS[2]), ("generate", 25), ("recall", 0.3, 0.6), ("generate", 5),
+                ("drop", 0.5, 0.2), ("recall", 0.5, 0.2), ("recall_append", 0.2, 0.3), ("generate", 5)]
     _run_against_reference(lm, sequence, window=8, budget=40, sinks=0 if lm.gated else 2, chunk=5)
 
 

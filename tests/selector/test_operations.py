@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -64,21 +66,57 @@ def test_rewind_drops_pins_past_the_cut(tiny_qwen35):
     assert set(range(2, 4)) <= set(s.retained())
 
 
-def test_recall_brings_evicted_text_back_pinned(tiny_qwen35):
+def test_recall_brings_evicted_text_back_pinned_in_place(tiny_qwen35):
     rec = MemoryRecorder()
     s = _session(tiny_qwen35, window=8, budget=32, recorder=rec)
     s.prompt(PROMPT)
     list(s.generate(20))
     (code,) = s.resolve("4821")
     assert not set(range(*code)) & set(s.retained())
-    n = len(s)
+    n, ids = len(s), list(s.token_ids)
     s.recall("4821")
+    assert len(s) == n and s.token_ids == ids  # one copy of the text: the stream is unchanged
+    retained = s.retained()
+    assert set(range(*code)) <= set(retained) and code in s.pins()
+    assert retained == sorted(retained)  # at its own place in the resident order
+    assert rec.events[-1] == {"op": "recall", "range": list(code)}
+    assert len(rec.token_log) == n  # nothing appended
+    list(s.generate(3))
+    assert set(range(*code)) <= set(s.retained())
+
+
+def test_recall_append_keeps_a_copy_at_the_end(tiny_qwen35):
+    rec = MemoryRecorder()
+    s = _session(tiny_qwen35, window=8, budget=32, recorder=rec)
+    s.prompt(PROMPT)
+    list(s.generate(20))
+    (code,) = s.resolve("4821")
+    n = len(s)
+    s.recall("4821", append=True)
     new = range(n, n + code[1] - code[0])
     assert s.token_ids[n:] == s.token_ids[code[0]:code[1]]
     assert all(t in s.retained() for t in new)
     assert (new.start, new.stop) in s.pins()
     assert [r.source for r in rec.token_log[n:]] == ["recalled"] * len(new)
-    assert rec.events[-1] == {"op": "recall", "range": list(code)}
+    assert rec.events[-1] == {"op": "recall", "range": list(code), "append": True}
+
+
+def test_prompt_pins_are_set_before_prefill(tiny_qwen35):
+    """Pins given with a prompt are never evicted, even when the prompt outruns the window."""
+    rec = MemoryRecorder()
+    s = _session(tiny_qwen35, window=8, budget=32, recorder=rec)
+    r = s.prompt(PROMPT, pin=["4821", re.compile(r"Alice")])
+    pins = s.pins()
+    assert len(pins) == 2 and "4821" in s.text(*pins[0]) and "Alice" in s.text(*pins[1])
+    assert all(r.start <= a < b <= r.stop for a, b in pins)
+    retained = set(s.retained())
+    assert all(t in retained for a, b in pins for t in range(a, b))
+    assert rec.events[-1] == {"op": "prompt", "text": PROMPT, "pins": [list(p) for p in pins]}
+    assert s.stats().evicted > 0  # the prompt did outrun the window
+    # pinned the same way after the fact, the text would have needed re-encoding
+    s2 = _session(tiny_qwen35, window=8, budget=32)
+    s2.prompt(PROMPT)
+    assert not all(t in set(s2.retained()) for a, b in pins for t in range(a, b))
 
 
 def test_drop_forgets_now_even_inside_the_window(tiny_qwen35):
@@ -144,7 +182,7 @@ def test_stopping_a_stream_early_is_logged(tiny_qwen35):
     next(it)
     it.close()
     ops = [e for e in rec.events if e["op"] in ("generate", "pin", "stop")]
-    assert ops == [{"op": "generate", "n": 10}, {"op": "pin", "range": [0, 2], "at": at_pin},
+    assert ops == [{"op": "generate", "n": 10, "stop_at_eos": False}, {"op": "pin", "range": [0, 2], "at": at_pin},
                    {"op": "stop", "at": len(s)}]
 
 
@@ -178,9 +216,12 @@ def test_hybrid_linear_attention_model_generates_and_refuses_rewind(tmp_path):
     d = build_tiny_model(tmp_path, "qwen3_5_hybrid")
     lm = load_model(str(d), dtype="float32", device="cpu")
     s = _session(lm, window=8, budget=16)
-    s.prompt(PROMPT)
-    s.pin("4821")
+    s.prompt(PROMPT, pin=["4821"])  # pinned before prefill: nothing to re-encode
     assert len(list(s.generate(30))) == 30
+    with pytest.raises(HeedfulError, match="full attention"):  # in place needs every layer full attention
+        s.pin("Alice")
+    s.recall("Alice", append=True)  # a copy at the end works on any model
+    assert s.token_sources[-1] == "recalled"
     assert s.stats().peak_resident <= 16
     with pytest.raises(HeedfulError, match="full attention"):
         s.rewind(5)

@@ -79,14 +79,16 @@ def test_state_follows_pins_drops_recalls_and_rewinds(store):
     rec.event("prompt", {"text": "x"})
     stream(rec, 30)
     rec.event("pin", {"range": [25, 27]})  # resident: pinned in place
-    rec.event("recall", {"range": [3, 5]})  # evicted: re-encoded as new pinned tokens
+    rec.event("recall", {"range": [3, 5], "append": True})  # evicted: re-encoded as new pinned tokens
     rec.tokens([TokenRecord(30, 1003, " w3", "recalled"), TokenRecord(31, 1004, " w4", "recalled")])
+    rec.event("recall", {"range": [6, 8]})  # evicted: re-encoded in place, resident and pinned again
     rec.event("drop", {"range": [28, 29]})
     rec.evicted([(28, 29)], "drop")
     rec.event("unpin", {"range": [25, 26]})
     rec.close()
     st = store.session(rec.session_id).state
-    assert list(st.pins) == [(26, 27), (30, 32)]
+    assert list(st.pins) == [(6, 8), (26, 27), (30, 32)]
+    assert not st.evicted.overlaps(6, 8) and st.evicted.overlaps(3, 5)
     assert list(st.dropped) == [(28, 29)]
     assert store.recalls(rec.session_id) == [(3, 5, 30, 32)]
     # rewind to 20: the window [12, 20) comes back (re-encoded), the rest is cut
@@ -95,8 +97,8 @@ def test_state_follows_pins_drops_recalls_and_rewinds(store):
     rec.evicted([(19, 20)], "rewind")
     rec.close()
     info = store.session(rec.session_id)
-    assert info.tokens == 20 and list(info.state.pins) == [] and list(info.state.dropped) == []
-    assert list(info.state.evicted) == [(0, 12)]
+    assert info.tokens == 20 and list(info.state.pins) == [(6, 8)] and list(info.state.dropped) == []
+    assert list(info.state.evicted) == [(0, 6), (8, 12)]
     assert [h.start for h in store.search("w25")] == []  # cut text is no longer found
     assert [(h.start, h.state) for h in store.search("w15")] == [(15, "retained")]
 

@@ -1,0 +1,55 @@
+"""A session's settings and what it reports: SessionConfig, Token, Stats."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from heedful.errors import HeedfulError
+from heedful.limits import is_finite_number
+
+
+@dataclass
+class SessionConfig:
+    model: str = "default"
+    window: int | None = None  # None: min(256, (budget - sinks) // 2), room left for pins
+    budget: int | None = None  # None: min(1024, the model's max_position_embeddings)
+    sinks: int | None = None  # None: 0 for gated models, 4 for ungated ones
+    seed: int = 0
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    auto_topk: int = 0  # NSA-style blocks picked per step; 0 = off
+    block_size: int = 64
+    prefill_chunk: int = 256
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Token:
+    index: int
+    id: int
+    text: str
+    retained: bool
+
+
+@dataclass
+class Stats:
+    tokens: int  # stream length
+    generated: int
+    resident: int  # KV rows per attention layer now in memory
+    peak_resident: int
+    evicted: int  # tokens whose rows were freed, in all
+    tokens_per_s: float  # generation speed, time spent in the engine only
+    window: int
+    budget: int
+    pinned: int  # pinned tokens that are resident
+    resident_bytes: int  # bytes of the resident rows, all layers
+    allocated_bytes: int  # bytes of the KV buffers (fixed: budget rows)
+
+
+def check_sampling(temperature, top_p, where: str = "") -> None:
+    if not is_finite_number(temperature) or temperature < 0:
+        raise HeedfulError(f"{where}temperature {temperature!r}: must be a finite number >= 0")
+    if not is_finite_number(top_p) or not 0 < top_p <= 1:
+        raise HeedfulError(f"{where}top_p {top_p!r}: must be in (0, 1]")
