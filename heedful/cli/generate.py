@@ -52,7 +52,7 @@ def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, m
 
     if prompt is None and session_id is None:
         raise click.UsageError("PROMPT is required (unless --session continues a stored session)")
-    store = Store.open(db) if (db is not None or session_id is not None) else None
+    store = Store.open(db, create=session_id is None) if (db is not None or session_id is not None) else None
     try:
         if session_id is not None:
             session = resume(store, session_id, model=model, dtype=dtype, device=device,

@@ -19,22 +19,23 @@ from heedful.cli.generate import parse_target
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
               help="SQLite store (default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db).")
 @click.option("--session", "session_id", type=int, default=None, help="Session id [default: the latest].")
+@click.option("--append", is_flag=True, help="Re-encode a copy at the end of the stream, not in place.")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: what was recalled and what is pinned.")
-def recall(target, span, db, session_id, model, dtype, device, trust_remote_code, as_json):
+def recall(target, span, db, session_id, append, model, dtype, device, trust_remote_code, as_json):
     """Recall TEXT (its last occurrence), /REGEX/ (every match) or --range START END into a
-    stored session: evicted tokens are re-encoded and pinned, resident ones pinned."""
+    stored session: evicted tokens are re-encoded in place and pinned, resident ones pinned."""
     from heedful.app.open import resume
     from heedful.store import Store
 
     if (target is None) == (span is None):
         raise click.UsageError("give TEXT|/REGEX/ or --range START END (one of them)")
     what = parse_target(target, "TARGET") if target is not None else {"range": list(span)}
-    with Store.open(db) as store:
+    with Store.open(db, create=False) as store:
         session = resume(store, session_id, model=model, dtype=dtype, device=device,
                          trust_remote_code=trust_remote_code)
         try:
-            ranges = session.recall(what)
+            ranges = session.recall(what, append=append)
         finally:
             session.recorder.close()
     sid = session.recorder.session_id
