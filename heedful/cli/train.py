@@ -40,13 +40,15 @@ import click
               help="CPU threads for torch.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (CUDA).")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Train for about this long: --steps is replaced by what the measured speed allows.")
 @click.option("--ungated", is_flag=True, help="Train the ungated twin (Qwen3) instead of the gated Qwen3.5.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/ckpt if there is one.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx, corpus_dir, out_dir, tokenizer_dir, init_from, preset, hidden, layers, heads, kv_heads, head_dim, ffn, vocab_size,
           seq_len, batch_size, steps, lr, warmup, recall_fraction, copy_fraction, seed, eval_every, ckpt_every, threads, device, bf16,
-          ungated, resume, no_progress):
+          minutes, ungated, resume, no_progress):
     """Train the embedded gated model (or its ungated twin) from a license-clean corpus.
 
     Reproducible: the same options and seed give the same batches, and --resume continues
@@ -76,7 +78,7 @@ def train(ctx, corpus_dir, out_dir, tokenizer_dir, init_from, preset, hidden, la
     cfg = TrainConfig(corpus_dir=corpus_dir, out_dir=out_dir, tokenizer_dir=tokenizer_dir, init_from=init_from, gated=not ungated,
                       size=size, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size, steps=steps, lr=lr,
                       recall_fraction=recall_fraction, copy_fraction=copy_fraction, seed=seed, eval_every=eval_every, ckpt_every=ckpt_every,
-                      threads=threads, device=device, dtype="bfloat16" if bf16 else "float32",
+                      threads=threads, device=device, dtype="bfloat16" if bf16 else "float32", max_minutes=minutes,
                       warmup=warmup if warmup is not None else min(100, max(1, steps // 10)))
     run(cfg, resume=resume, log=lambda m: click.echo(m, err=True), progress=not no_progress)
 
@@ -87,15 +89,20 @@ def train(ctx, corpus_dir, out_dir, tokenizer_dir, init_from, preset, hidden, la
               help="The corpus the model was trained on (its held-out split is read).")
 @click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True, help="Held-out rows for perplexity.")
 @click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True, help="Held-out recall episodes.")
+@click.option("--seq-len", type=click.IntRange(min=16), default=256, show_default=True, help="Held-out row length.")
+@click.option("--bpc-chars", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Characters of held-out prose for bits per character.")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
-def evaluate(model_dir, corpus_dir, rows, episodes, out):
-    """Held-out perplexity, first-token attention, full-attention recall and samples (JSON)."""
+def evaluate(model_dir, corpus_dir, rows, episodes, seq_len, bpc_chars, device, out):
+    """Held-out perplexity, bits per character, first-token attention, recall and samples (JSON)."""
     import json
     from pathlib import Path
 
     from heedful.train.evaluate import evaluate as run
 
-    text = json.dumps(run(model_dir, corpus_dir, rows=rows, episodes=episodes), indent=1)
+    text = json.dumps(run(model_dir, corpus_dir, rows=rows, episodes=episodes, seq_len=seq_len, bpc_chars=bpc_chars,
+                          device=device), indent=1)
     if out:
         Path(out).write_text(text + "\n")
     click.echo(text)
@@ -103,10 +110,20 @@ def evaluate(model_dir, corpus_dir, rows, episodes, out):
 
 @train.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
-def ship(model_dir):
+@click.option("--bf16", is_flag=True, help="Store the weights in bfloat16 (half the size).")
+def ship(model_dir, bf16):
     """Copy a trained gated model into the package as the embedded default (<= 40 MiB)."""
     from heedful.models.loading import EMBEDDED_MODEL_DIR
     from heedful.train.ship import ship as run
 
-    n = run(model_dir)
+    n = run(model_dir, bf16=bf16)
     click.echo(f"shipped {model_dir} -> {EMBEDDED_MODEL_DIR} ({n / 2**20:.2f} MiB)")
+
+
+def _add_corpus_command():
+    from heedful.train.corpus_cli import corpus
+
+    train.add_command(corpus)
+
+
+_add_corpus_command()

@@ -1,27 +1,28 @@
-"""Corpus builder: license-clean English text that is on this machine, plus generated text
+"""Corpus builder: licence-clean English text that is on this machine, plus generated text
 and synthetic recall episodes.
 
 Sources (each recorded with its licence in ``manifest.json`` next to the corpus):
 
 * ``pypi``: docstrings and README long descriptions of installed Python distributions
   whose metadata declares a permissive licence (MIT, BSD, Apache, PSF, ISC, ...).
-* ``debian``: README / text files under /usr/share/doc and the licence texts under
-  /usr/share/common-licenses (the Debian ``copyright`` file of each package gives the
-  licence; the licence texts themselves are verbatim-copying-permitted).
-* ``generated``: simple stories written by a seeded generator in this file (CC0).
+* ``debian``: documentation packages under /usr/share/doc (HTML, info manuals, manual pages,
+  plain text; gzip'd or not), each read only when the licence in its ``copyright`` file is on
+  the allow-list (:mod:`heedful.train.debian`), and the licence texts under
+  /usr/share/common-licenses (their own terms permit verbatim copying).
+* ``generated``: simple stories written by a seeded generator (CC0).
 * ``recall``: synthetic recall episodes: facts stated early, filler, then a query whose
-  answer must be copied from the context (see :func:`recall_episode`).
+  answer must be copied from the context; ``copy``: copy drills (:mod:`heedful.train.synthetic`).
 
 Everything is deterministic: files are read in sorted order, text is normalised and
-deduplicated by paragraph hash, and the generators use a fixed seed. Output:
-``train.txt`` / ``valid.txt`` (documents separated by a line holding only
-``<|endoftext|>``), ``recall_train.jsonl`` / ``recall_valid.jsonl`` and ``manifest.json``.
+deduplicated by paragraph hash, a size cap keeps documents in hash order, and the generators
+use a fixed seed. Output: ``train.txt`` / ``valid.txt`` / ``valid_prose.txt`` (the held-out
+natural text alone; documents separated by a line holding only ``<|endoftext|>``),
+``recall_train.jsonl`` / ``recall_valid.jsonl``, ``copy_train.jsonl`` and ``manifest.json``.
 """
 
 from __future__ import annotations
 
 import ast
-import gzip
 import hashlib
 import json
 import random
@@ -113,11 +114,15 @@ class Source:
     files: int = 0
     paragraphs: int = 0
     chars: int = 0
+    skipped: int = 0  # files left out because they name a licence not on the allow-list
     docs: list[str] = field(default_factory=list, repr=False)
 
     def record(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "version": self.version, "licence": self.licence,
-                "files": self.files, "paragraphs": self.paragraphs, "chars": self.chars}
+        r = {"kind": self.kind, "name": self.name, "version": self.version, "licence": self.licence,
+             "files": self.files, "paragraphs": self.paragraphs, "chars": self.chars}
+        if self.skipped:
+            r["files_skipped_for_licence"] = self.skipped
+        return r
 
 
 def _licence_from_metadata(meta: str) -> str:
@@ -194,56 +199,17 @@ def pypi_sources(site_packages: Path, max_chars_per_package: int = 2_000_000) ->
     return sources
 
 
-def _debian_licence(pkg_dir: Path) -> str:
-    cp = pkg_dir / "copyright"
-    if not cp.is_file():
-        return "unknown"
-    for line in cp.read_text(errors="replace").splitlines():
-        if line.startswith("License:"):
-            return line[8:].strip()[:120] or "unknown"
-    return "see /usr/share/doc/%s/copyright" % pkg_dir.name
-
-
-def _read_maybe_gz(p: Path) -> str:
-    if p.suffix == ".gz":
-        with gzip.open(p, "rt", errors="replace") as fh:
-            return fh.read()
-    return p.read_text(errors="replace")
-
-
-def debian_sources(doc_root: Path = Path("/usr/share/doc"),
-                   licences_root: Path = Path("/usr/share/common-licenses"),
-                   max_file_bytes: int = 400_000) -> list[Source]:
-    sources = []
-    pat = re.compile(r"(readme|\.txt|\.md|faq|\.rst|intro|guide|howto)", re.I)
-    if doc_root.is_dir():
-        for pkg in sorted(p for p in doc_root.iterdir() if p.is_dir()):
-            src = Source("debian", pkg.name, "installed", _debian_licence(pkg))
-            for f in sorted(pkg.rglob("*")):
-                if not f.is_file() or f.is_symlink() or not pat.search(f.name) or "changelog" in f.name.lower():
-                    continue
-                if f.stat().st_size > max_file_bytes:
-                    continue
-                try:
-                    paras = split_paragraphs(_read_maybe_gz(f))
-                except (OSError, EOFError, UnicodeError):
-                    continue
-                if paras:
-                    src.docs.append("\n".join(paras))
-                    src.files += 1
-            if src.docs:
-                sources.append(src)
+def licence_texts(licences_root: Path = Path("/usr/share/common-licenses")) -> list[Source]:
+    """The licence texts themselves (their own terms permit verbatim copying)."""
+    src = Source("debian", "common-licenses", "installed", "verbatim copying permitted (licence texts)")
     if licences_root.is_dir():
-        src = Source("debian", "common-licenses", "installed", "verbatim copying permitted (licence texts)")
         for f in sorted(licences_root.iterdir()):
             if f.is_file() and not f.is_symlink():
                 paras = split_paragraphs(f.read_text(errors="replace"))
                 if paras:
                     src.docs.append("\n".join(paras))
                     src.files += 1
-        if src.docs:
-            sources.append(src)
-    return sources
+    return [src] if src.docs else []
 
 
 def write_copy_drills(out_dir: str | Path, n: int = 20000, seed: int = 0) -> Path:
@@ -269,13 +235,13 @@ def write_copy_drills(out_dir: str | Path, n: int = 20000, seed: int = 0) -> Pat
 # build
 
 
-def _dedup_docs(docs: list[str], seen: set[str]) -> tuple[list[str], int]:
+def _dedup_docs(docs: list[str], seen: set[bytes]) -> tuple[list[str], int]:
     """Drops paragraphs seen before (normalised hash); returns the docs and kept paragraphs."""
     out, kept = [], 0
     for d in docs:
         paras = []
         for p in d.split("\n"):
-            h = hashlib.sha1(_WS.sub(" ", p.lower()).strip().encode()).hexdigest()
+            h = hashlib.sha1(_WS.sub(" ", p.lower()).strip().encode()).digest()[:12]
             if h in seen:
                 continue
             seen.add(h)
@@ -286,54 +252,94 @@ def _dedup_docs(docs: list[str], seen: set[str]) -> tuple[list[str], int]:
     return out, kept
 
 
+def _auto(value, system: str, doc_root) -> Path | None:
+    """'auto': the system's folder when reading the system's /usr/share/doc, else none."""
+    if value == "auto":
+        return Path(system) if doc_root is not None and Path(doc_root) == Path("/usr/share/doc") else None
+    return Path(value) if value else None
+
+
+def _cap(sources: list[Source], max_chars: int | None) -> None:
+    """Keeps documents in the order of their hash until max_chars: a uniform sample of every
+    source that does not depend on the order the sources were read in."""
+    total = sum(len(d) for s in sources for d in s.docs)
+    if max_chars is None or total <= max_chars:
+        return
+    order = sorted((hashlib.sha1(d.encode()).digest(), i, j) for i, s in enumerate(sources) for j, d in enumerate(s.docs))
+    keep, n = set(), 0
+    for _, i, j in order:
+        n += len(sources[i].docs[j])
+        if n > max_chars:
+            break
+        keep.add((i, j))
+    for i, s in enumerate(sources):
+        s.docs = [d for j, d in enumerate(s.docs) if (i, j) in keep]
+        s.paragraphs = sum(d.count("\n") + 1 for d in s.docs)
+        s.chars = sum(len(d) for d in s.docs)
+
+
 def build_corpus(out_dir: str | Path, *, seed: int = 0, site_packages: str | Path | None = None,
                  doc_root: str | Path | None = "/usr/share/doc",
                  licences_root: str | Path | None = "/usr/share/common-licenses",
+                 debian_packages: list[str] | None = None, info_root="auto", man_root="auto",
+                 dpkg_info="auto", dpkg_status="auto", workers: int = 1,
                  n_stories: int = 20000, n_recall: int = 20000, valid_fraction: float = 0.02,
-                 max_chars_per_package: int = 2_000_000, max_natural_chars: int | None = 40_000_000,
-                 log=print) -> dict:
-    """Builds the corpus into ``out_dir``; returns the manifest (also written as manifest.json)."""
+                 max_chars_per_package: int = 2_000_000, max_debian_chars_per_package: int = 40_000_000,
+                 max_natural_chars: int | None = 40_000_000, log=print) -> dict:
+    """Builds the corpus into ``out_dir``; returns the manifest (also written as manifest.json).
+
+    debian_packages: read only these packages of doc_root (None: every package there whose
+    licence is accepted). max_natural_chars caps the text of PyPI and Debian sources after
+    deduplication (a uniform sample by document hash); the generated text is not capped."""
+    from heedful.train.debian import debian_sources
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sources: list[Source] = []
+    package_records: list[dict] = []
     if site_packages is None:
         site_packages = next((Path(p) for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()), None)
     if site_packages:
         log(f"corpus: scanning Python distributions in {site_packages}")
         sources += pypi_sources(Path(site_packages), max_chars_per_package)
-    if doc_root or licences_root:
-        log("corpus: scanning Debian documentation")
-        sources += debian_sources(Path(doc_root) if doc_root else Path("/nonexistent"),
-                                  Path(licences_root) if licences_root else Path("/nonexistent"))
-    seen: set[str] = set()
-    natural: list[str] = []
-    total = 0
+    if doc_root:
+        log(f"corpus: scanning Debian documentation in {doc_root}")
+        deb, package_records = debian_sources(
+            Path(doc_root), _auto(info_root, "/usr/share/info", doc_root), _auto(man_root, "/usr/share/man", doc_root),
+            _auto(dpkg_info, "/var/lib/dpkg/info", doc_root), _auto(dpkg_status, "/var/lib/dpkg/status", doc_root),
+            only=debian_packages, max_chars_per_package=max_debian_chars_per_package, workers=workers, log=log)
+        sources += deb
+    if licences_root:
+        sources += licence_texts(Path(licences_root))
+    seen: set[bytes] = set()
     for src in sources:
-        docs, kept = _dedup_docs(src.docs, seen)
-        if max_natural_chars is not None and total >= max_natural_chars:
-            docs, kept = [], 0
-        src.docs = docs
-        src.paragraphs = kept
-        src.chars = sum(len(d) for d in docs)
-        total += src.chars
-        natural.extend(docs)
+        src.docs, src.paragraphs = _dedup_docs(src.docs, seen)
+        src.chars = sum(len(d) for d in src.docs)
+    _cap(sources, max_natural_chars)
     sources = [s for s in sources if s.docs]
+    natural = [d for s in sources for d in s.docs]
     rng = random.Random(seed)
     gen = Source("generated", "heedful.train.corpus.story", "1", "CC0-1.0 (generated by this script)")
     stories = [story(rng) for _ in range(n_stories)]
     stories, gen.paragraphs = _dedup_docs(stories, seen)
     gen.chars = sum(len(s) for s in stories)
     gen.files = 0
-    docs = natural + stories
-    # split by document hash, so the split does not depend on order
-    train_docs, valid_docs = [], []
-    for d in docs:
+    # split by document hash, so the split does not depend on order; valid_prose.txt is the
+    # held-out natural text alone (bits per character on plain English prose)
+    train_docs, valid_docs, valid_prose = [], [], []
+    for i, d in enumerate(natural + stories):
         h = int(hashlib.sha1(d.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (valid_docs if h < valid_fraction else train_docs).append(d)
+        if h < valid_fraction:
+            valid_docs.append(d)
+            if i < len(natural):
+                valid_prose.append(d)
+        else:
+            train_docs.append(d)
     rng.shuffle(train_docs)
     sep = "\n" + DOC_SEP + "\n"
     (out / "train.txt").write_text(sep.join(train_docs) + "\n")
     (out / "valid.txt").write_text(sep.join(valid_docs) + "\n")
+    (out / "valid_prose.txt").write_text(sep.join(valid_prose) + "\n")
     rec = Source("recall", "heedful.train.synthetic.recall_episode", "1", "CC0-1.0 (generated by this script)")
     rrng = random.Random(seed + 1)
     vrng = random.Random(seed + 2)
@@ -347,13 +353,18 @@ def build_corpus(out_dir: str | Path, *, seed: int = 0, site_packages: str | Pat
     rec.paragraphs = n_recall
     manifest = {
         "seed": seed,
-        "documents": {"train": len(train_docs), "valid": len(valid_docs)},
-        "chars": {"train": sum(map(len, train_docs)), "valid": sum(map(len, valid_docs))},
+        "documents": {"train": len(train_docs), "valid": len(valid_docs), "valid_prose": len(valid_prose)},
+        "chars": {"train": sum(map(len, train_docs)), "valid": sum(map(len, valid_docs)),
+                  "valid_prose": sum(map(len, valid_prose))},
+        "max_natural_chars": max_natural_chars,
         "recall_episodes": {"train": n_recall, "valid": n_valid},
         "dedup": "exact paragraph hash (lower-cased, whitespace-normalised), first occurrence kept",
-        "licence_policy": "PyPI: permissive licences only (" + ", ".join(PERMISSIVE) + "); "
-                          "Debian: documentation as installed, licence from each package's copyright file",
+        "licence_policy": "PyPI: permissive licences only (" + ", ".join(PERMISSIVE) + "); Debian: a package "
+                          "is read only when the licence of its documentation (its copyright file) is on the "
+                          "allow-list (heedful.train.debian.ACCEPTED; copyleft licences refused); licence texts "
+                          "(verbatim copying permitted)",
         "sources": [s.record() for s in sources] + [gen.record(), rec.record()],
+        "debian_packages": package_records,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     write_copy_drills(out, n_recall, seed)
