@@ -1,6 +1,7 @@
 """Evaluation of a trained model for docs/model.md: held-out perplexity (and with the first
-tokens' KV dropped), first-token attention share, recall of the held-out episodes with full
-attention, and sample generations. (`heedful train evaluate MODEL_DIR`)."""
+tokens' KV dropped), bits per character on held-out plain English prose, first-token attention
+share, recall of the held-out episodes with full attention, and sample generations.
+(`heedful train evaluate MODEL_DIR`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from heedful.train.corpus import read_docs, read_episodes
-from heedful.train.loop import TokenStream, eval_loss
+from heedful.train.loop import TokenStream, bits_per_char, eval_loss
 
 SAMPLE_PROMPTS = [
     "One day Mia went to the park with",
@@ -24,18 +25,18 @@ SAMPLE_PROMPTS = [
 ]
 
 
-def _load(model_dir: str):
+def _load(model_dir: str, device: str = "cpu"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32,
                                                  local_files_only=True, attn_implementation="sdpa").eval()
-    return model, tok
+    return model.to(device), tok
 
 
 @torch.no_grad()
 def greedy_answer(model, tok, prompt: str, max_new: int = 8) -> str:
-    ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
     out = model.generate(ids, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id)
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
@@ -49,18 +50,22 @@ def answer_correct(generated: str, answer: str) -> bool:
 
 @torch.no_grad()
 def evaluate(model_dir: str, corpus_dir: str = "runs/corpus", rows: int = 64, seq_len: int = 256,
-             drop_first: int = 4, skip: int = 64, episodes: int = 100, seed: int = 0, samples: bool = True) -> dict:
+             drop_first: int = 4, skip: int = 64, episodes: int = 100, seed: int = 0, samples: bool = True,
+             bpc_chars: int | None = 1_000_000, device: str = "cpu") -> dict:
+    """bpc_chars: characters of held-out prose for bits per character (valid_prose.txt, the
+    natural text alone; an older corpus without it: valid.txt, stories included)."""
     from heedful.models.inspect import diagnose
 
-    torch.set_num_threads(1)
+    if device == "cpu":
+        torch.set_num_threads(1)
     t0 = time.time()
-    model, tok = _load(model_dir)
+    model, tok = _load(model_dir, device)
     corpus = Path(corpus_dir)
     valid = TokenStream.from_texts(tok, read_docs(corpus / "valid.txt"), seq_len)
     rng = np.random.default_rng([seed, 7])
     starts = rng.choice(valid.starts, min(rows, len(valid.starts)), replace=False)
     data = valid.rows(starts, seq_len)
-    dev = torch.device("cpu")
+    dev = torch.device(device)
     full, dropped = [], []
     for i in range(0, len(data), 8):
         full.append(eval_loss(model, data[i:i + 8], dev, skip=skip))
@@ -70,9 +75,14 @@ def evaluate(model_dir: str, corpus_dir: str = "runs/corpus", rows: int = 64, se
            "valid_loss": float(np.mean(full)), "valid_ppl": math.exp(float(np.mean(full))),
            f"valid_loss_first{drop_first}_dropped": float(np.mean(dropped)),
            f"valid_ppl_first{drop_first}_dropped": math.exp(float(np.mean(dropped)))}
+    prose = corpus / "valid_prose.txt"
+    prose = prose if prose.is_file() else corpus / "valid.txt"
+    bpc = bits_per_char(model, tok, read_docs(prose), seq_len, dev, bpc_chars)
+    res.update({"bits_per_char": bpc["bits_per_char"], "bpc_text": f"{prose.name}: {bpc['documents']} documents, "
+                f"{bpc['chars']} characters, {bpc['tokens']} tokens, windows of {seq_len}"})
     shares, acts, gates = [], [], []
     for r in data[:8]:
-        d = diagnose(model, r[None, :seq_len])
+        d = diagnose(model, r[None, :seq_len].to(dev))
         shares.append(d.first_token_share)
         acts.append(d.max_activation)
         if d.mean_gate is not None:
@@ -88,7 +98,7 @@ def evaluate(model_dir: str, corpus_dir: str = "runs/corpus", rows: int = 64, se
     if samples:
         out = []
         for i, p in enumerate(SAMPLE_PROMPTS):
-            ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"].to(dev)
             torch.manual_seed(seed + i)
             g = model.generate(ids, max_new_tokens=48, do_sample=True, temperature=0.8, top_p=0.95,
                                pad_token_id=tok.pad_token_id)

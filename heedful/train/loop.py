@@ -23,6 +23,10 @@ from heedful.train.models import PRESETS, ModelSize, build_model, count_params
 from heedful.train.tokenizer import train_tokenizer
 
 
+PROBE_FROM, PROBE_STEPS = 5, 20  # --minutes: steps 5..24 are timed (the first ones warm up)
+TIME_SHARE = 0.92  # of the time left after the probe, what the steps may use (the rest: evals, checkpoints)
+
+
 @dataclass
 class TrainConfig:
     corpus_dir: str = "runs/corpus"
@@ -49,7 +53,10 @@ class TrainConfig:
     ckpt_every: int = 250
     threads: int | None = 1
     device: str | None = None
-    dtype: str = "float32"  # "bfloat16" autocast on CUDA
+    dtype: str = "float32"  # "bfloat16": bf16 autocast (CUDA; CPU too, for the tests)
+    max_minutes: float | None = None  # set steps from the measured speed so training takes about this long
+    tokenizer_chars: int = 50_000_000  # the tokenizer learns from the first this many characters of train.txt
+    bpc_chars: int = 100_000  # held-out prose evaluated for bits per character at each eval (0: none)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -152,6 +159,46 @@ def recall_accuracy(model, tokenizer, episodes: list[dict], device) -> float:
     return hits / len(episodes)
 
 
+@torch.no_grad()
+def bits_per_char(model, tokenizer, docs: list[str], seq_len: int, device, max_chars: int | None = None,
+                  batch: int = 8) -> dict:
+    """Bits per character of held-out text: the documents (up to max_chars, whole documents)
+    are tokenised with EOS before each, cut into windows of seq_len predicted tokens (each
+    window's context starts at its first token); bpc = total loss in nats over the text's tokens
+    (the EOS between documents not counted) / ln 2 / the documents' characters."""
+    model.eval()
+    eos = tokenizer.eos_token_id
+    ids, counted, chars, n_docs = [eos], [False], 0, 0
+    for d in docs:
+        if max_chars is not None and chars >= max_chars:
+            break
+        t = tokenizer(d, add_special_tokens=False)["input_ids"]
+        ids += list(t) + [eos]
+        counted += [True] * len(t) + [False]
+        chars += len(d)
+        n_docs += 1
+    ids_t = torch.tensor(ids, dtype=torch.long)
+    w = torch.tensor(counted[1:], dtype=torch.bool)
+    n = len(ids) - 1
+    nats = 0.0
+    starts = list(range(0, n, seq_len))
+    full = [s for s in starts if s + seq_len <= n]
+    for i in range(0, len(full), batch):
+        b = full[i:i + batch]
+        x = torch.stack([ids_t[s:s + seq_len] for s in b]).to(device)
+        y = torch.stack([ids_t[s + 1:s + seq_len + 1] for s in b]).to(device)
+        m = torch.stack([w[s:s + seq_len] for s in b]).to(device)
+        loss = torch.nn.functional.cross_entropy(model(input_ids=x).logits.float().transpose(1, 2), y, reduction="none")
+        nats += float((loss * m).sum())
+    if starts and starts[-1] + seq_len > n:  # the last, shorter window
+        s = starts[-1]
+        x, y, m = ids_t[None, s:n].to(device), ids_t[None, s + 1:n + 1].to(device), w[None, s:n].to(device)
+        loss = torch.nn.functional.cross_entropy(model(input_ids=x).logits.float().transpose(1, 2), y, reduction="none")
+        nats += float((loss * m).sum())
+    return {"bits_per_char": nats / math.log(2) / max(1, chars), "chars": chars, "documents": n_docs,
+            "tokens": int(w.sum()), "chars_per_token": chars / max(1, int(w.sum()))}
+
+
 # ---------------------------------------------------------------------------------------
 # the pipeline
 
@@ -172,7 +219,13 @@ def prepare_tokenizer(cfg: TrainConfig, train_docs: list[str], episodes: list[di
 
         return load_tokenizer(tok_dir)
     log(f"tokenizer: training byte-level BPE, vocab {cfg.vocab_size}")
-    texts = train_docs + [e["text"] for e in episodes[:2000]]
+    texts, n = [], 0
+    for d in train_docs:  # train.txt is shuffled: its head is a sample of the whole
+        if n >= cfg.tokenizer_chars:
+            break
+        texts.append(d)
+        n += len(d)
+    texts += [e["text"] for e in episodes[:2000]]
     return train_tokenizer(texts, cfg.vocab_size, tok_dir, model_max_length=cfg.size.max_position_embeddings)
 
 
@@ -192,6 +245,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
         build_corpus(corpus, seed=cfg.seed, log=log)
     train_docs = read_docs(corpus / "train.txt")
     valid_docs = read_docs(corpus / "valid.txt")
+    prose = read_docs(corpus / "valid_prose.txt") if (corpus / "valid_prose.txt").is_file() else []
     episodes = read_episodes(corpus / "recall_train.jsonl")
     valid_eps = read_episodes(corpus / "recall_valid.jsonl")
     tokenizer = prepare_tokenizer(cfg, train_docs, episodes, log)
@@ -253,17 +307,24 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
             model.tie_weights()
         opt.load_state_dict(state["optimizer"])
         step, elapsed, tokens_seen = state["step"], state["elapsed"], state["tokens"]
-        log(f"resume: from step {step}")
+        if cfg.max_minutes and state.get("total_steps"):  # a --minutes run keeps the steps it chose
+            cfg.steps = state["total_steps"]
+        log(f"resume: from step {step} of {cfg.steps}")
     metrics_path = out / "metrics.jsonl"
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (
-        device.type == "cuda" and cfg.dtype == "bfloat16") else torch.autocast("cpu", enabled=False)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
     def evaluate(step):
         rec = {"step": step, "tokens": tokens_seen, "elapsed_s": round(elapsed, 1),
                "valid_loss": eval_loss(model, valid_rows, device),
                "recall_acc": recall_accuracy(model, tokenizer, valid_eps[: cfg.eval_episodes], device)}
         rec["valid_ppl"] = math.exp(rec["valid_loss"])
+        if prose and cfg.bpc_chars:
+            rec["valid_prose_bpc"] = bits_per_char(model, tokenizer, prose, cfg.seq_len, device, cfg.bpc_chars)[
+                "bits_per_char"]
         model.train()
         _log_json(metrics_path, rec)
         return rec
@@ -272,7 +333,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
         ckpt.mkdir(exist_ok=True)
         tmp = ckpt / "state.pt.tmp"
         model.save_pretrained(str(ckpt), safe_serialization=True)
-        torch.save({"optimizer": opt.state_dict(), "step": step, "elapsed": elapsed, "tokens": tokens_seen}, tmp)
+        torch.save({"optimizer": opt.state_dict(), "step": step, "elapsed": elapsed, "tokens": tokens_seen,
+                    "total_steps": cfg.steps}, tmp)
         os.replace(tmp, ckpt / "state.pt")
 
     bar = None
@@ -282,7 +344,20 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
         bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     model.train()
     last = {}
+    timed = None if cfg.max_minutes and not (resume and (ckpt / "state.pt").is_file()) else False
+    wall0 = time.time()
     while step < cfg.steps:
+        if timed is None and step >= PROBE_FROM:
+            timed = (step, time.time())
+        elif timed and step == timed[0] + PROBE_STEPS:  # steps from the measured speed
+            per_step = (time.time() - timed[1]) / PROBE_STEPS
+            left = cfg.max_minutes * 60 - (time.time() - wall0)
+            cfg.steps = max(step + 1, step + int(left * TIME_SHARE / per_step))
+            timed = False
+            log(f"--minutes {cfg.max_minutes:g}: {per_step * 1000:.0f} ms a step, training for {cfg.steps} steps")
+            if bar is not None:
+                bar.total = cfg.steps
+            (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
         t = time.time()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
@@ -290,6 +365,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
         with autocast:
             loss = _lm_loss(model, rows)
         loss.backward()
+        if timed:
+            loss.item()  # while the speed is measured: the step's real time
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
