@@ -77,13 +77,14 @@ class HeedfulApp(App):
     ]
 
     def __init__(self, session, *, store=None, recorder=None, chunk: int = 256, refresh_s: float = 0.04,
-                 export_dir: Path | None = None, show_speed: bool = True):
+                 export_dir: Path | None = None, show_speed: bool = True, ignore_eos: bool = False):
         super().__init__()
         self.session = session
         self.store, self.recorder = store, recorder
         self.chunk, self.refresh_s = chunk, refresh_s
         self.export_dir = Path(export_dir) if export_dir else Path.cwd()
         self.show_speed = show_speed
+        self.ignore_eos = ignore_eos  # else a stream stops at the model's end-of-text token
         self._stop = threading.Event()
         self.generating = False
         self.last_export: Path | None = None
@@ -164,9 +165,11 @@ class HeedfulApp(App):
     @work(thread=True, exclusive=True, group="generate")
     def _stream(self, n: int) -> None:
         last = time.monotonic()
-        it = self.session.generate(n)
+        tok = self.session.tokenizer
+        it = self.session.generate(n, stop_at_eos=not self.ignore_eos)  # as `heedful generate`
         try:
-            for _ in it:
+            token = None
+            for token in it:
                 time.sleep(0)  # hand the GIL to the UI thread between two tokens
                 if self._stop.is_set():
                     it.close()
@@ -175,6 +178,10 @@ class HeedfulApp(App):
                 if now - last >= self.refresh_s:
                     last = now
                     self._ui(self.refresh_stream)
+            else:
+                if token is not None and token.id == tok.eos_token_id:
+                    self._ui(self.notify, f"the model wrote end of text ({tok.eos_token}) and stopped: "
+                             "g continues past it", timeout=6)
         except Exception as e:  # noqa: BLE001 - shown to the person; the session stays usable
             self._ui(self.notify, f"generation failed: {e}", severity="error", timeout=8)
         finally:

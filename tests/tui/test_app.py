@@ -64,7 +64,7 @@ async def test_pins_while_generating_and_stop(tiny_qwen35, store, tmp_path):
     """A pin made while the model streams goes through the engine between two tokens, and
     Esc stops the stream. (Pilot waits for the process to go idle after each key, which a
     streaming model never is, so this test checks what happened, not how fast.)"""
-    app = _app(tiny_qwen35, store, tmp_path, chunk=200_000, window=64, budget=128)
+    app = _app(tiny_qwen35, store, tmp_path, chunk=200_000, window=64, budget=128, ignore_eos=True)
     s = app.session
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"Alice met Bob.", "enter")

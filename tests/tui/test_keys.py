@@ -12,7 +12,7 @@ pytestmark = pytest.mark.anyio
 async def test_home_end_and_arrows_move_the_token_cursor_in_a_long_stream(tiny_qwen35, store, tmp_path):
     """TokenView is a ScrollView, whose own bindings scroll on home/end/up/down once the
     stream is taller than the view; the keys must move the token cursor instead."""
-    app = chat_app(tiny_qwen35, store, tmp_path, chunk=300, window=400, budget=512)
+    app = chat_app(tiny_qwen35, store, tmp_path, chunk=300, window=400, budget=512, ignore_eos=True)
     s = app.session
     async with app.run_test(size=(60, 16)) as pilot:
         await pilot.press(*"The vault code is 4821.", "enter")
@@ -75,7 +75,7 @@ async def test_focus_starts_in_the_prompt_when_empty_and_on_the_text_after_a_res
 
 
 async def test_esc_in_the_prompt_stops_a_stream_first(tiny_qwen35, store, tmp_path):
-    app = chat_app(tiny_qwen35, store, tmp_path, chunk=200_000, window=64, budget=128)
+    app = chat_app(tiny_qwen35, store, tmp_path, chunk=200_000, window=64, budget=128, ignore_eos=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"Alice met Bob.", "enter")
         await pilot.press("tab", *"Carol")
