@@ -6,8 +6,9 @@ positions (cache.py). Re-encoding gives freed tokens fresh rows at their own pla
 resident order, each attending to what is retained before it.
 
 `Encoder` is the base of Session (session.py), which owns the state it works on: `model`,
-`cache`, `policy`, `stream`, `resident_tokens` (the token index of each cache row,
-ascending), `_pins`, `recorder`, `config` and the counters.
+`cache`, `policy`, `stream`, `resident_tokens` (the order key of each cache row, ascending:
+a token's index, or for the rows of a fold's gist a fraction inside the folded span, see
+fold.py), `_pins`, `_folds`, `recorder`, `config` and the counters.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def _arange(rows: Spans, device) -> torch.Tensor:
 
 
 class Encoder:
+    def _kept(self) -> Spans:
+        """What the policy keeps besides sinks and the window: pins, and folded spans (where
+        the gist rows sit)."""
+        if not self._folds:
+            return self._pins
+        kept = self._pins.copy()
+        for a, b in self._folds:
+            kept.add(a, b)
+        return kept
+
     # ------------------------------------------------------------------ rows leaving
     def _cut_rows(self, keep: Spans, reason: str) -> None:
         """Frees the resident rows outside `keep` (row numbers). Slices and deletions, no
@@ -45,12 +56,13 @@ class Encoder:
         gaps = list(keep.complement(len(res)))
         if not gaps:
             return
-        gone = [t for a, b in gaps for t in res[a:b]]
+        gone = [t for a, b in gaps for t in res[a:b] if type(t) is int]  # a gist's rows are no tokens
         self.cache.keep(list(keep))
         for a, b in reversed(gaps):
             del res[a:b]
         self._evicted += len(gone)
-        self.recorder.evicted(runs(gone), reason)
+        if gone:
+            self.recorder.evicted(runs(gone), reason)
 
     def _cut_resident(self, keep: list[int], reason: str) -> None:
         """Frees the rows of resident tokens not in `keep` (a sorted subset)."""
@@ -60,7 +72,7 @@ class Encoder:
     def _plan(self, first_new: int, n_new: int) -> StepPlan:
         plan = StepPlan(collect={} if self.collect_attention else None)
         if self.config.auto_topk:
-            base = self.policy.always_rows(self.resident_tokens, first_new, n_new, self._pins)
+            base = self.policy.always_rows(self.resident_tokens, first_new, n_new, self._kept())
             pool = list(base.complement(len(self.resident_tokens)))
             if pool:
                 plan.auto = AutoSelect(
@@ -76,7 +88,7 @@ class Encoder:
         """One forward over a chunk of tokens that will sit after every resident row."""
         n = len(ids)
         if evict:
-            self._cut_rows(self.policy.keep_rows(self.resident_tokens, token_indices[0], n, self._pins), "window")
+            self._cut_rows(self.policy.keep_rows(self.resident_tokens, token_indices[0], n, self._kept()), "window")
         r = self.cache.resident()
         plan = self._plan(token_indices[0], n)
         try:
@@ -118,13 +130,16 @@ class Encoder:
         return range(start, len(self.stream))
 
     # ------------------------------------------------------------------ re-encoding
-    def _reencode(self, missing: list[int]) -> None:
+    def _reencode(self, missing: list, gist_ids: dict | None = None) -> None:
         """Re-encodes freed tokens in place: rows after them are taken out and put back in
-        order, so each re-encoded token attends what is retained before it."""
+        order, so each re-encoded token attends what is retained before it. `gist_ids` gives
+        the token id of order keys that are not stream tokens (a fold's gist, fold.py)."""
         if not missing:
             return
         first = missing[0]
-        after = [r for r, t in enumerate(self.resident_tokens) if t > first]
+        # rows from the first on are taken out (a resident token among `missing` is re-run, its
+        # old row dropped) and put back in order between the re-encoded tokens
+        after = [r for r, t in enumerate(self.resident_tokens) if t >= first]
         taken = self.cache.take(torch.tensor(after, dtype=torch.long, device=self.device)) if after else None
         detached = [self.resident_tokens[r] for r in after]
         if after:
@@ -133,13 +148,13 @@ class Encoder:
         order = sorted(set(missing) | set(detached))
         missing_set, run = set(missing), []
         pos_in_detached = {t: i for i, t in enumerate(detached)}
-        ids = self.stream.ids
+        ids, extra = self.stream.ids, gist_ids or {}
 
         def flush():
             step = self._chunk()
             for a in range(0, len(run), step):
                 part = run[a : a + step]
-                self._run(part, [ids[t] for t in part], evict=False)
+                self._run(part, [extra[t] if t in extra else ids[t] for t in part], evict=False)
             run.clear()
 
         for t in order:

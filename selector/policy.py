@@ -59,11 +59,14 @@ class RetentionPolicy:
         """Rows that sinks and pins can occupy at most: |sinks ∪ pins|."""
         return pins.union_count(self.sinks)
 
-    def check_pins(self, pins: Spans) -> None:
-        need = self.fixed_rows(pins) + self.window
+    def check_pins(self, pins: Spans, extra: int = 0) -> None:
+        """Refuses pins (and `extra` fixed rows: folds' gists) that leave no room for the window."""
+        fixed = self.fixed_rows(pins) + extra
+        need = fixed + self.window
         if need > self.budget:
+            what = "sinks, pins and gists" if extra else "sinks and pins"
             raise BudgetError(
-                f"pins would overflow the KV budget: sinks and pins {self.fixed_rows(pins)} + window "
+                f"pins would overflow the KV budget: {what} {fixed} + window "
                 f"{self.window} = {need} rows > budget {self.budget} (unpin something or raise --budget)"
             )
 

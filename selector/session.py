@@ -24,16 +24,16 @@ from heedful.selector.attention import register
 from heedful.selector.cache import HeedfulCache
 from heedful.selector.config import SessionConfig, Stats, Token, check_sampling
 from heedful.selector.encoding import Encoder
+from heedful.selector.fold import Fold, Folding
 from heedful.selector.gates import GATED_TYPES, GateMonitor
 from heedful.selector.policy import RetentionPolicy
 from heedful.selector.recorder import NullRecorder, Recorder
 from heedful.selector.rope import Rotary
 from heedful.selector.stream import TokenStream
-from heedful.selector.targets import resolve as resolve_target
 from heedful.spans import Spans
 
 
-class Session(Encoder):
+class Session(Encoder, Folding):
     def __init__(self, model, tokenizer, *, recorder: Recorder | None = None, gated: bool | None = None,
                  config: SessionConfig | None = None, **settings):
         register()
@@ -70,6 +70,7 @@ class Session(Encoder):
         self.stream = TokenStream(tokenizer)
         self.resident_tokens: list[int] = []  # token index of each cache row, ascending
         self._pins = Spans()
+        self._folds: dict[tuple[int, int], Fold] = {}
         self._dropped = Spans()
         self.next_logits: torch.Tensor | None = None
         self.last_attention: dict | None = None
@@ -101,8 +102,9 @@ class Session(Encoder):
         return self.stream.text(start, end)
 
     def retained(self) -> list[int]:
+        """Token indices whose KV rows are resident (a fold's gist rows are not tokens)."""
         with self._op():
-            return list(self.resident_tokens)
+            return [t for t in self.resident_tokens if type(t) is int]
 
     def pins(self) -> list[tuple[int, int]]:
         with self._op():
@@ -190,32 +192,14 @@ class Session(Encoder):
             if not ids:
                 raise TargetError(f"prompt {text!r}: tokenizes to nothing")
             ids = list(ids)
-            ranges = self._prompt_pins(ids, pin) if pin else []
+            ranges = self.stream.resolve_ahead(ids, pin) if pin else []
             trial = self._pins.copy()
             for a, b in ranges:
                 trial.add(a, b)
-            self.policy.check_pins(trial)
+            self.policy.check_pins(trial, extra=self._gist_rows())
             self._event("prompt", {"text": text, **({"pins": [list(r) for r in ranges]} if ranges else {})})
             self._pins = trial
             return self._append_and_run(ids, "prompt")
-
-    def _prompt_pins(self, ids: list[int], targets) -> list[tuple[int, int]]:
-        """The stream ranges that `targets` designate in a prompt about to be appended."""
-        start = len(self.stream)
-        texts = self.stream.preview(ids)
-        starts, at = [], 0
-        for piece in texts:
-            starts.append(at)
-            at += len(piece)
-        text, end = "".join(texts), start + len(ids)
-        out = []
-        for target in targets:
-            if isinstance(target, (tuple, list)):
-                out += resolve_target(tuple(target), "", [], end)
-            else:
-                found = resolve_target(target, text, starts, len(ids), "all")
-                out += [(a + start, b + start) for a, b in found]
-        return out
 
     def generate(self, n: int, *, stop_at_eos: bool = False):
         """Streams n new tokens (an iterator of Token). Other operations may be called
@@ -290,7 +274,7 @@ class Session(Encoder):
                     raise BudgetError(f"set {name} {value!r}: must be an integer")
             trial = RetentionPolicy(window, budget, c.sinks, c.auto_topk, c.block_size)
             trial.validate(self.max_positions)
-            trial.check_pins(self._pins)
+            trial.check_pins(self._pins, extra=self._gist_rows())
             check_sampling(temperature, top_p, "set ")
             if not changes:
                 return {}
@@ -299,7 +283,7 @@ class Session(Encoder):
             self.policy = trial
             if budget != self.cache.capacity:
                 if self.cache.resident() > budget:
-                    self._cut_rows(trial.keep_rows(self.resident_tokens, len(self.token_ids), 0, self._pins), "budget")
+                    self._cut_rows(trial.keep_rows(self.resident_tokens, len(self.token_ids), 0, self._kept()), "budget")
                 self.cache.resize(budget)
             return dict(changes)
 
@@ -310,6 +294,7 @@ class Session(Encoder):
         end of the stream instead (the behaviour before in-place re-encoding)."""
         with self._op():
             ranges = self.resolve(target, occurrence)
+            self._check_not_folded(op, ranges)
             resident = set(self.resident_tokens)
             whole = [all(t in resident for t in range(a, b)) for a, b in ranges]
             if append:
@@ -320,7 +305,7 @@ class Session(Encoder):
             trial = self._pins.copy()
             for a, b in [r for r, w in zip(ranges, whole) if w] + new:
                 trial.add(a, b)
-            self.policy.check_pins(trial)
+            self.policy.check_pins(trial, extra=self._gist_rows())
             if new and not append and self.cache.has_recurrent_layers:
                 raise HeedfulError(f"{op} of evicted text in place needs a model whose layers are all full "
                                    "attention (linear-attention state cannot take it back): recall it with append")
@@ -346,7 +331,7 @@ class Session(Encoder):
         re-encoded with the newest token, whose logits must see them."""
         n = len(self.stream)
         logits = self.next_logits
-        self._cut_rows(self.policy.keep_rows(self.resident_tokens, n, 0, self._pins, reserve=len(missing)),
+        self._cut_rows(self.policy.keep_rows(self.resident_tokens, n, 0, self._kept(), reserve=len(missing)),
                        "window")
         last = [] if n - 1 in self._dropped or n - 1 in missing else [n - 1]
         self._reencode(missing + last)
@@ -376,6 +361,7 @@ class Session(Encoder):
         """Forgets a target now, even inside the window (pins on it go too)."""
         with self._op():
             ranges = self.resolve(target, occurrence)
+            self._check_not_folded("drop", ranges)
             for a, b in ranges:
                 self._event("drop", {"range": [a, b]})
             for a, b in ranges:
@@ -397,7 +383,10 @@ class Session(Encoder):
                                    "(linear-attention state cannot be cut back)")
             self._event("rewind", {"index": index})
             last = index - 1
-            self._cut_resident([t for t in self.resident_tokens if t < max(last, 0)], "rewind")
+            for a, b in [span for span in self._folds if span[1] > max(last, 0)]:  # folds past the cut go
+                del self._folds[(a, b)]
+            self._cut_resident([t for t in self.resident_tokens if t < max(last, 0)
+                                and (type(t) is int or any(a <= t < b for a, b in self._folds))], "rewind")
             self.stream.truncate(index)
             self._pins.clip(index)
             self._dropped.clip(index)
@@ -407,7 +396,8 @@ class Session(Encoder):
             self._dropped.remove(last, index)
             resident = set(self.resident_tokens)
             lo = max(0, index - self.config.window)
-            missing = [t for t in range(lo, index) if t not in resident and t not in self._dropped]
+            folded = self._folded()
+            missing = [t for t in range(lo, index) if t not in resident and t not in self._dropped and t not in folded]
             self._reencode(missing)
 
     # ------------------------------------------------------------------ state for the store
@@ -415,14 +405,15 @@ class Session(Encoder):
         """What a store needs to rebuild this session: settings, pins and drops."""
         with self._op():
             return {"config": self.config.to_dict(), "pins": self.pins(), "dropped": self.dropped(),
-                    "tokens": len(self.token_ids)}
+                    "folds": [list(f) for f in self.folds()], "tokens": len(self.token_ids)}
 
     @classmethod
     def restore(cls, model, tokenizer, *, config: SessionConfig | dict, token_ids: list[int],
-                token_texts: list[str], token_sources: list[str], pins=(), dropped=(),
+                token_texts: list[str], token_sources: list[str], pins=(), dropped=(), folds=(),
                 recorder: Recorder | None = None, gated: bool | None = None) -> "Session":
         """Rebuilds a session from a store: the stream, pins and drops are set, and the
-        retained set (sinks + pins + window, minus drops) is re-encoded in one pass.
+        retained set (sinks + pins + window, minus drops and folds) is re-encoded in one
+        pass; then each fold (a, b, gist) reads its span again and keeps its gist.
         Re-encoding gives those tokens fresh KV rows (each attends the retained tokens
         before it), which is not bit-identical to the rows they had when first processed.
         The recorder receives no config event and no tokens: the store has them."""
@@ -439,8 +430,16 @@ class Session(Encoder):
                 s._dropped.add(a, b)
             n = len(s.token_ids)
             lo = max(0, n - s.config.window)
-            keep = [t for t in range(n) if (t >= lo or s.policy.is_fixed(t, s._pins)) and t not in s._dropped]
+            folded = Spans()
+            for a, b, _ in folds:
+                folded.add(a, b)
+            keep = [t for t in range(n) if (t >= lo or s.policy.is_fixed(t, s._pins)) and t not in s._dropped
+                    and t not in folded]
             s._reencode(keep)
+            for a, b, gist in folds:  # the span returns to be read, then its gist replaces it
+                s._reencode(list(range(a, b)))
+                ids = tuple(tokenizer(gist, add_special_tokens=False)["input_ids"])
+                s._fold_in(a, b, Fold(gist, ids), n)
             s._peak = s.cache.resident()
         if recorder is not None:
             s.recorder = recorder

@@ -45,6 +45,24 @@ class TokenStream:
         detok = self._detok.fork()
         return [detok.push(t) for t in ids]
 
+    def resolve_ahead(self, ids: list[int], targets) -> list[tuple[int, int]]:
+        """The stream ranges that `targets` designate in tokens about to be appended: text
+        (every occurrence) or a compiled regex (every match) in their text only, or (start,
+        end) stream ranges, which must lie within the stream as it will be."""
+        start, texts = len(self.ids), self.preview(ids)
+        starts, at = [], 0
+        for piece in texts:
+            starts.append(at)
+            at += len(piece)
+        text, end = "".join(texts), start + len(ids)
+        out = []
+        for target in targets:
+            if isinstance(target, (tuple, list)):
+                out += resolve(tuple(target), "", [], end)
+            else:
+                out += [(a + start, b + start) for a, b in resolve(target, text, starts, len(ids), "all")]
+        return out
+
     def truncate(self, index: int) -> None:
         """Cuts the stream back to tokens [0, index) (the lists stay the same objects: a view
         may hold them)."""
