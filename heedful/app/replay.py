@@ -6,6 +6,11 @@ runs (a pin whose text never appears) is reported as FILE:LINE: reason, like a b
 Operations that carry "at" are applied between the same two tokens of their generate as
 when they were made; a `resume` rebuilds the engine with Session.restore from the first
 "tokens" tokens, as the original resume did, so the token ids after it match too.
+
+`autopin` (optional, duck-typed so that this room imports nothing above it: heedful.learn's
+AutoPinner) pins what a learned picker scores high while the script runs: its
+`prompt(session, text, pins)` processes a prompt line, `token(session, tok)` sees each
+generated token, `flush(session)` ends a generate. What it pins is logged as ordinary pins.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ class ReplayResult:
 
 
 class _Runner:
-    def __init__(self, path, lm, recorder, on_result):
+    def __init__(self, path, lm, recorder, on_result, autopin=None):
         self.path, self.lm, self.rec, self.on_result = path, lm, recorder, on_result
+        self.autopin = autopin
         self.session = None
         self.results: list[dict] = []
 
@@ -55,7 +61,8 @@ class _Runner:
             self.emit(step, at=len(s))
             return False
         if op == "prompt":
-            r = s.prompt(a["text"], pin=[tuple(p) for p in a.get("pins", ())])
+            pins = [tuple(p) for p in a.get("pins", ())]
+            r = self.autopin.prompt(s, a["text"], pins) if self.autopin else s.prompt(a["text"], pin=pins)
             self.emit(step, range=[r.start, r.stop])
         elif op in TARGET_OPS:
             target = {k: v for k, v in a.items() if k not in ("at", "append")}
@@ -98,13 +105,18 @@ class _Runner:
                             break
                 else:
                     try:
-                        ids.append(next(gen).id)
+                        tok = next(gen)
                     except StopIteration:
                         break
+                    ids.append(tok.id)
+                    if self.autopin:
+                        self.autopin.token(s, tok)
                     continue
                 break  # a stop closed the stream
         finally:
             gen.close()
+            if self.autopin:
+                self.autopin.flush(s)
         self.emit(step, range=[start, start + len(ids)], ids=ids, text="".join(s.token_texts[start:start + len(ids)]))
         if pending:
             with self.at_line(pending[0]):
@@ -126,18 +138,34 @@ class _Runner:
         return _Ctx()
 
 
+def model_for(steps: list[Step], path, *, model: str | None = None, dtype="auto", device=None,
+              trust_remote_code=False, cache: dict | None = None, adapter=None):
+    """The model a script runs on (`model`, else its config line's, else the embedded one),
+    loaded once per name when `cache` is given (several scripts, one load). A load that fails
+    is reported at the config line: 'FILE:LINE: reason'."""
+    first = steps[0]
+    name = model or (first.args.get("model") if first.op == "config" else None)
+    key = name or "default"
+    if cache is not None and key in cache:
+        return cache[key]
+    with _Runner(path, None, None, None).at_line(first):
+        extra = {"adapter": adapter} if adapter else {}
+        lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code, **extra)
+    if cache is not None:
+        cache[key] = lm
+    return lm
+
+
 def run_script(steps: list[Step], path, *, model: str | None = None, dtype="auto", device=None,
-               trust_remote_code=False, on_result=None, lm=None) -> ReplayResult:
+               trust_remote_code=False, on_result=None, lm=None, autopin=None) -> ReplayResult:
     """Runs validated steps into a fresh session recorded atomically (nothing is written
     here: call result.recorder.commit(store) to keep it). Errors: 'FILE:LINE: reason'."""
     first = steps[0]
     cfg = dict(first.args) if first.op == "config" else {}
     if lm is None:
-        with _Runner(path, None, None, None).at_line(first):
-            lm = load_model(model or cfg.get("model"), dtype=dtype, device=device,
-                            trust_remote_code=trust_remote_code)
+        lm = model_for(steps, path, model=model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     rec = SessionRecorder(atomic=True)
-    runner = _Runner(path, lm, rec, on_result)
+    runner = _Runner(path, lm, rec, on_result, autopin)
     with runner.at_line(first):
         runner.config(Step(first.line, "config", cfg) if first.op == "config" else Step(0, "config", {}))
     rest = steps[1:] if first.op == "config" else steps

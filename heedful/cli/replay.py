@@ -1,4 +1,4 @@
-"""`heedful replay SCRIPT.jsonl`: runs a replay script into a new session of the store."""
+"""`heedful replay SCRIPT.jsonl ...`: runs replay scripts, each into a new session of the store."""
 
 from __future__ import annotations
 
@@ -9,33 +9,52 @@ from pathlib import Path
 import click
 
 from heedful.app.options import model_options
+from heedful.errors import HeedfulError
 
 
 @click.command()
-@click.argument("script", type=click.Path(dir_okay=False))
+@click.argument("scripts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--db", type=click.Path(), default=None,
               help="Database file [default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db].")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per operation's result, then a summary.")
-def replay(script, db, model, dtype, device, trust_remote_code, as_json):
-    """Replay SCRIPT.jsonl (the format `heedful export --what events` writes).
+def replay(scripts, db, model, dtype, device, trust_remote_code, as_json):
+    """Replay SCRIPT.jsonl files (the format `heedful export --what events` writes).
 
-    The whole script is checked first; a bad line is reported as FILE:LINE: reason (exit 2).
-    The session is written to the database only if every operation succeeds. --model
-    overrides the model the script's config line names."""
-    from heedful.app.replay import run_script
+    Each script is checked whole first; a bad line is reported as FILE:LINE: reason. Each
+    script runs into its own session, written to the database only if every one of its
+    operations succeeds; with several scripts the model is loaded once, a script that fails
+    is reported and the others still land, and the exit code is 2 if any failed. --model
+    overrides the model the scripts' config lines name."""
+    from heedful.app.replay import model_for, run_script
     from heedful.app.script import parse_script
     from heedful.store import Store, default_db_path
     from heedful.store.db import check_writable
 
-    steps = parse_script(script)
+    single = len(scripts) == 1
     db_path = Path(db) if db else default_db_path()
-    # refuse a database the run could not be written to before loading the model, not after
-    # the run (creating nothing: a missing database is made when the run lands)
+    failed: list[str] = []
+
+    def fail(script, e: HeedfulError):
+        if single:
+            raise e
+        click.echo(f"heedful: error: {e}", err=True)
+        failed.append(str(script))
+
+    # every script is validated before a model is loaded
+    parsed = []
+    for script in scripts:
+        try:
+            parsed.append((script, parse_script(script)))
+        except HeedfulError as e:
+            fail(script, e)
+    # refuse a database the runs could not be written to before loading the model, not after
+    # them (creating nothing: a missing database is made when the first run lands)
     check_writable(db_path)
     if db_path.exists():
         Store.open(db_path, create=False).close()
     out = sys.stdout
+    models: dict = {}
 
     def show(r):
         if as_json:
@@ -44,16 +63,27 @@ def replay(script, db, model, dtype, device, trust_remote_code, as_json):
             out.write(r["text"])
         out.flush()
 
-    result = run_script(steps, script, model=model, dtype=dtype, device=device,
-                        trust_remote_code=trust_remote_code, on_result=show)
-    with Store.open(db_path) as store:
-        sid = result.recorder.commit(store)
-    st = result.session.stats()
-    summary = {"event": "summary", "session": sid, "tokens": st.tokens, "resident": st.resident,
-               "peak_resident": st.peak_resident, "evicted": st.evicted, "db": str(db_path)}
-    if as_json:
-        out.write(json.dumps(summary) + "\n")
-    else:
-        out.write("\n")
-        click.echo(f"[session {sid} in {db_path}: {st.tokens} tokens, resident {st.resident}, "
-                   f"evicted {st.evicted}]", err=True)
+    for script, steps in parsed:
+        try:
+            lm = model_for(steps, script, model=model, dtype=dtype, device=device,
+                           trust_remote_code=trust_remote_code, cache=models)
+            result = run_script(steps, script, lm=lm, on_result=show)
+        except HeedfulError as e:
+            fail(script, e)
+            continue
+        with Store.open(db_path) as store:
+            sid = result.recorder.commit(store)
+        st = result.session.stats()
+        summary = {"event": "summary", "script": str(script), "session": sid, "tokens": st.tokens,
+                   "resident": st.resident, "peak_resident": st.peak_resident, "evicted": st.evicted,
+                   "db": str(db_path)}
+        if as_json:
+            out.write(json.dumps(summary) + "\n")
+        else:
+            out.write("\n")
+            click.echo(f"[{'' if single else str(script) + ': '}session {sid} in {db_path}: {st.tokens} tokens, "
+                       f"resident {st.resident}, evicted {st.evicted}]", err=True)
+        out.flush()
+    if failed:
+        raise HeedfulError(f"{len(failed)} of {len(scripts)} scripts failed and were not written: "
+                           + ", ".join(failed))
