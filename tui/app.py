@@ -148,9 +148,19 @@ class HeedfulApp(App):
             self.notify("Stop the stream first (Esc) to add text", severity="warning")
             return
         event.input.value = ""
+        if not text[0].isspace() and not self._ends_with_space():
+            text = " " + text  # not glued to the last word
         self._apply(lambda: self.session.prompt(text))
         self.view.focus()
         self.action_generate()
+
+    def _ends_with_space(self) -> bool:
+        """Whether the stream's text is empty or ends with whitespace (its last non-empty piece)."""
+        texts = self.session.token_texts
+        for i in range(len(texts) - 1, max(-1, len(texts) - 64), -1):
+            if texts[i]:
+                return texts[i][-1].isspace()
+        return not texts
 
     def action_generate(self) -> None:
         if self.generating:

@@ -50,3 +50,22 @@ async def test_ignore_eos_goes_on_past_the_end_of_text(tiny_qwen35, store, tmp_p
         await settle(app, pilot)
         assert s.stats().generated == 20 and s.token_ids[-16] == eos
         assert not any("end of text" in n.message for n in app._notifications)
+
+
+async def test_a_new_prompt_is_separated_from_the_text_by_one_space(tiny_qwen35, store, tmp_path):
+    app = chat_app(tiny_qwen35, store, tmp_path, chunk=3, ignore_eos=True)
+    s = app.session
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press(*"Alice met Bob.", "enter")  # the first prompt: as typed
+        await settle(app, pilot)
+        carol = "Carol" if s.text()[-1].isspace() else " Carol"  # the generated text decides
+        await pilot.press("tab", *"Carol", "enter")
+        await settle(app, pilot)
+        await pilot.press("tab", " ", *"Dave", "enter")  # typed with its own space
+        await settle(app, pilot)
+        s.prompt("Eve\n")
+        await pilot.press("tab", *"Frank", "enter")  # the text ends with whitespace
+        await settle(app, pilot)
+    prompts = [e["text"] for e in store.events(app.recorder.session_id) if e["op"] == "prompt"]
+    assert prompts == ["Alice met Bob.", carol, " Dave", "Eve\n", "Frank"]
+    assert carol == " Carol"  # (the tiny model's three tokens end without a space)
