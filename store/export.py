@@ -33,9 +33,11 @@ FORMATS = ("md", "txt", "jsonl")
 
 
 def token_states(state, n: int) -> list[str]:
-    """The state of each token index: sink, pinned, retained, evicted or dropped."""
+    """The state of each token index: sink, pinned, retained, evicted, folded or dropped."""
     out = ["retained"] * n
-    for name, spans in (("evicted", state.evicted), ("pinned", state.pins), ("dropped", state.dropped)):
+    folded = [(a, b) for a, b in getattr(state, "folds", {})]
+    for name, spans in (("evicted", state.evicted), ("folded", folded), ("pinned", state.pins),
+                        ("dropped", state.dropped)):
         for a, b in spans:
             a, b = min(a, n), min(b, n)
             out[a:b] = [name] * (b - a)
@@ -81,35 +83,44 @@ def write_tokens(out, what: str, fmt: str, *, ids, texts, sources, state, headin
     session that has no store."""
     states = token_states(state, len(texts))
     keep = SELECT[what]
+    # what the model sees of a folded span is its gist: --what retained writes it in its place
+    gists = {k: g for k, g in getattr(state, "folds", {}).items() if what == "retained" and k[1] <= len(texts)}
     if fmt == "jsonl":
-        n = 0
+        n, folds = 0, sorted(gists.items())
         for i, (tid, text, src, st) in enumerate(zip(ids, texts, sources, states)):
+            while folds and folds[0][0][0] <= i:
+                (a, b), g = folds.pop(0)
+                out.write(f'{{"fold": [{a}, {b}], "gist": {encode_basestring(g)}, "state": "gist"}}\n')
             if keep(st):
                 out.write(f'{{"index": {i}, "id": {tid}, "text": {encode_basestring(text)}, '
                           f'"source": "{src}", "state": "{st}"}}\n')
                 n += 1
         return n
     runs = _runs(states, keep, split_by_state=(fmt == "md" and what == "all"), label=what)
+    runs = sorted(runs + [(a, b, "gist") for a, b in gists])
     if fmt == "txt":
         at = 0
-        for a, b, _ in runs:
+        for a, b, label in runs:
             if a > at:
                 out.write(f"\n[… {a - at} tokens …]\n")
-            out.write("".join(texts[a:b]))
+            out.write(gists[(a, b)] if label == "gist" else "".join(texts[a:b]))
             at = b
         if runs and at < len(texts):
             out.write(f"\n[… {len(texts) - at} tokens …]\n")
-        return sum(b - a for a, b, _ in runs)
+        return sum(b - a for a, b, label in runs if label != "gist")
     # md
     out.write(f"# {heading}\n\n")
     out.write(f"{what} tokens of {len(texts)}; model {model}; pinned {state.pins.total()}, "
               f"evicted {state.evicted.total()}\n")
+    folds = getattr(state, "folds", {})
     for a, b, st in runs:
-        text = "".join(texts[a:b])
+        text = gists[(a, b)] if st == "gist" else "".join(texts[a:b])
         ticks = max((len(m) for m in re.findall(r"`+", text)), default=0)
         fence = "`" * max(3, ticks + 1)
-        out.write(f"\n## tokens [{a}, {b}) {st}\n\n{fence}text\n{text}\n{fence}\n")
-    return sum(b - a for a, b, _ in runs)
+        label = {"gist": "folded, held as its gist",
+                 "folded": f"folded, held as the gist {folds.get((a, b), '')!r}"}.get(st, st)
+        out.write(f"\n## tokens [{a}, {b}) {label}\n\n{fence}text\n{text}\n{fence}\n")
+    return sum(b - a for a, b, st in runs if st != "gist")
 
 
 def _runs(states, keep, split_by_state: bool, label: str) -> list[tuple[int, int, str]]:

@@ -10,6 +10,8 @@ not report are mirrored here, each with the engine's own rule:
   "append" it is re-encoded as new tokens at the end of the stream and pins those: the
   new range is recorded as a recall;
 - a prompt's "pins" are pinned before its tokens arrive;
+- fold (a, b) holds the span as its gist (pins on it go; the engine reports the span's rows
+  leaving), unfold re-encodes it in place, pinned; a rewind lets the folds it cuts go;
 - rewind(i) re-encodes the freed window [i - window, i) minus dropped tokens
   (Session.rewind), so those tokens are resident again.
 
@@ -61,6 +63,15 @@ def _spans(d: dict, key: str) -> Spans:
     return Spans(v)
 
 
+def _folds(d: dict) -> dict:
+    v = d.get("folds", [])
+    if not isinstance(v, list) or not all(
+            isinstance(f, list) and len(f) == 3 and type(f[0]) is int and type(f[1]) is int and 0 <= f[0] < f[1]
+            and isinstance(f[2], str) for f in v):
+        raise ValueError(f"folds is {v!r:.40}, not a list of [start, end, gist]")
+    return {(a, b): g for a, b, g in v}
+
+
 @dataclass
 class StreamState:
     tokens: int = 0  # stream length
@@ -69,6 +80,7 @@ class StreamState:
     pins: Spans = field(default_factory=Spans)
     dropped: Spans = field(default_factory=Spans)
     evicted: Spans = field(default_factory=Spans)  # tokens whose KV rows were freed
+    folds: dict = field(default_factory=dict)  # (a, b) -> gist: spans held as a gist (their tokens evicted)
     _op_start: int = field(default=-1, repr=False)  # stream length when the current multi-range pin/recall began
     _pending: int = field(default=0, repr=False)  # tokens the current pin/recall will append
 
@@ -81,6 +93,7 @@ class StreamState:
                 self.tokens = int(args["tokens"])
                 for spans in (self.pins, self.dropped, self.evicted):
                     spans.clip(self.tokens)
+                self.folds = {k: g for k, g in self.folds.items() if k[1] <= self.tokens}
                 args = args.get("config", {})
             self.window = int(args.get("window") or self.window)
             self.sinks = int(args.get("sinks") or 0)
@@ -105,6 +118,15 @@ class StreamState:
             return start, start + b - a
         elif op == "unpin":
             self.pins.remove(*args["range"])
+        elif op == "fold":
+            a, b = args["range"]
+            self.folds[(a, b)] = args["gist"]
+            self.pins.remove(a, b)
+        elif op == "unfold":
+            a, b = args["range"]
+            self.folds.pop((a, b), None)
+            self.pins.add(a, b)
+            self.evicted.remove(a, b)
         elif op == "drop":
             a, b = args["range"]
             self.pins.remove(a, b)
@@ -126,11 +148,12 @@ class StreamState:
         self.tokens = index
         for spans in (self.pins, self.dropped, self.evicted):
             spans.clip(index)
+        self.folds = {k: g for k, g in self.folds.items() if k[1] <= max(index - 1, 0)}
         if index == 0:
             return
         self.dropped.remove(index - 1, index)
         back = Spans([(max(0, index - self.window), index)])
-        for a, b in self.dropped:
+        for a, b in [*self.dropped, *self.folds]:
             back.remove(a, b)
         for a, b in back:
             self.evicted.remove(a, b)
@@ -146,7 +169,7 @@ class StreamState:
     def to_json(self) -> dict:
         return {"tokens": self.tokens, "window": self.window, "sinks": self.sinks,
                 "pins": self.pins.to_list(), "dropped": self.dropped.to_list(),
-                "evicted": self.evicted.to_list()}
+                "evicted": self.evicted.to_list(), "folds": [[a, b, g] for (a, b), g in sorted(self.folds.items())]}
 
     @classmethod
     def from_json(cls, d: dict) -> "StreamState":
@@ -154,7 +177,8 @@ class StreamState:
         if not isinstance(d, dict):
             raise ValueError(f"a JSON {type(d).__name__}, not an object")
         return cls(tokens=_whole(d, "tokens", 0), window=_whole(d, "window", 1), sinks=_whole(d, "sinks", 0),
-                   pins=_spans(d, "pins"), dropped=_spans(d, "dropped"), evicted=_spans(d, "evicted"))
+                   pins=_spans(d, "pins"), dropped=_spans(d, "dropped"), evicted=_spans(d, "evicted"),
+                   folds=_folds(d))
 
     def clipped(self, n: int) -> "StreamState":
         """This state cut to a stream of n tokens (the tokens a crash left on disk)."""
@@ -162,11 +186,14 @@ class StreamState:
         s.tokens = min(s.tokens, n)
         for spans in (s.pins, s.dropped, s.evicted):
             spans.clip(n)
+        s.folds = {k: g for k, g in s.folds.items() if k[1] <= n}
         return s
 
     def token_state(self, i: int) -> str:
         if i in self.dropped:
             return "dropped"
+        if any(a <= i < b for a, b in self.folds):
+            return "folded"
         if i in self.evicted:
             return "evicted"
         if i in self.pins or i < self.sinks:

@@ -29,10 +29,11 @@ def clip_spans(spans, n: int) -> list[tuple[int, int]]:
 
 
 def restore_session(lm_model, tokenizer, gated, config: dict, ids, texts, sources, pins, dropped,
-                    recorder):
+                    recorder, folds=()):
     """Session.restore, then tells the recorder which tokens the engine made resident."""
     s = Session.restore(lm_model, tokenizer, config=config, token_ids=ids, token_texts=texts,
-                        token_sources=sources, pins=pins, dropped=dropped, recorder=recorder, gated=gated)
+                        token_sources=sources, pins=pins, dropped=dropped, folds=folds, recorder=recorder,
+                        gated=gated)
     recorder.reset_resident(s.retained())
     return s
 
@@ -54,4 +55,5 @@ def resume(store, session_id: int | None = None, *, model: str | None = None, dt
     rec.event("resume", {"tokens": n, "config": cfg})
     st = info.state
     return restore_session(lm.model, lm.tokenizer, lm.gated, cfg, data.token_ids, data.token_texts,
-                           data.token_sources, list(st.pins), list(st.dropped), rec)
+                           data.token_sources, list(st.pins), list(st.dropped), rec,
+                           folds=[(a, b, g) for (a, b), g in sorted(st.folds.items())])

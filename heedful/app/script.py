@@ -23,9 +23,10 @@ from heedful.limits import MAX_GENERATE, MAX_INT, MAX_SCRIPT_LINE_BYTES, check_t
 from heedful.selector.targets import compile_regex
 from heedful.selector.session import SessionConfig
 
-OPS = ("config", "resume", "prompt", "generate", "stop", "pin", "unpin", "drop", "recall", "rewind", "set")
-TARGET_OPS = ("pin", "unpin", "drop", "recall")
-AT_OPS = ("prompt", "stop", "pin", "unpin", "drop", "recall", "rewind", "set")  # may carry "at"
+OPS = ("config", "resume", "prompt", "generate", "stop", "pin", "unpin", "drop", "recall", "fold", "unfold",
+       "rewind", "set")
+TARGET_OPS = ("pin", "unpin", "drop", "recall", "fold", "unfold")
+AT_OPS = ("prompt", "stop", "pin", "unpin", "drop", "recall", "fold", "unfold", "rewind", "set")  # may carry "at"
 
 
 @dataclass
@@ -149,6 +150,11 @@ def check_step(op: str, a: dict) -> None:
                 raise ValueError(f"set: field {k!r} must be a finite number")
     elif op in TARGET_OPS:
         allowed |= _check_target(op, a)
+        if op == "fold" and "gist" in a:  # the gist in force (the log always has it; without, the model writes one)
+            allowed.add("gist")
+            if not (isinstance(a["gist"], str) and a["gist"].strip()):
+                raise ValueError("fold: field 'gist' must be a non-empty string")
+            check_text("fold: field 'gist'", a["gist"])
         if op == "recall" and "append" in a:  # re-encoded as a copy at the end, not in place
             allowed.add("append")
             if not isinstance(a["append"], bool):

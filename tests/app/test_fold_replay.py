@@ -1,0 +1,67 @@
+"""Folds through the store: the log, the store's state, exports, replay byte for byte, resume."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from heedful.app.open import resume
+from heedful.selector.session import Session
+from heedful.store import Store
+from heedful.store.export import export
+from tests.app.test_replay import _assert_store_matches, _replay
+
+PROMPT = "The vault code is 4821. Remember it. Alice met Bob at the station at noon."
+MORE = " The weather was calm and the lake was still."
+
+
+def _record(lm, store):
+    rec = store.new_session(title="folds")
+    s = Session(lm.model, lm.tokenizer, recorder=rec, gated=lm.gated, window=60, budget=120)
+    s.prompt(PROMPT)
+    s.fold("Alice met Bob at the station", gist=" a meeting")
+    s.prompt(MORE)
+    gen = s.generate(12)
+    for k, _ in enumerate(gen):
+        if k == 3:
+            s.fold("The weather was calm", gist=" calm")  # made while streaming: logged with "at"
+    s.unfold("weather")
+    list(s.generate(70))  # the window moves past the first fold: its gist stays
+    rec.flush()
+    return s, rec
+
+
+def test_folds_are_logged_stored_exported_and_replayed(tiny_qwen35, tmp_path):
+    store = Store.open(tmp_path / "a.db")
+    s, rec = _record(tiny_qwen35, store)
+    sid = rec.session_id
+    (a, b, gist), = s.folds()
+    info = store.session(sid)
+    assert info.state.folds == {(a, b): " a meeting"}
+    _assert_store_matches(store, sid, s)
+    folds_logged = [e for e in store.events(sid) if e["op"] in ("fold", "unfold")]
+    assert [e["op"] for e in folds_logged] == ["fold", "fold", "unfold"] and "at" in folds_logged[1]
+    # all: the original with the fold marked; retained: the gist in its place
+    out = io.StringIO()
+    export(store, sid, "all", "md", out)
+    assert "folded, held as the gist ' a meeting'" in out.getvalue() and "Alice met Bob" in out.getvalue()
+    out = io.StringIO()
+    export(store, sid, "retained", "txt", out)
+    assert " a meeting" in out.getvalue() and "Alice met Bob at the station" not in out.getvalue()
+    out = io.StringIO()
+    export(store, sid, "retained", "jsonl", out)
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert {"fold": [a, b], "gist": " a meeting", "state": "gist"} in lines
+    assert not any(a <= x.get("index", -1) < b for x in lines)
+    # replay: the same tokens, the same state
+    result, out_store, new_sid = _replay(tmp_path, store, sid, tiny_qwen35)
+    assert result.session.token_ids == s.token_ids and result.session.folds() == s.folds()
+    _assert_store_matches(out_store, new_sid, s)
+    assert out_store.events(new_sid)[1:] == store.events(sid)[1:]
+    # resume: the fold is rebuilt, and the session goes on
+    rec.close()
+    r = resume(store, sid, lm=tiny_qwen35)
+    assert r.folds() == s.folds() and r.retained() == s.retained()
+    list(r.generate(5))
+    r.recorder.close()
+    _assert_store_matches(store, sid, r)
