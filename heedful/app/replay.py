@@ -65,8 +65,8 @@ class _Runner:
             r = self.autopin.prompt(s, a["text"], pins) if self.autopin else s.prompt(a["text"], pin=pins)
             self.emit(step, range=[r.start, r.stop])
         elif op in TARGET_OPS:
-            target = {k: v for k, v in a.items() if k not in ("at", "append")}
-            extra = {"append": True} if a.get("append") else {}
+            target = {k: v for k, v in a.items() if k not in ("at", "append", "gist")}
+            extra = {k: a[k] for k in ("append", "gist") if k in a}
             ranges = getattr(s, op)(target, **extra)
             self.emit(step, ranges=[list(r) for r in ranges])
         elif op == "rewind":
@@ -87,7 +87,8 @@ class _Runner:
         self.rec.event("resume", {"tokens": n, "config": cfg})
         self.session = restore_session(s.model, s.tokenizer, s.gated, cfg, s.token_ids[:n],
                                        s.token_texts[:n], s.token_sources[:n], clip_spans(s.pins(), n),
-                                       clip_spans(s.dropped(), n), self.rec)
+                                       clip_spans(s.dropped(), n), self.rec,
+                                       folds=[f for f in s.folds() if f[1] <= n])
         self.emit(step, tokens=n)
 
     def generate(self, step: Step, during: list[Step]) -> None:
