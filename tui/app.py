@@ -21,11 +21,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Input
 
 from heedful.errors import HeedfulError
-from heedful.spans import Spans
-from heedful.store import StreamState
-from heedful.store.export import export, write_tokens
 from heedful.tui.commands import HeedfulCommands
 from heedful.tui.panel import SidePanel
+from heedful.tui.sessions import SessionActions
 from heedful.tui.token_view import MemoryState, TokenView
 
 
@@ -38,7 +36,7 @@ class PromptBox(Input):
     ]
 
 
-class HeedfulApp(App):
+class HeedfulApp(SessionActions, App):
     TITLE = "heedful"
     CSS = """
     Screen { layout: vertical; }
@@ -82,7 +80,7 @@ class HeedfulApp(App):
         self.session = session
         self.store, self.recorder = store, recorder
         self.chunk, self.refresh_s = chunk, refresh_s
-        self.export_dir = Path(export_dir) if export_dir else Path.cwd()
+        self.export_dir = Path(export_dir) if export_dir else None  # None: see export_folder()
         self.show_speed = show_speed
         self.ignore_eos = ignore_eos  # else a stream stops at the model's end-of-text token
         self._stop = threading.Event()
@@ -278,88 +276,6 @@ class HeedfulApp(App):
         if self._apply(lambda: self.session.set(**{name: value})):
             self.notify(f"{name} = {value}")
             self._update_title()
-
-    # ------------------------------------------------------------------ sessions
-    def new_session(self) -> None:
-        """A fresh session with the same model and settings (recorded in the same store)."""
-        from heedful.selector.session import Session, SessionConfig
-
-        if self.generating:
-            self.notify("Stop the stream first (Esc)", severity="warning")
-            return
-        old = self.session
-        rec = self.store.new_session() if self.store is not None else None
-        fresh = Session(old.model, old.tokenizer, recorder=rec, gated=old.gated,
-                        config=SessionConfig(**old.config.to_dict()))
-        self._swap(fresh, rec)
-        self.notify("new session")
-
-    def open_session(self, session_id: int) -> None:
-        """Resumes a stored session (the same model must fit it)."""
-        from heedful.models.loading import LoadedModel
-        from heedful.app.open import resume
-
-        if self.store is None:
-            self.notify("no store: start with heedful chat --db FILE", severity="warning")
-            return
-        if self.generating:
-            self.notify("Stop the stream first (Esc)", severity="warning")
-            return
-        old = self.session
-        lm = LoadedModel(model=old.model, tokenizer=old.tokenizer, name=old.config.model, gated=old.gated)
-        try:
-            resumed = resume(self.store, session_id, lm=lm)
-        except HeedfulError as e:
-            self.notify(str(e), severity="error")
-            return
-        self._swap(resumed, resumed.recorder)
-        self.notify(f"session {session_id} resumed ({len(resumed)} tokens)")
-
-    def _swap(self, session, recorder) -> None:
-        if self.recorder is not None:
-            self.recorder.close()
-        self.session, self.recorder = session, recorder
-        self._attach(session)
-        self.view.show_stream(session.token_texts)
-        self._update_title()
-        self.refresh_stream()
-        self._focus_default()
-
-    @staticmethod
-    def _attach(session) -> None:
-        """What the app reads from a session: attention weights (the heat overlay) and, for a
-        gated model, its output gates (the side panel)."""
-        session.collect_attention = True
-        if getattr(session, "gated", False) and hasattr(session, "watch_gates"):
-            session.watch_gates()
-
-    def _update_title(self) -> None:
-        c = self.session.config
-        self.sub_title = f"{c.model} | window {c.window} | budget {c.budget}"
-
-    # ------------------------------------------------------------------ export
-    def action_export(self, fmt: str = "md") -> None:
-        path = self.export_dir / f"heedful-pinned-{int(time.time())}.{fmt}"
-        try:
-            n = self.export_pinned(path, fmt)
-        except (OSError, HeedfulError) as e:
-            self.notify(f"export failed: {e}", severity="error")
-            return
-        self.last_export = path
-        self.notify(f"exported {n} pinned span(s) to {path}")
-
-    def export_pinned(self, path: Path, fmt: str) -> int:
-        """The pinned tokens, written by the store's export (from the store when the session
-        is recorded in one, else from the engine's own marks)."""
-        with open(path, "w", encoding="utf-8") as out:
-            if self.store is not None and self.recorder is not None:
-                self.recorder.flush()
-                return export(self.store, self.recorder.session_id, "pinned", fmt, out)
-            s = self.session
-            state = StreamState(tokens=len(s), sinks=s.config.sinks, pins=Spans(s.pins()),
-                                dropped=Spans(s.dropped()))
-            return write_tokens(out, "pinned", fmt, ids=s.token_ids, texts=s.token_texts, sources=s.token_sources,
-                                state=state, heading="Session (not recorded)", model=s.config.model)
 
     # ------------------------------------------------------------------ cursor
     def action_cursor(self, step: int, extend: bool = False) -> None:

@@ -14,10 +14,12 @@ from heedful.app.options import given_settings, model_options, session_options
 @click.option("--title", default=None, help="Title of a new session.")
 @click.option("--chunk", type=click.IntRange(min=1), default=256, show_default=True,
               help="Tokens per press of g (generate / continue).")
+@click.option("--export-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for exports (key e) [default: exports/ beside the database].")
 @session_options
 @model_options
 @click.pass_context
-def chat(ctx, db, session_id, title, chunk, model, dtype, device, trust_remote_code, **settings):
+def chat(ctx, db, session_id, title, chunk, export_dir, model, dtype, device, trust_remote_code, **settings):
     """Watch the model write, mark what matters, see what it remembers."""
     from heedful.app.open import open_session, resume
     from heedful.store import Store
@@ -34,7 +36,7 @@ def chat(ctx, db, session_id, title, chunk, model, dtype, device, trust_remote_c
         session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                                recorder=recorder, **settings)
     try:
-        HeedfulApp(session, store=store, recorder=recorder, chunk=chunk).run()
+        HeedfulApp(session, store=store, recorder=recorder, chunk=chunk, export_dir=export_dir).run()
     finally:
         recorder.close()
         store.close()
