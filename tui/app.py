@@ -35,6 +35,10 @@ class PromptBox(Input):
         Binding("tab", "app.focus_stream", "Text"),
     ]
 
+    def on_mount(self) -> None:
+        if self.app.is_headless:
+            self.cursor_blink = False  # see HeedfulApp._steady_inputs
+
 
 class HeedfulApp(SessionActions, App):
     TITLE = "heedful"
@@ -111,6 +115,16 @@ class HeedfulApp(SessionActions, App):
         self._update_title()
         self.refresh_stream()
         self._focus_default()
+        if self.is_headless:
+            self.screen_change_signal.subscribe(self, self._steady_inputs)
+
+    def _steady_inputs(self, screen) -> None:
+        """Headless (tests, benchmarks): no blinking cursors in any screen (the palette's
+        input too), so the screen looks the same whenever it is captured."""
+        def steady() -> None:
+            for box in screen.query(Input):
+                box.cursor_blink = False
+        self.call_after_refresh(steady)
 
     def _focus_default(self) -> None:
         """The text when there is some to read and mark (a resumed session), else the prompt box."""

@@ -27,11 +27,20 @@ def _app(lm, tmp_path):
     return app
 
 
+async def _settled(pilot) -> None:
+    """Waits until the screen holds still: animations done, messages processed. (Cursors do
+    not blink in a headless app: HeedfulApp._steady_inputs.)"""
+    await pilot.wait_for_animation()
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+
+
 def test_main_screen(snap_compare, tiny_qwen35, tmp_path):
     async def focus(pilot):
         pilot.app.view.focus()
         await pilot.press("home", "right", "shift+right", "shift+right")  # a selected span
-        await pilot.pause()
+        await _settled(pilot)
 
     assert snap_compare(_app(tiny_qwen35, tmp_path), terminal_size=(110, 30), run_before=focus)
 
@@ -39,7 +48,7 @@ def test_main_screen(snap_compare, tiny_qwen35, tmp_path):
 def test_help_panel(snap_compare, tiny_qwen35, tmp_path):
     async def show(pilot):
         pilot.app.action_show_help_panel()
-        await pilot.pause()
+        await _settled(pilot)
 
     assert snap_compare(_app(tiny_qwen35, tmp_path), terminal_size=(130, 30), run_before=show)
 
@@ -49,6 +58,13 @@ def test_palette(snap_compare, tiny_qwen35, tmp_path):
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"export")
-        await pilot.pause(0.3)
+        # the palette searches in a worker: wait for the three export commands, however slow
+        from textual.command import CommandList
+
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if pilot.app.screen.query_one(CommandList).option_count >= 3:
+                break
+        await _settled(pilot)
 
     assert snap_compare(_app(tiny_qwen35, tmp_path), terminal_size=(110, 30), run_before=palette)
