@@ -187,8 +187,10 @@ class HeedfulApp(SessionActions, App):
     @work(thread=True, exclusive=True, group="generate")
     def _stream(self, n: int) -> None:
         last = time.monotonic()
-        tok = self.session.tokenizer
-        it = self.session.generate(n, stop_at_eos=not self.ignore_eos)  # as `heedful generate`
+        tok = getattr(self.session, "tokenizer", None)  # (bench tui's synthetic session has none)
+        eos = None if self.ignore_eos or tok is None else tok.eos_token_id
+        # as `heedful generate`: the answer ends at the model's end-of-text token
+        it = self.session.generate(n) if eos is None else self.session.generate(n, stop_at_eos=True)
         try:
             token = None
             for token in it:
@@ -201,7 +203,7 @@ class HeedfulApp(SessionActions, App):
                     last = now
                     self._ui(self.refresh_stream)
             else:
-                if token is not None and token.id == tok.eos_token_id:
+                if eos is not None and getattr(token, "id", None) == eos:
                     self._ui(self.notify, f"the model wrote end of text ({tok.eos_token}) and stopped: "
                              "g continues past it", timeout=6)
         except Exception as e:  # noqa: BLE001 - shown to the person; the session stays usable

@@ -122,10 +122,12 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         a piece's leading whitespace stays at the end of the line. Only a word longer than the
         width is cut. Only the last line ever changes, so wrapping stays incremental."""
         self._used = sum(len(piece) for _, piece in self.lines[-1])
-        for i in range(start, len(self.texts)):
-            text = self.texts[i]
-            if not text:
-                self.lines[-1].append((i, ""))
+        texts, width = self.texts, self._width
+        for i in range(start, len(texts)):
+            text = texts[i]
+            if len(text) <= width - self._used and "\n" not in text:  # the common case: it fits
+                self.lines[-1].append((i, text))
+                self._used += len(text)
                 continue
             for j, part in enumerate(text.split("\n")):
                 if j:
