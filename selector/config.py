@@ -20,6 +20,8 @@ class SessionConfig:
     auto_topk: int = 0  # NSA-style blocks picked per step; 0 = off
     block_size: int = 64
     prefill_chunk: int = 256
+    fold_budget: int = 0  # rows of the budget for automatic fold summaries (autofold.py); 0 = off
+    fold_block: int = 16  # tokens pooled into one summary row
 
     def to_dict(self) -> dict:
         return asdict(self)

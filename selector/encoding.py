@@ -41,10 +41,10 @@ class Encoder:
     def _kept(self) -> Spans:
         """What the policy keeps besides sinks and the window: pins, and folded spans (where
         the gist rows sit)."""
-        if not self._folds:
+        if not self._folds and self._autofold is None:
             return self._pins
         kept = self._pins.copy()
-        for a, b in self._folds:
+        for a, b in [*self._folds, *(self._autofold.spans() if self._autofold else ())]:
             kept.add(a, b)
         return kept
 
@@ -57,12 +57,17 @@ class Encoder:
         if not gaps:
             return
         gone = [t for a, b in gaps for t in res[a:b] if type(t) is int]  # a gist's rows are no tokens
+        pooling = self._autofold is not None and reason == "window"
+        if pooling:  # what leaves with the window is folded into block summaries
+            self._autofold.absorb(self, [r for a, b in gaps for r in range(a, b) if type(res[r]) is int])
         self.cache.keep(list(keep))
         for a, b in reversed(gaps):
             del res[a:b]
         self._evicted += len(gone)
         if gone:
             self.recorder.evicted(runs(gone), reason)
+        if pooling:
+            self._autofold.emit(self)
 
     def _cut_resident(self, keep: list[int], reason: str) -> None:
         """Frees the rows of resident tokens not in `keep` (a sorted subset)."""

@@ -47,7 +47,8 @@ class Folding:
         return out
 
     def _gist_rows(self, without=()) -> int:
-        return sum(len(f.ids) for span, f in self._folds.items() if span not in without)
+        """Fixed rows besides sinks and pins: the folds' gists and the automatic summaries' room."""
+        return sum(len(f.ids) for span, f in self._folds.items() if span not in without) + self.config.fold_budget
 
     def _check_not_folded(self, op: str, ranges) -> None:
         for a, b in ranges:

@@ -21,6 +21,7 @@ import torch
 from heedful.errors import BudgetError, HeedfulError, TargetError
 from heedful.limits import MAX_GENERATE, MAX_INT, check_text
 from heedful.selector.attention import register
+from heedful.selector.autofold import AutoFold
 from heedful.selector.cache import HeedfulCache
 from heedful.selector.config import SessionConfig, Stats, Token, check_sampling
 from heedful.selector.encoding import Encoder
@@ -62,6 +63,12 @@ class Session(Encoder, Folding):
             raise HeedfulError(f"--seed {c.seed!r}: must be an integer from 0 to 2**63 - 1")
         self.device = next(model.parameters()).device
         self.cache = HeedfulCache(model.config, Rotary.from_model(model), capacity=c.budget)
+        if c.fold_budget:
+            if c.fold_budget < 0 or c.fold_block < 1:
+                raise BudgetError(f"--fold-budget {c.fold_budget} / --fold-block {c.fold_block}: must be >= 0 / >= 1")
+            self.policy.check_pins(Spans(), extra=c.fold_budget)  # the window must still fit
+            if self.cache.has_recurrent_layers:
+                raise HeedfulError("--fold-budget needs a model whose layers are all full attention")
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         self._lock = threading.RLock()
         self._waiting = 0  # operations waiting for the lock: a stream steps aside for them
@@ -71,6 +78,7 @@ class Session(Encoder, Folding):
         self.resident_tokens: list[int] = []  # token index of each cache row, ascending
         self._pins = Spans()
         self._folds: dict[tuple[int, int], Fold] = {}
+        self._autofold = AutoFold(c.fold_budget, c.fold_block) if c.fold_budget else None
         self._dropped = Spans()
         self.next_logits: torch.Tensor | None = None
         self.last_attention: dict | None = None
@@ -385,8 +393,12 @@ class Session(Encoder, Folding):
             last = index - 1
             for a, b in [span for span in self._folds if span[1] > max(last, 0)]:  # folds past the cut go
                 del self._folds[(a, b)]
+            if self._autofold is not None:
+                self._autofold.cut(max(last, 0))
+            summaries = set(self._autofold.keys) if self._autofold is not None else set()
             self._cut_resident([t for t in self.resident_tokens if t < max(last, 0)
-                                and (type(t) is int or any(a <= t < b for a, b in self._folds))], "rewind")
+                                and (type(t) is int or t in summaries or any(a <= t < b for a, b in self._folds))],
+                               "rewind")
             self.stream.truncate(index)
             self._pins.clip(index)
             self._dropped.clip(index)
@@ -408,39 +420,8 @@ class Session(Encoder, Folding):
                     "folds": [list(f) for f in self.folds()], "tokens": len(self.token_ids)}
 
     @classmethod
-    def restore(cls, model, tokenizer, *, config: SessionConfig | dict, token_ids: list[int],
-                token_texts: list[str], token_sources: list[str], pins=(), dropped=(), folds=(),
-                recorder: Recorder | None = None, gated: bool | None = None) -> "Session":
-        """Rebuilds a session from a store: the stream, pins and drops are set, and the
-        retained set (sinks + pins + window, minus drops and folds) is re-encoded in one
-        pass; then each fold (a, b, gist) reads its span again and keeps its gist.
-        Re-encoding gives those tokens fresh KV rows (each attends the retained tokens
-        before it), which is not bit-identical to the rows they had when first processed.
-        The recorder receives no config event and no tokens: the store has them."""
-        if isinstance(config, dict):
-            config = SessionConfig(**config)
-        s = cls(model, tokenizer, config=config, recorder=NullRecorder(), gated=gated)
-        with s._lock:
-            for tid, text, src in zip(token_ids, token_texts, token_sources):
-                s.stream.append(int(tid), src, text)
-            s.stream.continue_decoding()
-            for a, b in pins:
-                s._pins.add(a, b)
-            for a, b in dropped:
-                s._dropped.add(a, b)
-            n = len(s.token_ids)
-            lo = max(0, n - s.config.window)
-            folded = Spans()
-            for a, b, _ in folds:
-                folded.add(a, b)
-            keep = [t for t in range(n) if (t >= lo or s.policy.is_fixed(t, s._pins)) and t not in s._dropped
-                    and t not in folded]
-            s._reencode(keep)
-            for a, b, gist in folds:  # the span returns to be read, then its gist replaces it
-                s._reencode(list(range(a, b)))
-                ids = tuple(tokenizer(gist, add_special_tokens=False)["input_ids"])
-                s._fold_in(a, b, Fold(gist, ids), n)
-            s._peak = s.cache.resident()
-        if recorder is not None:
-            s.recorder = recorder
-        return s
+    def restore(cls, model, tokenizer, **kwargs) -> "Session":
+        """Rebuilds a session from a store (restore.py)."""
+        from heedful.selector.restore import restore
+
+        return restore(cls, model, tokenizer, **kwargs)

@@ -12,7 +12,7 @@ from click.core import ParameterSource
 
 from heedful.limits import MAX_INT
 
-SESSION_SETTINGS = ("window", "budget", "sinks", "auto_topk", "seed", "temperature", "top_p")
+SESSION_SETTINGS = ("window", "budget", "sinks", "auto_topk", "fold_budget", "fold_block", "seed", "temperature", "top_p")
 
 
 class FiniteFloat(click.FloatRange):
@@ -59,6 +59,11 @@ def session_options(f):
                   help="First tokens always kept (default: 0 for gated models, 4 otherwise).")
     @click.option("--auto-topk", type=click.IntRange(min=0), default=0, show_default=True,
                   help="NSA-style blocks picked per step from the rest of the budget (0 = off).")
+    @click.option("--fold-budget", type=click.IntRange(min=0), default=0, show_default=True,
+                  help="Rows of the budget for automatic fold: what leaves the window is pooled into "
+                       "summary rows, the oldest leaving first (0 = off).")
+    @click.option("--fold-block", type=click.IntRange(min=1), default=16, show_default=True,
+                  help="Tokens pooled into one fold summary row.")
     @click.option("--seed", type=click.IntRange(0, MAX_INT), default=0, show_default=True, help="Sampling seed.")
     @click.option("--temperature", type=FiniteFloat(min=0), default=0.0, show_default=True,
                   help="0 = greedy.")

@@ -12,10 +12,11 @@ SUBCOMMANDS = {
     "kernels": "heedful.bench.kernels:kernels",
     "store": "heedful.bench.store:store",
     "retention": "heedful.bench.retention:retention",
+    "fold": "heedful.bench.fold:fold",
     "tui": "heedful.bench.tui:tui",
 }
 
 
 @click.group(cls=LazyGroup, commands=SUBCOMMANDS)
 def bench():
-    """Benchmarks: decode latency and memory (stream), kernels, store, retention, tui."""
+    """Benchmarks: decode latency and memory (stream), kernels, store, retention, fold, tui."""

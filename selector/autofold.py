@@ -1,0 +1,86 @@
+"""Automatic folding, NSA's compression branch mean-pooled: tokens that leave the window are
+folded into summary rows, one per block of `fold_block` tokens, whose key and value are the
+means of the block's position-free keys and values. The summaries sit in the resident order
+right after their block (order key block_end - 0.5, so a compacted position puts them where
+the block stood) and are kept like pins, at most `fold_budget` of them: the oldest leave
+first. Pinned tokens of a block stay as they are and are not pooled.
+
+Summaries are the engine's own, like the window: nothing is logged (the config says
+fold_budget and fold_block, so a replay pools the same rows); a resume starts without them.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import torch
+
+from heedful.spans import Spans
+
+
+class AutoFold:
+    def __init__(self, rows: int, block: int):
+        self.rows, self.block = rows, block
+        self.pending: dict[int, list] = {}  # block -> [count, [(k_sum, v_sum) per attention layer]]
+        self.keys: list[float] = []  # order keys of the summary rows now resident, ascending
+        self.last = -1  # the newest token that has left with the window
+
+    def spans(self) -> list[tuple[float, float]]:
+        """Where the policy finds the summary rows (kept like pins)."""
+        return [(k, k + 0.25) for k in self.keys]
+
+    def absorb(self, session, rows: list[int]) -> None:
+        """Adds the rows about to leave with the window (row numbers of int tokens) to their
+        blocks' sums, before the cache frees them."""
+        if not rows:
+            return
+        taken = session.cache.take(torch.tensor(rows, dtype=torch.long, device=session.device))
+        tokens = [session.resident_tokens[r] for r in rows]
+        blocks = [t // self.block for t in tokens]
+        for b in sorted(set(blocks)):
+            idx = torch.tensor([i for i, x in enumerate(blocks) if x == b], device=session.device)
+            sums = [(k.index_select(2, idx).float().sum(2, keepdim=True),
+                     v.index_select(2, idx).float().sum(2, keepdim=True)) for k, v in taken]
+            entry = self.pending.get(b)
+            if entry is None:
+                self.pending[b] = [len(idx), sums]
+            else:
+                entry[0] += len(idx)
+                entry[1] = [(k0 + k1, v0 + v1) for (k0, v0), (k1, v1) in zip(entry[1], sums)]
+        self.last = max(self.last, *tokens)
+
+    def emit(self, session) -> None:
+        """Turns every block whose last token has left into a summary row."""
+        done = [b for b in sorted(self.pending) if (b + 1) * self.block - 1 <= self.last]
+        for b in done:
+            count, sums = self.pending.pop(b)
+            if len(self.keys) >= self.rows:
+                self._drop(session, self.keys[0])
+            key = (b + 1) * self.block - 0.5
+            layers = session.cache.attention_layers
+            self._insert(session, key, [((k / count).to(layer.keys.dtype), (v / count).to(layer.values.dtype))
+                                        for (k, v), layer in zip(sums, layers)])
+
+    def _insert(self, session, key: float, kv: list) -> None:
+        res = session.resident_tokens
+        r = bisect.bisect_left(res, key)
+        n = len(res)
+        after = session.cache.take(torch.arange(r, n, device=session.device)) if r < n else None
+        session.cache.truncate(r)
+        session.cache.put(kv)
+        if after is not None:
+            session.cache.put(after)
+        res.insert(r, key)
+        bisect.insort(self.keys, key)
+
+    def _drop(self, session, key: float) -> None:
+        r = bisect.bisect_left(session.resident_tokens, key)
+        session._cut_rows(Spans([(0, r), (r + 1, len(session.resident_tokens))]), "fold")
+        self.keys.remove(key)
+
+    def cut(self, limit: int) -> None:
+        """A rewind that keeps rows before `limit`: blocks and summaries from there on go
+        (their rows are cut by the rewind itself)."""
+        self.pending = {b: e for b, e in self.pending.items() if (b + 1) * self.block <= limit}
+        self.keys = [k for k in self.keys if k < limit]
+        self.last = min(self.last, limit - 1)

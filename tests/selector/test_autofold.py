@@ -1,0 +1,72 @@
+"""Automatic fold: what leaves the window is pooled into block summaries kept in R rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from heedful.errors import BudgetError
+from heedful.selector.session import Session
+
+TEXT = "The vault code is 4821. Remember it. Alice met Bob at the station at noon. " * 3
+
+
+def _session(lm, **kw):
+    return Session(lm.model, lm.tokenizer, gated=lm.gated, **kw)
+
+
+def test_summaries_are_block_means_kept_in_their_rows(tiny_qwen35):
+    F, W, R = 8, 16, 6
+    s = _session(tiny_qwen35, window=W, budget=W + R, fold_budget=R, fold_block=F, prefill_chunk=1)
+    full = _session(tiny_qwen35, window=400, budget=400, prefill_chunk=1)
+    s.prompt(TEXT)
+    full.prompt(TEXT)
+    n = len(s)
+    keys = [t for t in s.resident_tokens if type(t) is float]
+    assert 0 < len(keys) <= R and s.cache.resident() <= W + R
+    assert keys == [(b + 1) * F - 0.5 for b in range(n // F) if (b + 1) * F <= n - W][-R:]
+    assert s.retained() == list(range(n - W, n))  # only tokens of the window are tokens
+    # the oldest summary still here is the mean of its block's rows, as a session that evicts
+    # nothing computed them (block rows were computed before anything left)
+    first = keys[0]
+    b = int(first + 0.5) // F - 1
+    row = s.resident_tokens.index(first)
+    if (b + 1) * F <= W:  # computed with everything resident in both sessions
+        for ls, lf in zip(s.cache.attention_layers, full.cache.attention_layers):
+            mean_k = lf.keys[:, :, b * F:(b + 1) * F].float().mean(2)
+            mean_v = lf.values[:, :, b * F:(b + 1) * F].float().mean(2)
+            assert torch.allclose(ls.keys[:, :, row].float(), mean_k, atol=1e-5)
+            assert torch.allclose(ls.values[:, :, row].float(), mean_v, atol=1e-5)
+
+
+def test_the_first_block_summary_is_its_mean(tiny_qwen35):
+    F, W, R = 8, 16, 4
+    s = _session(tiny_qwen35, window=W, budget=W + R, fold_budget=R, fold_block=F, prefill_chunk=1)
+    full = _session(tiny_qwen35, window=400, budget=400, prefill_chunk=1)
+    ids = tiny_qwen35.tokenizer(TEXT)["input_ids"][: W + F]  # block 0 leaves, nothing more
+    s._append_and_run(ids, "prompt")
+    full._append_and_run(ids, "prompt")
+    assert [t for t in s.resident_tokens if type(t) is float] == [F - 0.5]
+    row = s.resident_tokens.index(F - 0.5)
+    assert row == 0  # where the block stood
+    for ls, lf in zip(s.cache.attention_layers, full.cache.attention_layers):
+        assert torch.allclose(ls.keys[:, :, row].float(), lf.keys[:, :, :F].float().mean(2), atol=1e-5)
+        assert torch.allclose(ls.values[:, :, row].float(), lf.values[:, :, :F].float().mean(2), atol=1e-5)
+
+
+def test_generation_stays_within_budget_and_rewinds(tiny_qwen35):
+    s = _session(tiny_qwen35, window=12, budget=22, fold_budget=8, fold_block=4)
+    s.prompt(TEXT)
+    for _ in s.generate(60):
+        assert s.cache.resident() <= 22
+        assert sum(1 for t in s.resident_tokens if type(t) is float) <= 8
+    s.pin((len(s) - 30, len(s) - 28))  # a pin of evicted text comes back in place, summaries stay
+    assert s.cache.resident() <= 22 and any(type(t) is float for t in s.resident_tokens)
+    s.rewind(len(s) - 20)
+    assert all(t < len(s) for t in s.resident_tokens)
+    assert len(list(s.generate(5))) == 5
+
+
+def test_fold_budget_needs_room(tiny_qwen35):
+    with pytest.raises(BudgetError):
+        _session(tiny_qwen35, window=16, budget=20, fold_budget=8)
