@@ -36,6 +36,7 @@ ACCEPTED = ("mit", "expat", "x11", "bsd-", "bsd", "isc", "apache", "psf", "pytho
             "linux-man-pages-copyleft", "verbatim", "permissive", "all-permissive", "unicode", "w3c")
 ACCEPTED_EXACT = frozenset({"go",  # the Go licence: BSD-3-Clause wording
                             "zsh",  # the Zsh licence: an MIT-style permission notice
+                            "sgi",  # (Boost's copy of the SGI STL notice) use, copy, modify, distribute, sell
                             "rra-keep-this-notice"})  # Russ Allbery's all-permissive notice
 # ... and never these (checked first: "cc-by-sa" must not pass as "cc-by-"; "gpl" in "lgpl").
 REFUSED = ("gpl", "lgpl", "agpl", "gfdl", "fdl", "cc-by-sa", "cc-by-nc", "cc-by-nd", "opl", "osl",
@@ -73,7 +74,8 @@ RECIPE_PACKAGES = (
     "python-biopython-doc", "python-pil-doc", "python-mpmath-doc", "python-hypothesis-doc",
     "python-pytest-doc", "python-click-doc", "python-scrapy-doc", "python-tornado-doc",
     "python-babel-doc", "python-lmfit-doc", "python-pygments-doc", "zsh-doc", "libx11-doc", "xorg-docs",
-    "lua5.1-doc", "jargon-text", "manpages", "manpages-dev",
+    "lua5.1-doc", "jargon-text", "manpages", "manpages-dev", "llvm-14-doc", "clang-14-doc", "libboost1.74-doc",
+    "freebsd-manpages",
 )
 
 
@@ -112,6 +114,8 @@ def _doc_pattern(pat: str) -> bool:
         return False
     parts = pat.strip("/").split("/")
     return any(p.lower() in _DOC_DIRS for p in parts[:-1]) or bool(_DOC_EXT.search(parts[-1]))
+
+
 _COPYLEFT_TEXT = re.compile(r"GNU (Lesser |Library |Affero )?General Public Licen[cs]e|GNU Free Documentation|"
                             r"\bL?GPL\b|ShareAlike|CC-BY-SA|Creative Commons Attribution-Share", re.I)
 _PERMISSIVE_TEXT = [
@@ -123,8 +127,6 @@ _PERMISSIVE_TEXT = [
     ("ISC/HPND", re.compile(r"Permission to use, copy, modify,? (and/or |and )?distribute", re.I)),
     ("public-domain", re.compile(r"\bpublic domain\b", re.I)),
 ]
-
-
 _SPDX = re.compile(r"SPDX-License-Identifier:\s*([^\n*]+?)\s*(\*/|-->)?\s*$", re.M)
 
 

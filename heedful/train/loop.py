@@ -208,6 +208,18 @@ def _log_json(path: Path, rec: dict):
         fh.write(json.dumps(rec) + "\n")
 
 
+def tokenizer_texts(train_docs: list[str], episodes: list[dict], max_chars: int) -> list[str]:
+    """What the tokenizer learns from: the head of train.txt (shuffled, so a sample of the
+    whole) up to max_chars, and 2000 recall episodes."""
+    texts, n = [], 0
+    for d in train_docs:
+        if n >= max_chars:
+            break
+        texts.append(d)
+        n += len(d)
+    return texts + [e["text"] for e in episodes[:2000]]
+
+
 def prepare_tokenizer(cfg: TrainConfig, train_docs: list[str], episodes: list[dict], log=print):
     if cfg.tokenizer_dir:
         from heedful.train.tokenizer import load_tokenizer
@@ -219,13 +231,7 @@ def prepare_tokenizer(cfg: TrainConfig, train_docs: list[str], episodes: list[di
 
         return load_tokenizer(tok_dir)
     log(f"tokenizer: training byte-level BPE, vocab {cfg.vocab_size}")
-    texts, n = [], 0
-    for d in train_docs:  # train.txt is shuffled: its head is a sample of the whole
-        if n >= cfg.tokenizer_chars:
-            break
-        texts.append(d)
-        n += len(d)
-    texts += [e["text"] for e in episodes[:2000]]
+    texts = tokenizer_texts(train_docs, episodes, cfg.tokenizer_chars)
     return train_tokenizer(texts, cfg.vocab_size, tok_dir, model_max_length=cfg.size.max_position_embeddings)
 
 

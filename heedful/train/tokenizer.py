@@ -37,3 +37,29 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def main(argv=None) -> None:
+    """python -m heedful.train.tokenizer CORPUS OUT [--vocab N]: the tokenizer `heedful train`
+    would train on CORPUS, trained once and saved to OUT (pass it as --tokenizer OUT to every run
+    that must share it; the device recipe trains it on the CPU beforehand)."""
+    import argparse
+
+    from heedful.train.corpus import read_docs, read_episodes
+    from heedful.train.loop import TrainConfig, tokenizer_texts
+
+    ap = argparse.ArgumentParser(prog="python -m heedful.train.tokenizer")
+    ap.add_argument("corpus")
+    ap.add_argument("out")
+    ap.add_argument("--vocab", type=int, default=TrainConfig.vocab_size)
+    ap.add_argument("--max-length", type=int, default=2048, help="model_max_length written to its config")
+    a = ap.parse_args(argv)
+    corpus = Path(a.corpus)
+    texts = tokenizer_texts(read_docs(corpus / "train.txt"), read_episodes(corpus / "recall_train.jsonl"),
+                            TrainConfig.tokenizer_chars)
+    tok = train_tokenizer(texts, a.vocab, a.out, model_max_length=a.max_length)
+    print(f"tokenizer: {len(tok)} tokens, from {sum(map(len, texts)) / 1e6:.1f}M characters -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -138,3 +138,15 @@ def test_evaluate_reports_bits_per_char(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["seq_len"] == 32 and "bits_per_char" in out
+
+
+def test_tokenizer_trained_beforehand_is_the_one_used(corpus, tmp_path):
+    from heedful.train.tokenizer import main
+
+    main([str(corpus), str(tmp_path / "tok"), "--vocab", "320"])
+    made = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    assert len(made["model"]["vocab"]) + len(made["added_tokens"]) >= 300
+    train(TrainConfig(corpus_dir=str(corpus), out_dir=str(tmp_path / "m"), tokenizer_dir=str(tmp_path / "tok"),
+                      size=PRESETS["tiny"], vocab_size=999, seq_len=32, batch_size=2, steps=1, warmup=1,
+                      eval_rows=2, eval_episodes=1, bpc_chars=0), log=lambda *_: None, progress=False)
+    assert json.loads((tmp_path / "m" / "tokenizer.json").read_text())["model"] == made["model"]
