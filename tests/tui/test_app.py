@@ -150,6 +150,7 @@ async def test_palette_settings_new_and_open_session(tiny_qwen35, store, tmp_pat
         await pilot.press("enter")
         await pilot.pause()
         assert app.session is not first and len(app.session) == 0 and app.session.config.window == 32
+        assert app.focused is app.query_one("#prompt")  # an empty session: type
         await pilot.press(*"Carol.", "enter")
         await _settle(app, pilot)
         await pilot.press("ctrl+p")
@@ -158,5 +159,6 @@ async def test_palette_settings_new_and_open_session(tiny_qwen35, store, tmp_pat
         await pilot.press("enter")
         await pilot.pause()
         assert app.session.token_ids == first.token_ids and app.session.config.window == 32
+        assert app.focused is app.view  # text to read and mark
     events = store.events(first_id)
     assert {"op": "set", "window": 32} in events and {"op": "set", "budget": 200} in events
