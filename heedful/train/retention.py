@@ -13,11 +13,15 @@ of the budget is the window), pins+topk.
 
 from __future__ import annotations
 
+import re
+
 from heedful.train.evaluate import answer_correct
 
-POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk", "recall", "recall-append"]
+POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk", "recall", "recall-append", "fold"]
 # recall / recall-append: the person marks the facts late, after they were evicted (just
-# before the question): re-encoded in place, or as a pinned copy at the end of the stream
+# before the question): re-encoded in place, or as a pinned copy at the end of the stream.
+# fold: the facts pinned as they stream in, each filler sentence folded into its first two
+# words as soon as it has streamed in (the person's gist), so the budget holds gists, not prose.
 
 
 def heldout_episodes(n: int, seed: int = 2, n_filler: int | None = 10) -> list[dict]:
@@ -48,6 +52,12 @@ def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chu
             settings.update(auto_topk=2, block_size=8, window=budget // 2)
         else:
             settings.update(window=budget - sinks)
+    sentences = [x for x in re.split(r"(?<=[.!?]) ", ep["filler"]) if x]
+    if policy == "fold":
+        pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
+        gists = [" " + " ".join(x.split()[:2]) for x in sentences]
+        rows = sum(len(tok(g, add_special_tokens=False)["input_ids"]) for g in gists)
+        settings["window"] = max(4, min(settings["window"], budget - pinned - rows))
     if policy.startswith(("pins", "recall")):
         # the window gets what the pins leave of the budget (pins + window <= budget)
         pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
@@ -59,7 +69,16 @@ def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chu
         s.policy = HeavyHitterPolicy(s.config.window, s.config.budget, s.config.sinks)
         s.collect_attention = True
     context = "Facts: " + " ".join(ep["facts"]) + "\n" + ep["filler"] + "\n"
-    if policy.startswith("pins"):
+    if policy == "fold":
+        s.prompt("Facts: " + " ".join(ep["facts"]), pin=list(ep["facts"]))
+        s.prompt("\n")
+        for sentence, gist in zip(sentences, gists):
+            r = s.prompt(" " + sentence if s.text(len(s) - 1) != "\n" else sentence)
+            resident = set(s.retained())  # a sentence longer than the window has left already
+            if len(r) > len(tok(gist, add_special_tokens=False)["input_ids"]) and all(t in resident for t in r):
+                s.fold((r.start, r.stop), gist=gist)
+        s.prompt("\n")
+    elif policy.startswith("pins"):
         # pin while the facts are still resident: the person marks them as they stream in
         s.prompt("Facts: " + " ".join(ep["facts"]))
         for f in ep["facts"]:

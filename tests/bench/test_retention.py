@@ -28,3 +28,29 @@ def test_bench_retention_rejects_unknown_policies(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "retention", "--policies", "full,nope"])
     assert e.value.code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_late_recall_and_fold_policies_run(tiny_qwen35_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "retention", "--model", str(tiny_qwen35_dir), "--budgets", "64", "--episodes", "2",
+              "--filler", "3", "--policies", "recall,recall-append,fold", "--png", str(tmp_path / "r.png"),
+              "--json", "--dtype", "float32"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 0, err
+    res = json.loads(out.strip().splitlines()[-1])[0]
+    assert set(res["accuracy"]) == {"recall", "recall-append", "fold"}
+
+
+def test_the_fold_policy_folds_the_filler(tiny_qwen35, monkeypatch):
+    import random
+
+    from heedful.selector.session import Session
+    from heedful.train.retention import run_episode
+    from heedful.train.synthetic import recall_episode
+
+    folds = []
+    real = Session.fold
+    monkeypatch.setattr(Session, "fold", lambda self, *a, **k: folds.append(a) or real(self, *a, **k))
+    ep = recall_episode(random.Random(3), n_facts=2, n_filler=4).to_dict()
+    run_episode(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, "fold", budget=256, gated=True, max_new=2)
+    assert len(folds) == 4  # one gist per filler sentence
