@@ -34,8 +34,10 @@ def stream_nll(session, ids: list[int], bar=None) -> float:
 
 
 @click.command()
-@click.option("--text", "path", type=click.Path(exists=True, dir_okay=False), required=True,
+@click.option("--text", "path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Plain text to stream (cut to the model's context length).")
+@click.option("--synthetic", type=click.Choice(["stories", "drills"]), default=None,
+              help="Instead of --text: held-out generated stories or copy drills (seeded, reproducible).")
 @click.option("--window", type=click.IntRange(min=1), default=64, show_default=True, help="W of the fold run.")
 @click.option("--budget", type=click.IntRange(min=2), default=128, show_default=True,
               help="KV rows for the window-only and the fold runs (the fold run keeps B - W summaries).")
@@ -44,15 +46,26 @@ def stream_nll(session, ids: list[int], bar=None) -> float:
 @click.option("--tokens", type=click.IntRange(min=16), default=None, help="Stream at most this many tokens.")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object (last line).")
-def fold(path, window, budget, fold_block, tokens, model, dtype, device, trust_remote_code, as_json):
+def fold(path, synthetic, window, budget, fold_block, tokens, model, dtype, device, trust_remote_code, as_json):
     """Perplexity: full attention vs window only vs window + automatic fold, at equal rows."""
     from heedful.app.open import session_for
     from heedful.models.loading import load_model
 
     if window >= budget:
         raise HeedfulError(f"--window {window} must be smaller than --budget {budget} (the rest holds summaries)")
+    if (path is None) == (synthetic is None):
+        raise click.UsageError("give --text FILE or --synthetic stories|drills (one of them)")
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    if synthetic is not None:
+        import random
+
+        from heedful.train.synthetic import copy_drill, story
+
+        rng = random.Random(12345)  # not a training seed: held-out text
+        text = "\n".join(story(rng) if synthetic == "stories" else copy_drill(rng) for _ in range(40))
+        path = f"synthetic {synthetic} (seed 12345)"
+    else:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     ids = lm.tokenizer(text)["input_ids"]
     limit = getattr(lm.model.config.get_text_config(decoder=True), "max_position_embeddings", None) or len(ids)
     ids = ids[: min(len(ids), limit - 1, tokens or len(ids))]
