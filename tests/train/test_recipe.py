@@ -150,3 +150,19 @@ def test_tokenizer_trained_beforehand_is_the_one_used(corpus, tmp_path):
                       size=PRESETS["tiny"], vocab_size=999, seq_len=32, batch_size=2, steps=1, warmup=1,
                       eval_rows=2, eval_episodes=1, bpc_chars=0), log=lambda *_: None, progress=False)
     assert json.loads((tmp_path / "m" / "tokenizer.json").read_text())["model"] == made["model"]
+
+
+def test_recipe_options_through_the_cli(corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from heedful.cli.train import train as train_cmd
+
+    r = CliRunner().invoke(train_cmd, [
+        "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--preset", "tiny", "--vocab", "400", "--seq-len",
+        "32", "--batch", "8", "--steps", "100000", "--lr", "2e-3", "--warmup", "30", "--recall-fraction", "0.25",
+        "--copy-fraction", "0.3", "--bf16", "--minutes", "0.03", "--eval-every", "500", "--ckpt-every", "500",
+        "--no-progress"])
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert info["config"]["dtype"] == "bfloat16" and info["config"]["max_minutes"] == 0.03
+    assert 25 < info["steps"] < 100_000 and "valid_prose_bpc" in info["final_eval"]
