@@ -38,7 +38,7 @@ class RetentionPolicy:
     auto_topk: int = 0  # blocks picked per step per KV head; 0 = auto selection off
     block_size: int = 64
 
-    def validate(self, max_positions: int | None = None) -> None:
+    def validate(self, max_positions: int | None = None, sliding_window: int | None = None) -> None:
         if self.window < 1:
             raise BudgetError(f"--window {self.window}: must be at least 1")
         if self.sinks < 0:
@@ -52,6 +52,12 @@ class RetentionPolicy:
                 f"--budget {self.budget} exceeds the model's max_position_embeddings ({max_positions}): "
                 "compacted positions run from 0 to budget - 1"
             )
+        if sliding_window is not None and self.budget > sliding_window:
+            # compacted positions keep every resident row inside a windowed layer's own window
+            # only if the budget fits in it; past that, those layers would read less than is kept
+            raise BudgetError(f"--budget {self.budget} exceeds the model's sliding window ({sliding_window} "
+                              f"positions): its windowed layers cannot read that many rows; use --budget <= "
+                              f"{sliding_window}")
         if self.auto_topk < 0 or self.block_size < 1:
             raise BudgetError("auto selection: topk must be >= 0 and block size >= 1")
 

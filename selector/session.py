@@ -26,7 +26,7 @@ from heedful.selector.cache import HeedfulCache
 from heedful.selector.config import SessionConfig, Stats, Token, check_sampling
 from heedful.selector.encoding import Encoder
 from heedful.selector.fold import Fold, Folding
-from heedful.selector.gates import GATED_TYPES, GateMonitor
+from heedful.selector.gates import GATED_TYPES, GateMonitor, sliding_window_of
 from heedful.selector.policy import RetentionPolicy
 from heedful.selector.recorder import NullRecorder, Recorder
 from heedful.selector.rope import Rotary
@@ -47,6 +47,7 @@ class Session(Encoder, Folding):
             gated = getattr(text_cfg, "model_type", "") in GATED_TYPES
         self.gated = gated
         self.max_positions = getattr(text_cfg, "max_position_embeddings", None)
+        self.sliding_window = sliding_window_of(text_cfg)
         if self.config.sinks is None:
             self.config.sinks = 0 if gated else 4
         if self.config.budget is None:
@@ -57,7 +58,7 @@ class Session(Encoder, Folding):
             model.config._attn_implementation = "heedful"
         c = self.config
         self.policy = RetentionPolicy(c.window, c.budget, c.sinks, c.auto_topk, c.block_size)
-        self.policy.validate(self.max_positions)
+        self.policy.validate(self.max_positions, self.sliding_window)
         check_sampling(c.temperature, c.top_p)
         if not isinstance(c.seed, int) or isinstance(c.seed, bool) or not 0 <= c.seed <= MAX_INT:
             raise HeedfulError(f"--seed {c.seed!r}: must be an integer from 0 to 2**63 - 1")
@@ -281,7 +282,7 @@ class Session(Encoder, Folding):
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise BudgetError(f"set {name} {value!r}: must be an integer")
             trial = RetentionPolicy(window, budget, c.sinks, c.auto_topk, c.block_size)
-            trial.validate(self.max_positions)
+            trial.validate(self.max_positions, self.sliding_window)
             trial.check_pins(self._pins, extra=self._gist_rows())
             check_sampling(temperature, top_p, "set ")
             if not changes:

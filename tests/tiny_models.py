@@ -49,6 +49,10 @@ def build_tiny_model(out: Path, kind: str, max_positions: int = 512, layers: int
 
         cfg = Qwen3_5TextConfig(layer_types=["linear_attention", "full_attention"] * (layers // 2), **common)
         model = Qwen3_5ForCausalLM(cfg)
+    elif kind == "mistral_sliding":  # every layer reads only the last 16 positions
+        from transformers import MistralConfig, MistralForCausalLM
+
+        model = MistralForCausalLM(MistralConfig(sliding_window=16, **common))
     elif kind == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 

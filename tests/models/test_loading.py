@@ -42,3 +42,30 @@ def test_no_default_model_says_so(monkeypatch):
     monkeypatch.setattr(loading, "default_model_dir", lambda: None)
     with pytest.raises(ModelLoadError, match="no default model is installed yet"):
         load_model(None)
+
+
+def test_sliding_window_models_keep_the_budget_inside_the_window(tmp_path):
+    """A Mistral-style model whose layers read only their last 16 positions: a budget past
+    that is refused (it would silently differ from the model); within it, heedful gives the
+    stock model's greedy tokens while nothing is evicted."""
+    import torch
+
+    from heedful.errors import BudgetError
+    from heedful.selector.session import Session
+    from tests.tiny_models import build_tiny_model
+
+    d = build_tiny_model(tmp_path, "mistral_sliding")
+    lm = load_model(str(d), dtype="float32", device="cpu")
+    with pytest.raises(BudgetError, match="sliding window"):
+        Session(lm.model, lm.tokenizer, window=8, budget=32, gated=False)
+    s = Session(lm.model, lm.tokenizer, window=16, budget=16, sinks=0, gated=False)
+    with pytest.raises(BudgetError, match="sliding window"):
+        s.set(budget=17)
+    s.prompt("Alice met Bob")
+    ids = [t.id for t in s.generate(16 - len(s))]
+    assert s.stats().evicted == 0
+    stock = load_model(str(d), dtype="float32", device="cpu", attn_implementation="sdpa").model
+    with torch.inference_mode():
+        full = stock(input_ids=torch.tensor([s.token_ids])).logits[0]
+    n0 = len(s) - len(ids)
+    assert ids == [int(full[n0 - 1 + k].argmax()) for k in range(len(ids))]
