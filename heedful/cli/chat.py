@@ -16,10 +16,13 @@ from heedful.app.options import given_settings, model_options, session_options
               help="Tokens per press of g (generate / continue).")
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for exports (key e) [default: exports/ beside the database].")
+@click.option("--ignore-eos", is_flag=True,
+              help="Generate past the model's end-of-text token (default: a stream stops there).")
 @session_options
 @model_options
 @click.pass_context
-def chat(ctx, db, session_id, title, chunk, export_dir, model, dtype, device, trust_remote_code, **settings):
+def chat(ctx, db, session_id, title, chunk, export_dir, ignore_eos, model, dtype, device, trust_remote_code,
+         **settings):
     """Watch the model write, mark what matters, see what it remembers."""
     from heedful.app.open import open_session, resume
     from heedful.store import Store
@@ -36,7 +39,8 @@ def chat(ctx, db, session_id, title, chunk, export_dir, model, dtype, device, tr
         session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                                recorder=recorder, **settings)
     try:
-        HeedfulApp(session, store=store, recorder=recorder, chunk=chunk, export_dir=export_dir).run()
+        HeedfulApp(session, store=store, recorder=recorder, chunk=chunk, export_dir=export_dir,
+                   ignore_eos=ignore_eos).run()
     finally:
         recorder.close()
         store.close()

@@ -69,3 +69,17 @@ async def test_a_new_prompt_is_separated_from_the_text_by_one_space(tiny_qwen35,
     prompts = [e["text"] for e in store.events(app.recorder.session_id) if e["op"] == "prompt"]
     assert prompts == ["Alice met Bob.", carol, " Dave", "Eve\n", "Frank"]
     assert carol == " Carol"  # (the tiny model's three tokens end without a space)
+
+
+def test_chat_ignore_eos_reaches_the_app(tiny_qwen35_dir, tmp_path, monkeypatch):
+    """`heedful chat --ignore-eos`: the app generates past the end-of-text token."""
+    import heedful.cli
+    from heedful.tui.app import HeedfulApp
+
+    seen = []
+    monkeypatch.setattr(HeedfulApp, "run", lambda self, *a, **k: seen.append(self.ignore_eos))
+    for flags in ([], ["--ignore-eos"]):
+        with pytest.raises(SystemExit) as e:
+            heedful.cli.main(["chat", "--db", str(tmp_path / "chat.db"), "--model", str(tiny_qwen35_dir), *flags])
+        assert e.value.code in (0, None)
+    assert seen == [False, True]
