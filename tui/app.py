@@ -22,25 +22,14 @@ from textual.widgets import Footer, Header, Input
 
 from heedful.errors import HeedfulError
 from heedful.tui.commands import HeedfulCommands
+from heedful.tui.folding import FoldActions
 from heedful.tui.panel import SidePanel
+from heedful.tui.prompt import PromptBox
 from heedful.tui.sessions import SessionActions
 from heedful.tui.token_view import MemoryState, TokenView
 
 
-class PromptBox(Input):
-    """The prompt box: Tab or Esc go back to the text (Esc stops a running stream first)."""
-
-    BINDINGS = [
-        Binding("escape", "app.leave_prompt", "Stop / back"),
-        Binding("tab", "app.focus_stream", "Text"),
-    ]
-
-    def on_mount(self) -> None:
-        if self.app.is_headless:
-            self.cursor_blink = False  # see HeedfulApp._steady_inputs
-
-
-class HeedfulApp(SessionActions, App):
+class HeedfulApp(SessionActions, FoldActions, App):
     TITLE = "heedful"
     CSS = """
     Screen { layout: vertical; }
@@ -57,6 +46,8 @@ class HeedfulApp(SessionActions, App):
         Binding("p", "pin", "Pin span", show=False),
         Binding("u", "unpin", "Unpin span", show=False),
         Binding("d", "drop", "Drop"),
+        Binding("f", "fold", "Fold"),
+        Binding("F,shift+f", "unfold", "Unfold", key_display="F"),
         Binding("r", "regenerate", "Regen"),
         Binding("h", "heat", "Heat"),
         Binding("e", "export", "Export"),
@@ -138,31 +129,57 @@ class HeedfulApp(SessionActions, App):
         if not self.is_running or not self.query(TokenView):
             return
         s = self.session
-        heat = {}
+        attention = s.last_attention
         retained = s.retained()
-        if s.last_attention:
-            layers = list(s.last_attention.values())
-            if layers and len(layers[0]) == len(retained):
-                mean = sum(layers) / len(layers)
-                top = float(mean.max()) or 1.0
-                heat = {t: float(w) / top for t, w in zip(retained, mean)}
+        rows = list(getattr(s, "resident_tokens", retained))  # order keys: floats for gist and summary rows
+        folds = s.folds() if hasattr(s, "folds") else []
+        heat = self._heat(attention, rows, folds) if attention else {}
         self.view.memory = MemoryState(resident=set(retained), pins=s.pins(), dropped=s.dropped(),
-                                       sinks=s.config.sinks, heat=heat)
+                                       sinks=s.config.sinks, heat=heat, folds={a: (b, g) for a, b, g in folds})
         self.view.sync()
-        self.query_one(SidePanel).show(s, generating=self.generating, show_speed=self.show_speed, retained=retained)
+        self.query_one(SidePanel).show(s, generating=self.generating, show_speed=self.show_speed, retained=retained,
+                                       rows=rows, folds=folds)
+
+    @staticmethod
+    def _heat(attention: dict, rows: list, folds: list) -> dict:
+        """Token index -> the newest token's attention (mean over layers), relative to the most
+        attended. The weights have one entry per resident row, gist rows (float order keys)
+        included: a token's own row gives its heat, and a fold's gist rows together give the
+        heat of the fold (drawn under its first token); summary rows show nowhere."""
+        layers = list(attention.values())
+        if not layers or len(layers[0]) != len(rows):
+            return {}  # read while a step changed the rows: the next refresh shows it
+        mean = (sum(layers) / len(layers)).tolist()
+        heat = {}
+        for key, w in zip(rows, mean):
+            if type(key) is int:
+                heat[key] = w
+            else:
+                a = next((a for a, b, _ in folds if a <= key < b), None)
+                if a is not None:
+                    heat[a] = heat.get(a, 0.0) + w
+        top = max(heat.values(), default=0.0) or 1.0
+        return {t: w / top for t, w in heat.items()}
 
     # ------------------------------------------------------------------ generation
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        text = event.value
-        if not text:
+        """Enter in the prompt box: the text goes to the engine with the words marked to pin
+        (ctrl+t), pinned before the prompt is processed; then the model generates."""
+        box, text = event.input, event.value
+        if not text or not isinstance(box, PromptBox):
             return
         if self.generating:
             self.notify("Stop the stream first (Esc) to add text", severity="warning")
             return
-        event.input.value = ""
         if not text[0].isspace() and not self._ends_with_space():
             text = " " + text  # not glued to the last word
-        self._apply(lambda: self.session.prompt(text))
+        pins = box.pin_targets(text)
+        if not self._apply(lambda: self.session.prompt(text, pin=pins) if pins else self.session.prompt(text)):
+            return  # refused (e.g. the pins would overflow the budget): the text and marks stay
+        box.value = ""
+        if pins:
+            self.notify(f"pinned before the prompt was read: {', '.join(box.marks_in(text))}")
+        box.clear_marks()
         self.view.focus()
         self.action_generate()
 
@@ -295,7 +312,7 @@ class HeedfulApp(SessionActions, App):
 
     # ------------------------------------------------------------------ cursor
     def action_cursor(self, step: int, extend: bool = False) -> None:
-        self.view.move(self.view.cursor + step, extend)
+        self.view.move(self.view.step(self.view.cursor, step), extend)
 
     def action_word(self, direction: int, extend: bool = False) -> None:
         self.view.move(self.view.word_step(direction), extend)
@@ -327,8 +344,8 @@ class HeedfulApp(SessionActions, App):
     def check_action(self, action: str, parameters) -> bool | None:
         # typing in the prompt must not trigger single-letter bindings
         if isinstance(self.focused, Input) and action in (
-                "generate", "toggle_pin", "pin", "unpin", "drop", "regenerate", "heat", "export", "focus_prompt",
-                "cursor", "word", "line", "home", "end"):
+                "generate", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold", "regenerate", "heat", "export",
+                "focus_prompt", "cursor", "word", "line", "home", "end"):
             return False
         return True
 

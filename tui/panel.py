@@ -1,17 +1,21 @@
-"""The side panel: memory meter, stream counters, speed, gate mean, and the pins.
+"""The side panel: memory meter, stream counters, speed, gate mean, the pins and the folds.
 
 `evicted` is the number of tokens of the stream whose KV rows are gone (dropped ones
 included): the stream's length less the resident tokens. It is what the store counts
 (`heedful sessions`), the same before and after a resume. (Session.stats().evicted counts
 row frees instead: a token re-encoded and freed again counts twice, and a resumed session
-starts it from 0.)"""
+starts it from 0.)
+
+`folds` is the number of folded spans, `gist rows` the resident rows their gists hold (order
+keys that are not tokens, inside a folded span); `summary rows` (shown with automatic
+folding, --fold-budget) the rows of the automatic fold summaries: the other non-token rows."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.widgets import Static
 
-from heedful.tui.token_view import PIN_YELLOW
+from heedful.tui.token_view import PIN_YELLOW, STYLES
 
 
 def _bar(used: int, total: int, width: int = 20) -> str:
@@ -24,9 +28,15 @@ def _total(spans) -> int:
 
 
 class SidePanel(Static):
-    def show(self, session, *, generating: bool, show_speed: bool = True, retained: list[int] | None = None) -> None:
+    def show(self, session, *, generating: bool, show_speed: bool = True, retained: list[int] | None = None,
+             rows: list | None = None, folds: list | None = None) -> None:
         st = session.stats()
-        resident = len(session.retained() if retained is None else retained)
+        retained = session.retained() if retained is None else retained
+        resident = len(retained)
+        folds = (session.folds() if hasattr(session, "folds") else []) if folds is None else folds
+        rows = getattr(session, "resident_tokens", ()) if rows is None else rows
+        extra = [k for k in rows if type(k) is not int]  # gist and summary rows
+        gist_rows = sum(1 for k in extra if any(a <= k < b for a, b, _ in folds))
         evicted = max(0, st.tokens - resident)
         t = Text()
         t.append("memory ", style="bold")
@@ -36,6 +46,9 @@ class SidePanel(Static):
         t.append(f"tokens {st.tokens}  generated {st.generated}\n")
         t.append(f"evicted {evicted}  dropped {_total(session.dropped())}\n")
         t.append(f"pinned {st.pinned}\n")
+        t.append(f"folds {len(folds)}  gist rows {gist_rows}\n")
+        if len(extra) > gist_rows or getattr(session.config, "fold_budget", 0):
+            t.append(f"summary rows {len(extra) - gist_rows}\n")
         if show_speed:
             t.append(f"speed {st.tokens_per_s:.1f} tok/s\n")
         gate = getattr(session, "gate_mean", None)
@@ -52,4 +65,10 @@ class SidePanel(Static):
                 snippet = snippet[:25] + "…"
             t.append(f"  [{a},{b}) ", style=PIN_YELLOW)
             t.append(f"{snippet}\n")
+        if folds:
+            t.append("\nfolds\n", style="bold")
+        for a, b, gist in folds[-10:]:
+            gist = gist.replace("\n", " ")
+            t.append(f"  [{a},{b}) ")
+            t.append(f"⟨{gist if len(gist) <= 24 else gist[:23] + '…'}⟩\n", style=STYLES["folded"])
         self.update(t)

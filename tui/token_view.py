@@ -9,10 +9,15 @@ Styles say what the model remembers: pinned tokens, the window (resident), sinks
 (dimmed but readable: the store has them), dropped (struck), the cursor and the selected
 span; with the heat overlay on, the background of each resident token shows how much
 attention the newest token gave it.
+
+A folded span (Session.fold) is drawn as one unit, its gist between ⟨ ⟩, under the index of
+its first token: the cursor moves over it in one step and a selection that reaches it takes
+the whole span. Folding or unfolding wraps everything again.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -36,6 +41,7 @@ STYLES = {
     "window": Style(color="#ffffff"),
     "evicted": Style(color="#6c6c6c"),
     "dropped": Style(color="#d75f5f", strike=True),
+    "folded": Style(color="#afafaf", bgcolor="#262640", italic=True),
     "cursor": Style(reverse=True),
     "selected": Style(color="#ffffff", bgcolor=SELECT_BLUE),
     "selected_pinned": Style(color=PIN_YELLOW, bgcolor=SELECT_BLUE, bold=True),  # still reads as pinned
@@ -51,11 +57,14 @@ class MemoryState:
     dropped: list = field(default_factory=list)
     sinks: int = 0
     heat: dict = field(default_factory=dict)  # token index -> attention weight, 0..1
+    folds: dict = field(default_factory=dict)  # first token -> (end, gist) of each folded span
 
     def in_spans(self, spans, t: int) -> bool:
         return any(a <= t < b for a, b in spans)
 
     def kind(self, t: int) -> str:
+        if t in self.folds:
+            return "folded"
         if self.in_spans(self.dropped, t):
             return "dropped"
         if t not in self.resident:
@@ -94,6 +103,8 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         self._wrapped = 0  # tokens already placed in self.lines
         self._used = 0  # characters on the last line
         self._width = 0
+        self._folds: dict[int, tuple[int, str]] = {}  # the folds the lines were wrapped with
+        self._fold_starts: list[int] = []
         self.cursor = 0
         self.anchor: int | None = None  # selection: [min(anchor, cursor), max(...)] inclusive
         self.memory = MemoryState()
@@ -107,6 +118,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         self.texts = texts
         self.lines, self._wrapped, self._width = [[]], 0, 0
         self.cursor, self.anchor, self.follow = 0, None, True
+        self.memory = MemoryState()
 
     def clear_selection(self) -> None:
         self.anchor = None
@@ -115,6 +127,24 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
     def _wrap_width(self) -> int:
         return max(8, self.scrollable_content_region.width)
 
+    def _units(self, start: int, end: int):
+        """(index, text) of each unit of tokens [start, end): a token, or a folded span drawn
+        as its gist (after the leading whitespace of its first token)."""
+        texts, folds = self.texts, self._folds
+        if not folds:
+            yield from zip(range(start, end), texts[start:end])
+            return
+        i = start
+        while i < end:
+            fold = folds.get(i)
+            if fold is None:
+                yield i, texts[i]
+                i += 1
+            else:
+                first = texts[i]
+                yield i, first[: len(first) - len(first.lstrip())] + "⟨" + fold[1].replace("\n", " ") + "⟩"
+                i = fold[0]
+
     def _place(self, start: int) -> None:
         """Places tokens start.. after the ones already placed. Lines break between words: a
         piece that does not fit goes to the next line together with the rest of its word
@@ -122,9 +152,8 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         a piece's leading whitespace stays at the end of the line. Only a word longer than the
         width is cut. Only the last line ever changes, so wrapping stays incremental."""
         self._used = sum(len(piece) for _, piece in self.lines[-1])
-        texts, width = self.texts, self._width
-        for i in range(start, len(texts)):
-            text = texts[i]
+        width, end = self._width, len(self.texts)  # (the stream may grow meanwhile: the rest is next time's)
+        for i, text in self._units(start, end):
             if len(text) <= width - self._used and "\n" not in text:  # the common case: it fits
                 self.lines[-1].append((i, text))
                 self._used += len(text)
@@ -133,7 +162,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
                 if j:
                     self._new_line([(i, "")])
                 self._put(i, part)
-        self._wrapped = len(self.texts)
+        self._wrapped = end  # (a fold never ends past the stream it was read with)
 
     def _new_line(self, segments: list) -> None:
         self.lines.append(segments)
@@ -209,15 +238,19 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         return moved
 
     def sync(self) -> None:
-        """Wraps new tokens (or everything, after a resize or a rewind)."""
+        """Wraps new tokens (or everything, after a resize, a rewind, a fold or an unfold)."""
         width = self._wrap_width()
-        if width != self._width or self._wrapped > len(self.texts):
+        folds = self.memory.folds
+        if width != self._width or self._wrapped > len(self.texts) or folds != self._folds:
             self._width, self.lines, self._wrapped = width, [[]], 0
+            self._folds, self._fold_starts = dict(folds), sorted(folds)
         if self._wrapped < len(self.texts):
             # re-place the last line's tokens: a token that grew (never) or new ones
             self._place(self._wrapped)
         self.virtual_size = Size(self._width, len(self.lines))
-        self.cursor = min(self.cursor, max(0, len(self.texts) - 1))
+        self.cursor = self.unit_start(min(self.cursor, max(0, len(self.texts) - 1)))
+        if self.anchor is not None:
+            self.anchor = self.unit_start(min(self.anchor, max(0, len(self.texts) - 1)))
         if self.follow:
             self.scroll_end(animate=False, immediate=True)
         self.refresh()
@@ -232,7 +265,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
             return None
         a = self.cursor if self.anchor is None else self.anchor
         lo, hi = min(a, self.cursor), max(a, self.cursor)
-        return lo, hi + 1
+        return self.unit_start(lo), self.unit_end(hi)
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -259,6 +292,27 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         return strip.crop(scroll_x, scroll_x + self.size.width)
 
     # ------------------------------------------------------------------ cursor
+    def fold_at(self, t: int) -> tuple[int, int] | None:
+        """The folded span [a, b) drawn as one unit that holds token t, if any."""
+        k = bisect.bisect_right(self._fold_starts, t) - 1
+        if k >= 0:
+            a = self._fold_starts[k]
+            if t < self._folds[a][0]:
+                return a, self._folds[a][0]
+        return None
+
+    def unit_start(self, t: int) -> int:
+        fold = self.fold_at(t) if self._folds else None
+        return t if fold is None else fold[0]
+
+    def unit_end(self, t: int) -> int:
+        fold = self.fold_at(t) if self._folds else None
+        return t + 1 if fold is None else fold[1]
+
+    def step(self, t: int, direction: int) -> int:
+        """The unit after (direction 1) or before (-1) the one at t; a folded span is one unit."""
+        return self.unit_end(t) if direction > 0 else self.unit_start(t - 1) if t > 0 else -1
+
     def _line_of(self, t: int) -> int:
         lo, hi = 0, len(self.lines) - 1
         while lo < hi:  # last line whose first token <= t
@@ -273,7 +327,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
     def move(self, t: int, extend: bool = False) -> None:
         if not self.texts:
             return
-        t = max(0, min(t, len(self.texts) - 1))
+        t = self.unit_start(max(0, min(t, len(self.texts) - 1)))
         if extend and self.anchor is None:
             self.anchor = self.cursor
         elif not extend:
@@ -294,9 +348,9 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
 
     def word_step(self, direction: int) -> int:
         """Next (or previous) token that starts a word: its text begins with whitespace."""
-        t = self.cursor + direction
+        t = self.step(self.cursor, direction)
         while 0 < t < len(self.texts) - 1 and not self.texts[t][:1].isspace():
-            t += direction
+            t = self.step(t, direction)
         return t
 
     def line_step(self, direction: int) -> int:

@@ -14,13 +14,15 @@ TEXT = ("The vault code is 4821. Remember it. Alice met Bob at the station at no
         "A filler sentence follows another filler sentence. What is the vault code?")
 
 
-def _app(lm, tmp_path):
+def _app(lm, tmp_path, fold: bool = False):
     s = Session(lm.model, lm.tokenizer, gated=lm.gated,
                 config=SessionConfig(model="tiny-qwen3.5", window=24, budget=64, prefill_chunk=12))
     s.prompt("The vault code is 4821.")
     s.pin("4821")  # resident: pinned in place
     s.prompt(" Remember it. Alice met Bob at the station at noon.")
     s.pin("Remember")  # evicted by now: recalled, pinned at the end
+    if fold:
+        s.fold("Alice met Bob at the station at noon", gist="Alice met Bob")  # resident: folded
     s.prompt(" " + TEXT.split("noon. ")[1])
     s.drop("filler")
     app = HeedfulApp(s, show_speed=False, export_dir=tmp_path)
@@ -43,6 +45,20 @@ def test_main_screen(snap_compare, tiny_qwen35, tmp_path):
         await _settled(pilot)
 
     assert snap_compare(_app(tiny_qwen35, tmp_path), terminal_size=(110, 30), run_before=focus)
+
+
+def test_fold_and_the_gist_box(snap_compare, tiny_qwen35, tmp_path):
+    """A folded span drawn as its gist, the panel's fold figures, and f's gist box."""
+    async def fold(pilot):
+        app = pilot.app
+        app.view.focus()
+        n = len(app.session)
+        app.view.move(n - 6)
+        app.view.move(n - 1, extend=True)
+        await pilot.press("f", *"the question")
+        await _settled(pilot)
+
+    assert snap_compare(_app(tiny_qwen35, tmp_path, fold=True), terminal_size=(110, 30), run_before=fold)
 
 
 def test_help_panel(snap_compare, tiny_qwen35, tmp_path):

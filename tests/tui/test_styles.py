@@ -17,6 +17,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "tui.md"
 ROWS = {  # how the doc's table starts each row -> the style's name in the code
     "pinned": "pinned", "in the live window": "window", "a sink": "sink", "evicted": "evicted",
     "dropped": "dropped", "the selected span": "selected", "a pinned token in the selected span": "selected_pinned",
+    "folded": "folded",
 }
 
 
@@ -43,6 +44,7 @@ def test_the_doc_states_the_colours_the_code_uses():
     for name, colours in doc.items():
         assert colours == _code_colours(STYLES[name]), name
     assert STYLES["pinned"].bold and STYLES["selected_pinned"].bold and STYLES["dropped"].strike
+    assert STYLES["folded"].italic
 
 
 async def test_the_screen_shows_those_colours_not_the_themes(tiny_qwen35, tmp_path):
@@ -53,6 +55,7 @@ async def test_the_screen_shows_those_colours_not_the_themes(tiny_qwen35, tmp_pa
     s.prompt("The vault code is 4821. Remember it. Alice met Bob at the station at noon. A filler sentence.")
     s.pin((len(s) - 6, len(s) - 4))
     s.drop((len(s) - 3, len(s) - 2))
+    s.fold((len(s) - 12, len(s) - 8), gist="A")
     app = HeedfulApp(s, show_speed=False, export_dir=tmp_path)
     async with app.run_test(size=(110, 30)) as pilot:
         await pilot.pause()
@@ -60,6 +63,6 @@ async def test_the_screen_shows_those_colours_not_the_themes(tiny_qwen35, tmp_pa
         app.view.move(len(s) - 6, extend=True)  # over window tokens and one of the two pinned
         await pilot.pause()
         svg = app.export_screenshot().lower()
-    for name in ("pinned", "window", "evicted", "dropped", "selected", "selected_pinned"):
+    for name in ("pinned", "window", "evicted", "dropped", "selected", "selected_pinned", "folded"):
         for colour in _code_colours(STYLES[name]):
             assert colour in svg, (name, colour)
