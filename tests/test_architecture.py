@@ -23,8 +23,9 @@ ALLOWED = {
     "app": {"models", "selector", "store", "base"},
     "tui": {"app", "models", "selector", "store", "base"},
     "train": {"models", "selector", "base"},
-    "bench": {"train", "tui", "app", "models", "selector", "store", "kernels", "base"},
-    "cli": {"bench", "train", "tui", "app", "models", "selector", "store", "kernels", "base"},
+    "learn": {"train", "models", "selector", "store", "base"},
+    "bench": {"learn", "train", "tui", "app", "models", "selector", "store", "kernels", "base"},
+    "cli": {"bench", "learn", "train", "tui", "app", "models", "selector", "store", "kernels", "base"},
 }
 
 

@@ -10,7 +10,7 @@ when they were made; a `resume` rebuilds the engine with Session.restore from th
 `autopin` (optional, duck-typed so that this room imports nothing above it: heedful.learn's
 AutoPinner) pins what a learned picker scores high while the script runs: its
 `prompt(session, text, pins)` processes a prompt line, `token(session, tok)` sees each
-generated token, `flush(session)` ends a generate. What it pins is logged as ordinary pins.
+generated token, `flush(session)` ends the script. What it pins is logged as ordinary pins.
 """
 
 from __future__ import annotations
@@ -116,8 +116,6 @@ class _Runner:
                 break  # a stop closed the stream
         finally:
             gen.close()
-            if self.autopin:
-                self.autopin.flush(s)
         self.emit(step, range=[start, start + len(ids)], ids=ids, text="".join(s.token_texts[start:start + len(ids)]))
         if pending:
             with self.at_line(pending[0]):
@@ -184,4 +182,6 @@ def run_script(steps: list[Step], path, *, model: str | None = None, dtype="auto
         else:
             with runner.at_line(step):
                 runner.apply(step)
+    if autopin:  # the end of the stream decides the words still waiting for their lookahead
+        autopin.flush(runner.session)
     return ReplayResult(runner.session, rec, runner.results)

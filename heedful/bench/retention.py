@@ -8,6 +8,14 @@ full attention (upper bound), window only, sinks + window (StreamingLLM), heavy 
 person or a replay script would), pins + top-k. Run on the embedded gated model and, with
 --twin, its ungated twin (not shipped: `heedful train --ungated` rebuilds it). Prints a
 table and writes a PNG: accuracy vs budget, one line per policy, one panel per model.
+
+--episodes-file FILE.jsonl (lines {"text", "facts", "question", "answer"}, the facts
+substrings of the text in any order) and --picker DIR (the policy "learned": a picker of
+`heedful learn` auto-pins while the text streams) run every policy on streamed text
+(`run_text_episode`): the text arrives a few words at a time, "pins" pins each fact as soon
+as it has streamed in, "learned" pins what the picker scores high (window budget // 4, the
+rest of the budget for its pins, the oldest leaving first), then the question is asked.
+--adapter DIR loads a peft LoRA adapter over the model.
 """
 
 from __future__ import annotations
@@ -59,24 +67,52 @@ def plot(results: list[dict], path: str) -> None:
 @click.option("--png", default="retention.png", show_default=True, type=click.Path(dir_okay=False),
               help="Where to write the plot.")
 @click.option("--json", "as_json", is_flag=True, help="Also print the results as JSON.")
+@click.option("--episodes-file", default=None, type=click.Path(dir_okay=False), metavar="FILE.jsonl",
+              help='Episodes to stream: lines {"text", "facts": [...], "question", "answer"} (first --episodes).')
+@click.option("--picker", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="A picker of `heedful learn`: adds the policy learned (auto-pins while the text streams).")
+@click.option("--adapter", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="A peft LoRA adapter loaded over the model (not the twin).")
 @model_options
-def retention(twin, budgets, episodes, filler, policies, png, as_json, model, dtype, device, trust_remote_code):
+def retention(twin, budgets, episodes, filler, policies, png, as_json, episodes_file, picker, adapter, model, dtype,
+              device, trust_remote_code):
     """Recall accuracy under a KV budget for each retention policy (table + PNG)."""
     import torch
 
     from heedful.models.loading import load_model
     from heedful.train.retention import POLICIES, heldout_episodes, run_episode
 
+    known = POLICIES + ["learned"]
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = [p for p in chosen if p not in POLICIES]
+    unknown = [p for p in chosen if p not in known]
     if unknown:
-        raise click.BadParameter(f"unknown policies {unknown} (known: {', '.join(POLICIES)})", param_hint="--policies")
+        raise click.BadParameter(f"unknown policies {unknown} (known: {', '.join(known)})", param_hint="--policies")
+    if picker and "learned" not in chosen:
+        chosen.append("learned")
+    if "learned" in chosen and not picker:
+        raise click.BadParameter("the policy learned needs --picker DIR", param_hint="--policies")
     bs = _ints(budgets)
-    eps = heldout_episodes(episodes, n_filler=filler)
+    streamed = bool(episodes_file or picker)
+    if episodes_file:
+        from heedful.learn.episodes import read_episodes_file
+
+        eps = read_episodes_file(episodes_file)[:episodes]
+    else:
+        eps = heldout_episodes(episodes, n_filler=filler)
+        if streamed:
+            eps = [{"text": "Facts: " + " ".join(e["facts"]) + "\n" + e["filler"] + "\n", **e} for e in eps]
     runs = [(model, "default" if model is None else model)] + ([(twin, twin)] if twin else [])
     results = []
     for name, label in runs:
-        lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        extra = {"adapter": adapter} if adapter and name is model else {}
+        lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code, **extra)
+        pk = None
+        if picker and name is model:
+            from heedful.learn.picker import Picker
+
+            pk = Picker.load(picker, lm)
+        if adapter and name is model:
+            label += f" + adapter {adapter}"
         torch.manual_seed(0)
         acc: dict[str, dict[str, float]] = {}
         total = len(chosen) * len(bs) * len(eps)
@@ -87,16 +123,23 @@ def retention(twin, budgets, episodes, filler, policies, png, as_json, model, dt
                     hits = 0
                     for ep in eps:
                         try:
-                            ok, _ = run_episode(lm.model, lm.tokenizer, ep, policy, b, lm.gated)
+                            if policy == "learned" and pk is None:
+                                ok = False  # the twin has no picker
+                            elif streamed:
+                                ok, _ = run_text_episode(lm.model, lm.tokenizer, ep, policy, b, lm.gated, pk)
+                            else:
+                                ok, _ = run_episode(lm.model, lm.tokenizer, ep, policy, b, lm.gated)
                         except Exception:  # a pin the budget cannot hold: a miss, as for a person
                             ok = False
                         hits += ok
                         bar.update(1)
                     acc[policy][str(b)] = hits / len(eps)
-        results.append({"label": label, "gated": lm.gated, "episodes": len(eps), "budgets": bs, "accuracy": acc})
+        results.append({"label": label, "gated": lm.gated, "episodes": len(eps), "budgets": bs, "accuracy": acc,
+                        **({"streamed": True} if streamed else {})})
     for res in results:
+        what = f"episodes of {episodes_file}, streamed" if episodes_file else f"filler {filler} sentences"
         click.echo(f"\n{res['label']} ({'gated' if res['gated'] else 'ungated'}): recall accuracy, "
-                   f"{res['episodes']} episodes, filler {filler} sentences")
+                   f"{res['episodes']} episodes, {what}")
         click.echo(f"{'policy':<14}" + "".join(f"{'B=' + str(b):>8}" for b in bs))
         for policy, accs in res["accuracy"].items():
             click.echo(f"{policy:<14}" + "".join(f"{accs[str(b)]:>8.2f}" for b in bs))
@@ -110,3 +153,75 @@ def retention(twin, budgets, episodes, filler, policies, png, as_json, model, dt
     click.echo(f"plot: {png}")
     if as_json:
         click.echo(json.dumps(results))
+
+
+def _pieces(text: str, words: int = 6) -> list[str]:
+    """The text in pieces of a few words (each piece keeps the whitespace before its words)."""
+    import re
+
+    parts = re.findall(r"\s*\S+", text)
+    tail = text[len("".join(parts)):]
+    out = ["".join(parts[k:k + words]) for k in range(0, len(parts), words)]
+    if tail:
+        out[-1:] = [(out[-1] if out else "") + tail]
+    return out
+
+
+def run_text_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, picker=None, chunk: int = 16,
+                     max_new: int = 8) -> tuple[bool, str]:
+    """One episode of an --episodes-file, streamed a few words at a time through a Session
+    (see the module's docstring); the settings per policy are run_episode's."""
+    from heedful.selector.session import Session
+    from heedful.train.evaluate import answer_correct
+
+    settings = dict(prefill_chunk=chunk, seed=0)
+    n_ctx = getattr(model.config, "max_position_embeddings", 256)
+    if policy == "full":
+        settings.update(budget=n_ctx, window=n_ctx, sinks=0)
+    else:
+        sinks = 4 if policy == "sinks+window" else 0
+        settings.update(budget=budget, sinks=sinks, window=budget - sinks)
+        if policy == "h2o":
+            settings.update(window=budget // 2, prefill_chunk=1)
+        elif "topk" in policy:
+            settings.update(auto_topk=2, block_size=8, window=budget // 2)
+        elif policy == "learned":
+            settings.update(window=max(8, budget // 4))
+    if policy.startswith(("pins", "recall")):
+        pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
+        settings["window"] = max(4, min(settings["window"], budget - pinned))
+    s = Session(model, tok, gated=gated, **settings)
+    if policy == "h2o":
+        from heedful.selector.policy import HeavyHitterPolicy
+
+        s.policy = HeavyHitterPolicy(s.config.window, s.config.budget, s.config.sinks)
+        s.collect_attention = True
+    pinner = None
+    if policy == "learned":
+        from heedful.learn.autopin import AutoPinner
+
+        pinner = AutoPinner(picker, model)
+    text = ep["text"]
+    ends = sorted((text.index(f) + len(f), f) for f in ep["facts"])
+    streamed, k = 0, 0
+    for piece in _pieces(text):
+        if pinner:
+            pinner.prompt(s, piece)
+        else:
+            s.prompt(piece)
+        streamed += len(piece)
+        while policy.startswith("pins") and k < len(ends) and ends[k][0] <= streamed:
+            s.pin(ends[k][1])  # as soon as the fact has streamed in
+            k += 1
+    if policy.startswith("recall"):
+        for f in ep["facts"]:
+            s.recall(f, append=policy == "recall-append")
+    q = ("" if text[-1:].isspace() else "\n") + "Question: " + ep["question"] + "\nAnswer:"
+    if pinner:
+        pinner.prompt(s, q)
+    else:
+        s.prompt(q)
+    out = "".join(t.text for t in s.generate(max_new))
+    if pinner:
+        pinner.close()
+    return answer_correct(out, ep["answer"]), out

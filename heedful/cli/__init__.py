@@ -21,6 +21,7 @@ COMMANDS = {
     "sessions": "heedful.cli.sessions:sessions",
     "bench": "heedful.cli.bench:bench",
     "train": "heedful.cli.train:train",
+    "learn": "heedful.cli.learn:learn",
     "inspect": "heedful.cli.inspect:inspect",
 }
 

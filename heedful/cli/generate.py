@@ -43,26 +43,52 @@ def parse_target(value: str, option: str = "--pin"):
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token, then a summary object.")
 @click.option("--ignore-eos", is_flag=True, help="Keep generating past the end-of-sequence token.")
+@click.option("--picker", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="A picker made by `heedful learn`: with --auto-pin it pins what it scores high, else the "
+                   "summary lists its suggestions.")
+@click.option("--auto-pin", is_flag=True, help="Pin the words the picker scores above its threshold as they "
+                                               "stream in (the prompt's before prefill), within the budget.")
+@click.option("--adapter", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="A peft LoRA adapter loaded over the model.")
 @click.pass_context
-def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, model, dtype, device,
-             trust_remote_code, **settings):
+def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, picker, auto_pin, adapter, model,
+             dtype, device, trust_remote_code, **settings):
     """Generate from PROMPT with a bounded, pinned KV cache, streaming to stdout."""
-    from heedful.app.open import open_session, resume
+    from heedful.app.open import open_session, resume, session_for
     from heedful.store import Store
 
     if prompt is None and session_id is None:
         raise click.UsageError("PROMPT is required (unless --session continues a stored session)")
+    if auto_pin and not picker:
+        raise click.UsageError("--auto-pin needs --picker DIR")
     store = Store.open(db, create=session_id is None) if (db is not None or session_id is not None) else None
+    pk = None
     try:
+        lm = None
+        if picker or adapter:  # the model first: the picker is checked against it before anything is recorded
+            from heedful.models.loading import load_model
+
+            name = model
+            if name is None and session_id is not None:
+                name = store.session(session_id).config.get("model")
+            lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                            **({"adapter": adapter} if adapter else {}))
+            if picker:
+                from heedful.learn.picker import Picker
+
+                pk = Picker.load(picker, lm)
         if session_id is not None:
             session = resume(store, session_id, model=model, dtype=dtype, device=device,
-                             trust_remote_code=trust_remote_code, **given_settings(ctx, settings))
+                             trust_remote_code=trust_remote_code, lm=lm, **given_settings(ctx, settings))
         else:
             recorder = store.new_session(title=title or prompt[:60]) if store is not None else None
-            session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                   recorder=recorder, **settings)
+            if lm is not None:
+                session = session_for(lm, recorder=recorder, **settings)
+            else:
+                session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                       recorder=recorder, **settings)
         try:
-            _run(session, prompt, pins, n, as_json, ignore_eos)
+            _run(session, prompt, pins, n, as_json, ignore_eos, pk, auto_pin)
         except BrokenPipeError:
             # the reader of stdout left (`heedful generate --json | head -2`): not an error, and
             # what was generated is kept; stdout goes to /dev/null so the final flush cannot fail
@@ -77,15 +103,25 @@ def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, m
         click.echo(f"session {sid} saved in {store.path}", err=True)
 
 
-def _run(session, prompt, pins, n, as_json, ignore_eos) -> None:
+def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=False) -> None:
     targets = [parse_target(p) for p in pins]
+    pinner = None
+    if auto_pin:
+        from heedful.learn.autopin import AutoPinner
+
+        pinner = AutoPinner(picker, session.model)
     if prompt:  # pins are resolved in the prompt's text and set before it is processed
-        prompt_tokens = len(session.prompt(prompt, pin=targets))
+        if pinner:  # and the picker's, scored before prefill
+            prompt_tokens = len(pinner.prompt(session, prompt, targets))
+        else:
+            prompt_tokens = len(session.prompt(prompt, pin=targets))
     else:  # continuing a session: pins anywhere in its text (evicted text is re-encoded in place)
         prompt_tokens = 0
         for t in targets:
             session.pin(t, occurrence="all")
     out = sys.stdout
+    if pinner:
+        pinner.start()
     tokens = session.generate(n, stop_at_eos=not ignore_eos)
     try:
         for tok in tokens:
@@ -95,16 +131,28 @@ def _run(session, prompt, pins, n, as_json, ignore_eos) -> None:
             else:
                 out.write(tok.text)
             out.flush()
+            if pinner:
+                pinner.token(session, tok)
     except BrokenPipeError:  # the reader left (`| head`): stop here, the run so far is kept
         tokens.close()
         raise
     tokens.close()  # a stream cut short is logged as a stop before the recorder closes
+    picked = {}
+    if pinner:
+        pinner.flush(session)
+        pinner.close()
+        picked = {"auto_pins": [list(p) for p in pinner.auto_spans],
+                  "scoring_ms_per_token": round(1e3 * pinner.score_seconds_generating / max(1, session.stats().generated), 4)}
+    elif picker is not None:
+        from heedful.learn.picker import suggest
+
+        picked = {"suggestions": [[s.start, s.end] for s in suggest(picker, session)]}
     st = session.stats()
     if as_json:
         summary = {"event": "summary", "tokens": st.tokens, "resident": st.resident,
                    "peak_resident": st.peak_resident, "evicted": st.evicted,
                    "tokens_per_s": round(st.tokens_per_s, 2), "prompt_tokens": prompt_tokens,
-                   "pins": [list(p) for p in session.pins()]}
+                   "pins": [list(p) for p in session.pins()], **picked}
         sid = getattr(session.recorder, "session_id", None)
         if sid is not None:
             summary["session"] = sid
@@ -113,4 +161,8 @@ def _run(session, prompt, pins, n, as_json, ignore_eos) -> None:
         out.write("\n")
         click.echo(f"[{st.generated} tokens, {st.tokens_per_s:.1f} tok/s, resident {st.resident}/"
                    f"{st.budget} KV rows, peak {st.peak_resident}, evicted {st.evicted}]", err=True)
+        for key, spans in picked.items():
+            if key != "scoring_ms_per_token":
+                shown = "; ".join(repr(session.text(a, b)) for a, b in spans) or "none"
+                click.echo(f"[{key.replace('_', ' ')}: {shown}]", err=True)
     out.flush()

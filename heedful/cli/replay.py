@@ -17,8 +17,13 @@ from heedful.errors import HeedfulError
 @click.option("--db", type=click.Path(), default=None,
               help="Database file [default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db].")
 @model_options
+@click.option("--picker", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="A picker made by `heedful learn` (with --auto-pin: pins what it scores high).")
+@click.option("--auto-pin", is_flag=True, help="Pin the words the picker scores above its threshold as they stream.")
+@click.option("--adapter", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="A peft LoRA adapter loaded over the model.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per operation's result, then a summary.")
-def replay(scripts, db, model, dtype, device, trust_remote_code, as_json):
+def replay(scripts, db, model, dtype, device, trust_remote_code, picker, auto_pin, adapter, as_json):
     """Replay SCRIPT.jsonl files (the format `heedful export --what events` writes).
 
     Each script is checked whole first; a bad line is reported as FILE:LINE: reason. Each
@@ -31,6 +36,8 @@ def replay(scripts, db, model, dtype, device, trust_remote_code, as_json):
     from heedful.store import Store, default_db_path
     from heedful.store.db import check_writable
 
+    if auto_pin and not picker:
+        raise click.UsageError("--auto-pin needs --picker DIR")
     single = len(scripts) == 1
     db_path = Path(db) if db else default_db_path()
     failed: list[str] = []
@@ -55,6 +62,7 @@ def replay(scripts, db, model, dtype, device, trust_remote_code, as_json):
         Store.open(db_path, create=False).close()
     out = sys.stdout
     models: dict = {}
+    pickers: dict = {}
 
     def show(r):
         if as_json:
@@ -66,8 +74,21 @@ def replay(scripts, db, model, dtype, device, trust_remote_code, as_json):
     for script, steps in parsed:
         try:
             lm = model_for(steps, script, model=model, dtype=dtype, device=device,
-                           trust_remote_code=trust_remote_code, cache=models)
-            result = run_script(steps, script, lm=lm, on_result=show)
+                           trust_remote_code=trust_remote_code, cache=models, adapter=adapter)
+            pinner = None
+            if picker:
+                from heedful.learn.autopin import AutoPinner
+                from heedful.learn.picker import Picker
+
+                key = id(lm)
+                if key not in pickers:
+                    pickers[key] = Picker.load(picker, lm)
+                pinner = AutoPinner(pickers[key], lm.model) if auto_pin else None
+            try:
+                result = run_script(steps, script, lm=lm, on_result=show, autopin=pinner)
+            finally:
+                if pinner is not None:
+                    pinner.close()
         except HeedfulError as e:
             fail(script, e)
             continue
@@ -77,6 +98,8 @@ def replay(scripts, db, model, dtype, device, trust_remote_code, as_json):
         summary = {"event": "summary", "script": str(script), "session": sid, "tokens": st.tokens,
                    "resident": st.resident, "peak_resident": st.peak_resident, "evicted": st.evicted,
                    "db": str(db_path)}
+        if pinner is not None:
+            summary["auto_pins"] = [list(p) for p in pinner.auto_spans]
         if as_json:
             out.write(json.dumps(summary) + "\n")
         else:

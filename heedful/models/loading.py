@@ -168,8 +168,10 @@ def load_model(
     device: str | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str = "heedful",
+    adapter: str | None = None,
 ) -> LoadedModel:
-    """Loads a causal LM and its tokenizer, ready for a heedful Session."""
+    """Loads a causal LM and its tokenizer, ready for a heedful Session. `adapter`: a peft
+    LoRA adapter folder, merged into the weights (apply_adapter)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from heedful.selector.attention import register
@@ -213,6 +215,44 @@ def load_model(
     except (SafetensorError, RuntimeError, EOFError) as e:
         raise ModelLoadError(f"--model {display}: its weights cannot be read (truncated or corrupt file?): "
                              f"{str(e).splitlines()[0]}") from None
+    if adapter:
+        model = apply_adapter(model, adapter)
     model.to(dev).eval()
     tune_cpu_threads(model, dev)
     return LoadedModel(model=model, tokenizer=tokenizer, name=display, gated=gated)
+
+
+def adapter_fingerprint(state: dict) -> str:
+    """A hash of a LoRA adapter's tensors (names and values rounded to bfloat16)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().to("cpu", torch.bfloat16).float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def apply_adapter(model, path: str):
+    """Merges a peft LoRA adapter (adapter_config.json + adapter_model.safetensors) into the
+    model's weights, so the engine sees a plain model; `model.heedful_adapter` keeps the
+    adapter's fingerprint. Errors are one line naming --adapter."""
+    folder = Path(os.path.expanduser(path))
+    where = f"--adapter {path}"
+    if not folder.is_dir():
+        raise ModelLoadError(f"{where}: no such folder")
+    weights = folder / "adapter_model.safetensors"
+    if not (folder / "adapter_config.json").is_file() or not weights.is_file():
+        raise ModelLoadError(f"{where}: expected adapter_config.json and adapter_model.safetensors (a peft adapter)")
+    try:
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+        merged = PeftModel.from_pretrained(model, str(folder), is_trainable=False).merge_and_unload()
+    except ImportError:
+        raise ModelLoadError(f"{where}: needs the peft package (pip install peft)") from None
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as e:
+        raise ModelLoadError(f"{where}: cannot be applied to this model: {str(e).splitlines()[0]}") from None
+    merged.heedful_adapter = adapter_fingerprint(state)
+    return merged
