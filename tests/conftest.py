@@ -43,3 +43,17 @@ def tiny_llama(tiny_llama_dir):
     from heedful.models.loading import load_model
 
     return load_model(str(tiny_llama_dir), dtype="float32", device="cpu")
+
+
+@pytest.fixture
+def cli(capsys):
+    """Runs the heedful CLI in process: returns (exit code, stdout, stderr)."""
+    import heedful.cli
+
+    def run(*args):
+        with pytest.raises(SystemExit) as e:
+            heedful.cli.main([str(a) for a in args])
+        out = capsys.readouterr()
+        return e.value.code, out.out, out.err
+
+    return run

@@ -9,21 +9,9 @@ import time
 
 import pytest
 
-import heedful.cli
 from heedful.errors import HeedfulError, TargetError
 from heedful.selector import targets
 from heedful.selector.session import Session
-
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args):
-        with pytest.raises(SystemExit) as e:
-            heedful.cli.main([str(a) for a in args])
-        out = capsys.readouterr()
-        return e.value.code, out.out, out.err
-
-    return run
 
 
 def one_line(code, err) -> bool:

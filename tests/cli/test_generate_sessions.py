@@ -6,25 +6,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
-import heedful.cli
 from heedful.app.replay import run_script
 from heedful.app.script import parse_script
 from heedful.store import Store
 
 PROMPT = "The vault code is 4821. Remember it. The weather was calm and the lake was still."
-
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args):
-        with pytest.raises(SystemExit) as e:
-            heedful.cli.main([str(a) for a in args])
-        out = capsys.readouterr()
-        return e.value.code, out.out, out.err
-
-    return run
 
 
 def _summary(out: str) -> dict:

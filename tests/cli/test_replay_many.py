@@ -5,23 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
-import heedful.cli
 from heedful.store import Store
 
 GOOD = '{"op": "config", "window": 8, "budget": 32}\n{"op": "prompt", "text": "The vault code is 4821."}\n'
-
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args):
-        with pytest.raises(SystemExit) as e:
-            heedful.cli.main([str(a) for a in args])
-        out = capsys.readouterr()
-        return e.value.code, out.out, out.err
-
-    return run
 
 
 def test_many_scripts_one_session_each(cli, tmp_path, tiny_qwen35_dir, monkeypatch):

@@ -8,20 +8,8 @@ import sqlite3
 
 import pytest
 
-import heedful.cli
 from heedful.store import Store
 from tests.store.helpers import CONFIG, run_unprivileged, snapshot, stream
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args):
-        with pytest.raises(SystemExit) as e:
-            heedful.cli.main([str(a) for a in args])
-        out = capsys.readouterr()
-        return e.value.code, out.out, out.err
-
-    return run
-
 
 GOOD = '{"op": "config", "window": 8, "budget": 32}\n{"op": "prompt", "text": "The vault code is 4821."}\n'
 
