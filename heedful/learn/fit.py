@@ -3,7 +3,10 @@
 The recorded sessions with at least one pin (a session where the person pinned nothing says
 nothing about what matters) are split by session into a training part and a held-out part
 (20 %, seeded); a fifth of the training sessions is kept aside to stop training and choose
-the threshold (the one with the best F1 there). Every token gets the hidden states of the
+the threshold: the one with the best F1 there, but at most 0.5 (the loss weighs positives by
+negatives / positives, so 0.5 is its balanced point; on text arranged unlike the training
+sessions the scores of what should be pinned drop, and a threshold fitted to near-perfectly
+separated training arrangements, often 0.8 or more, then misses the last word of a fact). Every token gets the hidden states of the
 chosen layers from plain forwards of the model over its session's ids in windows, and a
 label (labels.py). The head is trained with a class-weighted loss (positives are rare).
 The figures are measured on the held-out sessions: precision, recall and F1 at the
@@ -182,8 +185,11 @@ def train_head(train: list[Recorded], val: list[Recorded], kind: str, epochs: in
     return head, {"pos_weight": round(float(pos_weight), 2), "val_loss": round(best, 4)}, threshold
 
 
+MAX_THRESHOLD = 0.5
+
+
 def learn(store, lm, *, session_ids=None, layers=None, window=128, stride=64, kind="mlp", epochs=30, seed=0,
-          lookahead=3, progress=None) -> tuple[Picker, dict]:
+          lookahead=3, threshold=None, progress=None) -> tuple[Picker, dict]:
     """Trains a picker on the store's recorded sessions over `lm`; returns it with its
     training summary (held-out figures included). `progress(label, total)` -> a callable
     advancing a bar by n, or None."""
@@ -212,7 +218,10 @@ def learn(store, lm, *, session_ids=None, layers=None, window=128, stride=64, ki
     if sum(sum(r.labels) for r in train) == 0:
         raise HeedfulError("the training sessions hold no pinned tokens (too few sessions with pins)")
     bar = progress("training", epochs) if progress else None
-    head, info, threshold = train_head(train, val, kind, epochs, seed, lookahead, bar)
+    head, info, best = train_head(train, val, kind, epochs, seed, lookahead, bar)
+    info["val_best_f1_threshold"] = round(best, 6)
+    if threshold is None:
+        threshold = min(best, MAX_THRESHOLD)
     meta = {"format": FORMAT, "model": lm.name, "model_fingerprint": model_fingerprint(lm.model),
             "tokenizer_fingerprint": tokenizer_fingerprint(lm.tokenizer),
             "adapter_fingerprint": adapter_fingerprint(lm.model), "layers": layers, "window": window,
