@@ -86,11 +86,13 @@ def write_out(out: Path, write) -> None:
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--lora", is_flag=True, help="Also train a LoRA adapter (peft) whose attention goes to what is pinned.")
 @click.option("--lora-steps", type=click.IntRange(1, 100000), default=200, show_default=True)
+@click.option("--lora-weight", type=click.FloatRange(0, 100), default=0.1, show_default=True,
+              help="Weight of the attention-on-pins loss beside the next-token loss.")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the training summary as one JSON object.")
 @click.pass_context
-def learn(ctx, db, session_ids, out, layers, kind, lookahead, epochs, threshold, seed, lora, lora_steps, model, dtype,
-          device, trust_remote_code, as_json):
+def learn(ctx, db, session_ids, out, layers, kind, lookahead, epochs, threshold, seed, lora, lora_steps, lora_weight,
+          model, dtype, device, trust_remote_code, as_json):
     """Learn from recorded sessions which tokens the person pins: writes a picker to --out
     (for --picker DIR --auto-pin on generate and replay, and bench retention)."""
     if ctx.invoked_subcommand is not None:
@@ -123,7 +125,7 @@ def learn(ctx, db, session_ids, out, layers, kind, lookahead, epochs, threshold,
                 from heedful.learn.lora import train_lora
 
                 lm, adapter_info, adapter_dir = train_lora(store, lm, session_ids=session_ids, steps=lora_steps,
-                                                           seed=seed, progress=bars)
+                                                           seed=seed, weight=lora_weight, progress=bars)
             picker, summary = fit(store, lm, session_ids=session_ids, layers=layer_list, kind=kind, epochs=epochs,
                                   seed=seed, lookahead=lookahead, threshold=threshold, progress=bars)
         except BaseException:

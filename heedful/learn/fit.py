@@ -39,6 +39,7 @@ class Recorded:
     pin_room: int  # budget - window - sinks of the session
     model: str | None
     x: torch.Tensor | None = None
+    sources: list[str] | None = None
 
 
 def read_sessions(store, session_ids=None) -> tuple[list[Recorded], int]:
@@ -59,7 +60,8 @@ def read_sessions(store, session_ids=None) -> tuple[list[Recorded], int]:
         cfg = info.config or {}
         budget, window, sinks = cfg.get("budget"), cfg.get("window"), cfg.get("sinks") or 0
         room = budget - window - sinks if isinstance(budget, int) and isinstance(window, int) else 0
-        out.append(Recorded(info.id, list(data.token_ids), labels, mask, max(1, room), cfg.get("model") or info.model))
+        out.append(Recorded(info.id, list(data.token_ids), labels, mask, max(1, room), cfg.get("model") or info.model,
+                            sources=list(data.token_sources)))
     return out, len(infos)
 
 

@@ -4,8 +4,9 @@ projections, trained so that the model's own attention goes where the person pin
 On the recorded sessions (the picker's training split; the held-out sessions measure), for
 every token after a pinned one that is not pinned itself, the attention mass it gives to
 the pinned tokens before it is read per layer and head (eager attention); the loss is the
-next-token loss of the session's text plus `weight` times -log of that mass for the head of
-each layer that gives the most (one head per layer learns to look at the pins, the others
+KL divergence of the adapted model's next-token distributions from the model's own (so it
+keeps saying what it said: fine-tuning on the sessions' text instead cost recall) plus
+`weight` times -log of that mass for the head of each layer that gives the most (one head per layer learns to look at the pins, the others
 keep their work). NSA-style top-k selection scores blocks with queries and keys, H2O keeps
 what is attended most: both can then find the pinned text without being told.
 
@@ -29,8 +30,8 @@ from heedful.learn.fit import read_sessions, split
 
 def _masses(attentions, pinned: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """[layers, heads, Q]: the attention mass each query gives to the pinned tokens."""
-    a = torch.stack([x[0] for x in attentions])  # [layers, heads, T, T]
-    return (a[:, :, queries, :] * pinned[None, None, None, :]).sum(-1)
+    a = torch.stack([x[0] for x in attentions]).float()  # [layers, heads, T, T]
+    return (a[:, :, queries.to(a.device), :] * pinned.to(a.device)[None, None, None, :]).sum(-1)
 
 
 def _queries(labels: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,6 +41,16 @@ def _queries(labels: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return pinned, q
 
 
+def _targets(r, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token targets: the text the person gave (prompts), not what the model generated
+    (its own answers, right or wrong, would teach it nothing but itself)."""
+    t = ids.clone()
+    for i, src in enumerate(r.sources or ()):
+        if src != "prompt" and i < t.shape[1]:
+            t[0, i] = -100
+    return t
+
+
 def _measure(model, sessions) -> dict:
     ce, mass, n = 0.0, 0.0, 0
     with torch.no_grad():
@@ -47,15 +58,15 @@ def _measure(model, sessions) -> dict:
             pinned, q = _queries(r.labels)
             if not len(q):
                 continue
-            ids = torch.tensor([r.ids])
-            out = model(input_ids=ids, labels=ids, output_attentions=True, use_cache=False)
+            ids = torch.tensor([r.ids], device=next(model.parameters()).device)
+            out = model(input_ids=ids, labels=_targets(r, ids), output_attentions=True, use_cache=False)
             ce += float(out.loss)
             mass += float(_masses(out.attentions, pinned, q).amax(1).mean())
             n += 1
     return {"lm_loss": round(ce / max(1, n), 4), "pinned_mass": round(mass / max(1, n), 4)}
 
 
-def train_lora(store, lm, *, session_ids=None, steps: int = 200, seed: int = 0, rank: int = 8, weight: float = 0.5,
+def train_lora(store, lm, *, session_ids=None, steps: int = 200, seed: int = 0, rank: int = 8, weight: float = 0.1,
                lr: float = 2e-3, progress=None):
     """Trains the adapter; returns (lm with the adapter merged into its model, info, saved
     folder holding the adapter's files: the caller copies them and removes the folder)."""
@@ -88,14 +99,18 @@ def train_lora(store, lm, *, session_ids=None, steps: int = 200, seed: int = 0, 
                                               target_modules=["q_proj", "k_proj"]))
         opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
         rng = random.Random(seed)
+        device = next(pm.parameters()).device
         bar = progress("LoRA", steps) if progress else None
         pm.train()
         for _ in range(steps):
             r = rng.choice(train)
             pinned, q = _queries(r.labels)
-            ids = torch.tensor([r.ids])
-            out = pm(input_ids=ids, labels=ids, output_attentions=True, use_cache=False)
-            loss = out.loss
+            ids = torch.tensor([r.ids], device=device)
+            with torch.no_grad(), pm.disable_adapter():  # what the model said before: kept (KL)
+                ref = torch.log_softmax(pm(input_ids=ids, use_cache=False).logits.float(), -1)
+            out = pm(input_ids=ids, output_attentions=True, use_cache=False)
+            logp = torch.log_softmax(out.logits.float(), -1)
+            loss = (ref.exp() * (ref - logp)).sum(-1).mean()
             if len(q):
                 mass = _masses(out.attentions, pinned, q).amax(1)  # the most attentive head per layer
                 loss = loss - weight * torch.log(mass + 1e-6).mean()
