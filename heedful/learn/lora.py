@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -95,8 +96,10 @@ def train_lora(store, lm, *, session_ids=None, steps: int = 200, seed: int = 0, 
     torch.manual_seed(seed)
     try:
         before = _measure(model, test)
-        pm = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                                              target_modules=["q_proj", "k_proj"]))
+        with warnings.catch_warnings():  # peft calls transformers' deprecated names (FutureWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            pm = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                                                  target_modules=["q_proj", "k_proj"]))
         opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
         rng = random.Random(seed)
         device = next(pm.parameters()).device

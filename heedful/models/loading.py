@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,7 +250,9 @@ def apply_adapter(model, path: str):
         from safetensors.torch import load_file
 
         state = load_file(str(weights))
-        merged = PeftModel.from_pretrained(model, str(folder), is_trainable=False).merge_and_unload()
+        with warnings.catch_warnings():  # peft calls transformers' deprecated names (FutureWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            merged = PeftModel.from_pretrained(model, str(folder), is_trainable=False).merge_and_unload()
     except ImportError:
         raise ModelLoadError(f"{where}: needs the peft package (pip install peft)") from None
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as e:
