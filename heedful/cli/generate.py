@@ -12,6 +12,7 @@ import click
 from heedful.app.options import given_settings, model_options, session_options
 from heedful.errors import TargetError
 from heedful.limits import MAX_GENERATE
+from heedful.spans import Spans
 
 
 def parse_target(value: str, option: str = "--pin"):
@@ -141,7 +142,7 @@ def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=Fa
     if pinner:
         pinner.flush(session)
         pinner.close()
-        picked = {"auto_pins": [list(p) for p in pinner.auto_spans],
+        picked = {"auto_pins": Spans(pinner.auto_spans).to_list(),
                   "scoring_ms_per_token": round(1e3 * pinner.score_seconds_generating / max(1, session.stats().generated), 4)}
     elif picker is not None:
         from heedful.learn.picker import suggest

@@ -10,6 +10,7 @@ import click
 
 from heedful.app.options import model_options
 from heedful.errors import HeedfulError
+from heedful.spans import Spans
 
 
 @click.command()
@@ -99,7 +100,7 @@ def replay(scripts, db, model, dtype, device, trust_remote_code, picker, auto_pi
                    "resident": st.resident, "peak_resident": st.peak_resident, "evicted": st.evicted,
                    "db": str(db_path)}
         if pinner is not None:
-            summary["auto_pins"] = [list(p) for p in pinner.auto_spans]
+            summary["auto_pins"] = Spans(pinner.auto_spans).to_list()
         if as_json:
             out.write(json.dumps(summary) + "\n")
         else:
