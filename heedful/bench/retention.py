@@ -171,31 +171,10 @@ def run_text_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool
                      max_new: int = 8) -> tuple[bool, str]:
     """One episode of an --episodes-file, streamed a few words at a time through a Session
     (see the module's docstring); the settings per policy are run_episode's."""
-    from heedful.selector.session import Session
     from heedful.train.evaluate import answer_correct
+    from heedful.train.retention import policy_session
 
-    settings = dict(prefill_chunk=chunk, seed=0)
-    n_ctx = getattr(model.config, "max_position_embeddings", 256)
-    if policy == "full":
-        settings.update(budget=n_ctx, window=n_ctx, sinks=0)
-    else:
-        sinks = 4 if policy == "sinks+window" else 0
-        settings.update(budget=budget, sinks=sinks, window=budget - sinks)
-        if policy == "h2o":
-            settings.update(window=budget // 2, prefill_chunk=1)
-        elif "topk" in policy:
-            settings.update(auto_topk=2, block_size=8, window=budget // 2)
-        elif policy == "learned":
-            settings.update(window=max(8, budget // 4))
-    if policy.startswith(("pins", "recall")):
-        pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
-        settings["window"] = max(4, min(settings["window"], budget - pinned))
-    s = Session(model, tok, gated=gated, **settings)
-    if policy == "h2o":
-        from heedful.selector.policy import HeavyHitterPolicy
-
-        s.policy = HeavyHitterPolicy(s.config.window, s.config.budget, s.config.sinks)
-        s.collect_attention = True
+    s = policy_session(model, tok, ep, policy, budget, gated, chunk)
     pinner = None
     if policy == "learned":
         from heedful.learn.autopin import AutoPinner

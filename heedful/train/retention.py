@@ -35,8 +35,11 @@ def heldout_episodes(n: int, seed: int = 2, n_filler: int | None = 10) -> list[d
     return [recall_episode(rng, n_filler=n_filler).to_dict() for _ in range(n)]
 
 
-def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chunk: int = 16,
-                max_new: int = 8) -> tuple[bool, str]:
+def policy_session(model, tok, ep: dict, policy: str, budget: int, gated: bool, chunk: int = 16,
+                   reserve: int = 0):
+    """A Session with the settings a policy runs under: its budget, sinks, window and auto
+    selection; with pins (pins, recall, fold) the window gets what the facts' pins and
+    `reserve` other fixed rows (a fold's gists) leave of the budget; H2O's policy."""
     from heedful.selector.session import Session
 
     settings = dict(prefill_chunk=chunk, seed=0)
@@ -45,29 +48,31 @@ def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chu
         settings.update(budget=n_ctx, window=n_ctx, sinks=0)
     else:
         sinks = 4 if policy == "sinks+window" else 0
-        settings.update(budget=budget, sinks=sinks)
+        settings.update(budget=budget, sinks=sinks, window=budget - sinks)
         if policy == "h2o":  # one-token chunks: the policy sees every query's attention
             settings.update(window=budget // 2, prefill_chunk=1)
         elif "topk" in policy:
             settings.update(auto_topk=2, block_size=8, window=budget // 2)
-        else:
-            settings.update(window=budget - sinks)
-    sentences = [x for x in re.split(r"(?<=[.!?]) ", ep["filler"]) if x]
-    if policy == "fold":
+        elif policy == "learned":  # the picker's pins take the rest of the budget
+            settings.update(window=max(8, budget // 4))
+    if policy.startswith(("pins", "recall")) or policy == "fold":
         pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
-        gists = [" " + " ".join(x.split()[:2]) for x in sentences]
-        rows = sum(len(tok(g, add_special_tokens=False)["input_ids"]) for g in gists)
-        settings["window"] = max(4, min(settings["window"], budget - pinned - rows))
-    if policy.startswith(("pins", "recall")):
-        # the window gets what the pins leave of the budget (pins + window <= budget)
-        pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
-        settings["window"] = max(4, min(settings["window"], budget - pinned))
+        settings["window"] = max(4, min(settings["window"], budget - pinned - reserve))
     s = Session(model, tok, gated=gated, **settings)
     if policy == "h2o":
         from heedful.selector.policy import HeavyHitterPolicy
 
         s.policy = HeavyHitterPolicy(s.config.window, s.config.budget, s.config.sinks)
         s.collect_attention = True
+    return s
+
+
+def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chunk: int = 16,
+                max_new: int = 8) -> tuple[bool, str]:
+    sentences = [x for x in re.split(r"(?<=[.!?]) ", ep["filler"]) if x]
+    gists = [" " + " ".join(x.split()[:2]) for x in sentences] if policy == "fold" else []
+    rows = sum(len(tok(g, add_special_tokens=False)["input_ids"]) for g in gists)
+    s = policy_session(model, tok, ep, policy, budget, gated, chunk, reserve=rows)
     context = "Facts: " + " ".join(ep["facts"]) + "\n" + ep["filler"] + "\n"
     if policy == "fold":
         s.prompt("Facts: " + " ".join(ep["facts"]), pin=list(ep["facts"]))

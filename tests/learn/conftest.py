@@ -10,17 +10,6 @@ import pytest
 import heedful.cli
 
 
-@pytest.fixture
-def cli(capsys):
-    def run(*args):
-        with pytest.raises(SystemExit) as e:
-            heedful.cli.main([str(a) for a in args])
-        out = capsys.readouterr()
-        return e.value.code, out.out, out.err
-
-    return run
-
-
 def _main(*args):
     with pytest.raises(SystemExit) as e:
         heedful.cli.main([str(a) for a in args])
