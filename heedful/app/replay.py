@@ -10,7 +10,14 @@ when they were made; a `resume` rebuilds the engine with Session.restore from th
 `autopin` (optional, duck-typed so that this room imports nothing above it: heedful.learn's
 AutoPinner) pins what a learned picker scores high while the script runs: its
 `prompt(session, text, pins)` processes a prompt line, `token(session, tok)` sees each
-generated token, `flush(session)` ends the script. What it pins is logged as ordinary pins.
+generated token, `flush(session)` ends the script. What it pins is logged as pins marked
+`"by": "picker"` (a prompt's: `"picker_pins"`).
+
+A line's marks of who made it (`"by"` on pin and unpin, `"picker_pins"` on a prompt) are
+logged again by the replay (store/tagging.py), so a recording made with auto-pin replays into
+one that still tells the picker's pins from the person's; `accept` and `reject` (a picker's
+suggestion, accepted or rejected in the app) change nothing in the engine and are logged as
+they stand.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from heedful.app.open import clip_spans, restore_session
-from heedful.app.script import TARGET_OPS, Step
+from heedful.app.script import NOTE_OPS, TARGET_OPS, Step
 from heedful.errors import HeedfulError
 from heedful.models.loading import load_model
 from heedful.selector.session import Session, SessionConfig
 from heedful.store import SessionRecorder
+from heedful.store.tagging import tagging
 
 
 @dataclass
@@ -62,13 +70,18 @@ class _Runner:
             return False
         if op == "prompt":
             pins = [tuple(p) for p in a.get("pins", ())]
-            r = self.autopin.prompt(s, a["text"], pins) if self.autopin else s.prompt(a["text"], pin=pins)
+            with tagging(s).tagged(**({"picker_pins": a["picker_pins"]} if "picker_pins" in a else {})):
+                r = self.autopin.prompt(s, a["text"], pins) if self.autopin else s.prompt(a["text"], pin=pins)
             self.emit(step, range=[r.start, r.stop])
         elif op in TARGET_OPS:
-            target = {k: v for k, v in a.items() if k not in ("at", "append", "gist")}
+            target = {k: v for k, v in a.items() if k not in ("at", "append", "gist", "by")}
             extra = {k: a[k] for k in ("append", "gist") if k in a}
-            ranges = getattr(s, op)(target, **extra)
+            with tagging(s).tagged(**({"by": a["by"]} if "by" in a else {})):
+                ranges = getattr(s, op)(target, **extra)
             self.emit(step, ranges=[list(r) for r in ranges])
+        elif op in NOTE_OPS:
+            self.rec.event(op, dict(a))
+            self.emit(step, range=a["range"])
         elif op == "rewind":
             s.rewind(a["index"])
             self.emit(step, tokens=len(s))
@@ -138,10 +151,11 @@ class _Runner:
 
 
 def model_for(steps: list[Step], path, *, model: str | None = None, dtype="auto", device=None,
-              trust_remote_code=False, cache: dict | None = None, adapter=None):
+              trust_remote_code=False, cache: dict | None = None, adapter=None, **placement):
     """The model a script runs on (`model`, else its config line's, else the embedded one),
     loaded once per name when `cache` is given (several scripts, one load). A load that fails
-    is reported at the config line: 'FILE:LINE: reason'."""
+    is reported at the config line: 'FILE:LINE: reason'. `placement`: load_model's tp,
+    device_map, max_memory, offload_folder."""
     first = steps[0]
     name = model or (first.args.get("model") if first.op == "config" else None)
     key = name or "default"
@@ -149,7 +163,7 @@ def model_for(steps: list[Step], path, *, model: str | None = None, dtype="auto"
         return cache[key]
     with _Runner(path, None, None, None).at_line(first):
         extra = {"adapter": adapter} if adapter else {}
-        lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code, **extra)
+        lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code, **extra, **placement)
     if cache is not None:
         cache[key] = lm
     return lm

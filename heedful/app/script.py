@@ -24,9 +24,12 @@ from heedful.selector.targets import compile_regex
 from heedful.selector.session import SessionConfig
 
 OPS = ("config", "resume", "prompt", "generate", "stop", "pin", "unpin", "drop", "recall", "fold", "unfold",
-       "rewind", "set")
+       "rewind", "set", "accept", "reject")
 TARGET_OPS = ("pin", "unpin", "drop", "recall", "fold", "unfold")
-AT_OPS = ("prompt", "stop", "pin", "unpin", "drop", "recall", "fold", "unfold", "rewind", "set")  # may carry "at"
+NOTE_OPS = ("accept", "reject")  # a picker's suggestion accepted / rejected: logged, no effect on the engine
+AT_OPS = ("prompt", "stop", "pin", "unpin", "drop", "recall", "fold", "unfold", "rewind", "set",
+          "accept", "reject")  # may carry "at"
+BY = ("picker",)  # who made a pin or unpin other than the person ("by"; absent: the person)
 
 
 @dataclass
@@ -101,6 +104,12 @@ def _check_target(op: str, a: dict) -> set[str]:
     return allowed
 
 
+def _check_ranges(where: str, v) -> None:
+    if not (isinstance(v, list) and all(isinstance(r, list) and len(r) == 2 and all(_is_int(x) for x in r)
+                                        and 0 <= r[0] < r[1] for r in v)):
+        raise ValueError(f"{where} must be a list of [start, end] ranges")
+
+
 def check_step(op: str, a: dict) -> None:
     """Raises ValueError(reason) for a line whose fields are wrong."""
     if op == "config":
@@ -123,10 +132,10 @@ def check_step(op: str, a: dict) -> None:
         check_text("prompt: field 'text'", a["text"])
         if "pins" in a:  # pinned before the prompt was processed (Session.prompt's pin=)
             allowed.add("pins")
-            pins = a["pins"]
-            if not (isinstance(pins, list) and all(isinstance(r, list) and len(r) == 2 and all(_is_int(x) for x in r)
-                                                   and 0 <= r[0] < r[1] for r in pins)):
-                raise ValueError("prompt: field 'pins' must be a list of [start, end] ranges")
+            _check_ranges("prompt: field 'pins'", a["pins"])
+        if "picker_pins" in a:  # which of those the picker chose (auto-pin), not the person
+            allowed.add("picker_pins")
+            _check_ranges("prompt: field 'picker_pins'", a["picker_pins"])
     elif op == "generate":  # a script's generate stops at end-of-text unless "stop_at_eos": false
         allowed |= {"n", "stop_at_eos"}
         if not isinstance(a.get("stop_at_eos", True), bool):
@@ -148,8 +157,19 @@ def check_step(op: str, a: dict) -> None:
         for k in ("temperature", "top_p"):
             if k in a and not is_finite_number(a[k]):
                 raise ValueError(f"set: field {k!r} must be a finite number")
+    elif op in NOTE_OPS:  # {"op": "accept", "range": [a, b], "score": 0.93}
+        allowed |= {"range", "score"}
+        if "range" not in a:
+            raise ValueError(f"{op}: field 'range' is missing")
+        _check_target(op, {"range": a["range"]})
+        if "score" in a and not is_finite_number(a["score"]):
+            raise ValueError(f"{op}: field 'score' must be a finite number")
     elif op in TARGET_OPS:
         allowed |= _check_target(op, a)
+        if op in ("pin", "unpin") and "by" in a:
+            allowed.add("by")
+            if a["by"] not in BY:
+                raise ValueError(f"{op}: field 'by' must be one of {', '.join(map(json.dumps, BY))}")
         if op == "fold" and "gist" in a:  # the gist in force (the log always has it; without, the model writes one)
             allowed.add("gist")
             if not (isinstance(a["gist"], str) and a["gist"].strip()):

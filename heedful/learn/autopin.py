@@ -18,12 +18,20 @@
   itself (not those already pinned, nor a prompt's own pins), so the person's pins are
   never unpinned; a token the person pins after auto-pin did is counted as auto-pin's.
 
-Everything is logged by the session as ordinary prompt pins, pins and unpins, so a recording
-made with auto-pin replays without the picker.
+- Everything is logged by the session as prompt pins, pins and unpins, so a recording made
+  with auto-pin replays without the picker; they are marked as the picker's (through the
+  session's recorder, store/tagging.py, never the engine): a pin or unpin auto-pin makes
+  carries `"by": "picker"`, a prompt the spans it pinned as `"picker_pins"`. `heedful learn`
+  leaves them out of its labels unless the person judged them.
+- With `pinning` off (a UI's suggestions: the person decides), nothing is pinned: decided
+  words become suggestions (`take_suggestions()`), and so do words auto-pin had no room for.
+- A UI calls `prompt`, `start`, `token`, `flush` and `close` from its generating thread and
+  `claim`, `make_room`, `owned` and `take_suggestions` from its own: they hold `lock`.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 
@@ -31,13 +39,17 @@ import torch
 
 from heedful.errors import BudgetError
 from heedful.learn.features import Tap
-from heedful.learn.picker import Picker, words
+from heedful.learn.picker import Picker, Suggestion, words
 from heedful.spans import Spans
+from heedful.store.tagging import tagging
 
 
 class AutoPinner:
-    def __init__(self, picker: Picker, model):
+    def __init__(self, picker: Picker, model, pinning: bool = True):
         self.picker, self.model = picker, model
+        self.pinning = pinning  # False: decided words are suggestions, nothing is pinned
+        self.lock = threading.RLock()
+        self._suggested: list[Suggestion] = []  # decided, not pinned, not taken yet
         self.auto_spans: deque[tuple[int, int]] = deque()  # oldest first
         self.unpinned: list[tuple[int, int]] = []  # auto-pins given up for room
         self.tap: Tap | None = None
@@ -66,8 +78,9 @@ class AutoPinner:
             return False
         a, b = self.auto_spans.popleft()  # tokens auto-pin pinned itself (none the person had)
         pinned = Spans(session.pins())
-        for x, y in _runs([t for t in range(a, b) if t in pinned]):
-            session.unpin((x, y))
+        with tagging(session).tagged(by="picker"):
+            for x, y in _runs([t for t in range(a, b) if t in pinned]):
+                session.unpin((x, y))
         self.unpinned.append((a, b))
         return True
 
@@ -90,10 +103,11 @@ class AutoPinner:
             self._prev = session.token_texts[n - 1] if n else ""
             self.auto_spans = deque((a, min(b, n)) for a, b in self.auto_spans if a < n)
 
-    def _advance(self, h: torch.Tensor | None, texts: list[str], final: bool) -> list[tuple[int, int]]:
+    def _advance(self, h: torch.Tensor | None, texts: list[str], final: bool) -> list[tuple[int, int, float]]:
         """Adds the states and texts of the next tokens; returns the words now decided to be
-        pinned (a token is scored once `lookahead` tokens follow it, or at the
-        end; a word is decided once all its tokens are scored and the next word has begun)."""
+        pinned, with their best score (a token is scored once `lookahead` tokens follow it,
+        or at the end; a word is decided once all its tokens are scored and the next word
+        has begun)."""
         t0 = time.perf_counter()
         if h is not None and len(texts):
             self._h.extend(self.picker.embed(h).unbind(0))
@@ -108,15 +122,16 @@ class AutoPinner:
         # words from the first undecided one
         off = self._word - self._base
         ws = words(self._texts[off:], self._texts[off - 1] if off else self._prev)
-        spans: list[tuple[int, int]] = []
+        spans: list[tuple[int, int, float]] = []
         done = off
         for k, (a, b) in enumerate(ws):
             a, b = a + off, b + off
             complete = k + 1 < len(ws) or final
             if not complete or b > len(self._scores):
                 break
-            if max(self._scores[a:b]) >= self.picker.threshold and "".join(self._texts[a:b]).strip():
-                spans.append((a + self._base, b + self._base))
+            best = max(self._scores[a:b])
+            if best >= self.picker.threshold and "".join(self._texts[a:b]).strip():
+                spans.append((a + self._base, b + self._base, best))
             done = b
         # forget what is decided, keeping the states the next scores need
         self._word = self._base + done
@@ -128,19 +143,28 @@ class AutoPinner:
         self.score_seconds += time.perf_counter() - t0
         return spans
 
-    def _pin_now(self, session, spans: list[tuple[int, int]]) -> None:
-        """Pins decided spans of tokens already in the stream (still in the window)."""
-        for a, b in spans:
+    def _pin_now(self, session, spans: list[tuple[int, int, float]]) -> None:
+        """Pins decided spans of tokens already in the stream (still in the window); with
+        `pinning` off, or without room, they are suggestions."""
+        for a, b, score in spans:
             pinned = Spans(session.pins())
             new = [t for t in range(a, b) if t not in pinned]
-            if not new or not self._make_room(session, [(a, b)]):
+            if not new:
+                continue
+            if not self.pinning or not self._make_room(session, [(a, b)]):
+                self._suggest(new, score)
                 continue
             try:
-                session.pin((a, b))
+                with tagging(session).tagged(by="picker"):
+                    session.pin((a, b))
             except BudgetError:
+                self._suggest(new, score)
                 continue
             for x, y in _runs(new):
                 self._record(x, y)
+
+    def _suggest(self, tokens: list[int], score: float) -> None:
+        self._suggested.extend(Suggestion(x, y, score) for x, y in _runs(tokens))
 
     def _record(self, a: int, b: int) -> None:
         self.auto_spans.append((a, b))  # one entry per word: the unit that leaves for room
@@ -148,7 +172,13 @@ class AutoPinner:
     # ---------------------------------------------------------------- prompts
     def prompt(self, session, text: str, pins=()) -> range:
         """Session.prompt(text, pin=...) with the picker's spans of the prompt added; spans
-        of the tokens before it that its first words decide are pinned just before it."""
+        of the tokens before it that its first words decide are pinned just before it.
+        (With `pinning` off: Session.prompt(text, pin=pins), the spans are suggestions.)"""
+        with self.lock:
+            return self._prompt(session, text, pins)
+
+    def _prompt(self, session, text: str, pins) -> range:
+        tagging(session)
         self._sync(session)
         tok = session.tokenizer
         ids = list(tok(text, add_special_tokens=not session.token_ids)["input_ids"])
@@ -160,23 +190,32 @@ class AutoPinner:
         h = self.picker.states(self.model, ctx + ids)[len(ctx):]
         self.score_seconds += time.perf_counter() - t0
         spans = self._advance(h, session.stream.preview(ids), final=False)
-        self._pin_now(session, [(a, min(b, start)) for a, b in spans if a < start])
-        new = [(max(a, start), b) for a, b in spans if b > start]
-        new = self._make_room(session, new)
+        self._pin_now(session, [(a, min(b, start), p) for a, b, p in spans if a < start])
         person = list(pins)
         theirs = Spans(session.stream.resolve_ahead(ids, person)) if person else Spans()
+        later = [(max(a, start), b, p) for a, b, p in spans if b > start]
+        if not self.pinning:
+            r = session.prompt(text, pin=person)
+            for a, b, p in later:
+                self._suggest([t for t in range(a, b) if t not in theirs], p)
+            return r
+        new = self._make_room(session, [(a, b) for a, b, _ in later])
         while True:
+            owned = [r for a, b in new for r in _runs([t for t in range(a, b) if t not in theirs])]
             try:
-                r = session.prompt(text, pin=person + new)
+                with tagging(session).tagged(**({"picker_pins": [list(r) for r in owned]} if owned else {})):
+                    r = session.prompt(text, pin=person + new)
                 break
             except BudgetError:  # the person's own pins of this prompt need the room
                 if not new:
                     raise
                 if not self._evict_oldest(session):
                     new.pop(0)
-        for a, b in new:  # what the person asked for in this prompt stays theirs
-            for x, y in _runs([t for t in range(a, b) if t not in theirs]):
-                self._record(x, y)
+        for x, y in owned:  # what the person asked for in this prompt stays theirs
+            self._record(x, y)
+        kept = Spans(new)
+        for a, b, p in later:  # no room for them: suggestions
+            self._suggest([t for t in range(a, b) if not kept.overlaps(t, t + 1) and t not in theirs], p)
         return r
 
     # ---------------------------------------------------------------- generation
@@ -193,6 +232,10 @@ class AutoPinner:
     def token(self, session, tok) -> None:
         """After each generated token (a Token of Session.generate): its state, read from
         the step that produced it, joins the tail; decided words are pinned."""
+        with self.lock:
+            self._token(session, tok)
+
+    def _token(self, session, tok) -> None:
         if self._base + len(self._h) != tok.index:
             self._sync(session)
             self._base = self._word = tok.index
@@ -214,8 +257,38 @@ class AutoPinner:
 
     def flush(self, session) -> None:
         """The stream ended (or pauses for good): decide the tail, its end as the stream's."""
-        if self._base + len(self._h) == len(session):
-            self._pin_now(session, self._advance(None, [], final=True))
+        with self.lock:
+            if self._base + len(self._h) == len(session):
+                self._pin_now(session, self._advance(None, [], final=True))
+
+    # ---------------------------------------------------------------- for a UI's own thread
+    def take_suggestions(self) -> list[Suggestion]:
+        """The words decided but not pinned since the last call (oldest first)."""
+        with self.lock:
+            out, self._suggested = self._suggested, []
+            return out
+
+    def owned(self) -> list[tuple[int, int]]:
+        """The auto-pins (token spans auto-pin pinned itself), oldest first."""
+        with self.lock:
+            return list(self.auto_spans)
+
+    def claim(self, a: int, b: int) -> None:
+        """The person pinned [a, b): what auto-pin owned of it is theirs now (never unpinned
+        for room)."""
+        with self.lock:
+            kept: deque[tuple[int, int]] = deque()
+            for x, y in self.auto_spans:
+                kept.extend(r for r in ((x, min(y, a)), (max(x, b), y)) if r[0] < r[1])
+            self.auto_spans = kept
+
+    def make_room(self, session, spans: list[tuple[int, int]]) -> bool:
+        """Unpins the oldest auto-pins until `spans` (the person's) fit; whether they do."""
+        with self.lock:
+            while not self._fits(session, spans):
+                if not self._evict_oldest(session):
+                    return False
+            return True
 
     def close(self) -> None:
         if self.tap is not None:
