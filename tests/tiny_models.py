@@ -31,7 +31,8 @@ def build_tokenizer(out: Path, vocab_size: int = 300):
     return fast
 
 
-def build_tiny_model(out: Path, kind: str, max_positions: int = 512, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_model(out: Path, kind: str, max_positions: int = 512, layers: int = 2, seed: int = 0,
+                     **overrides) -> Path:
     out = Path(out)
     tok = build_tokenizer(out)
     torch.manual_seed(seed)
@@ -39,6 +40,7 @@ def build_tiny_model(out: Path, kind: str, max_positions: int = 512, layers: int
                   num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=max_positions,
                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                   initializer_range=0.2, tie_word_embeddings=False)
+    common.update(overrides)
     if kind == "qwen3_5":
         from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
@@ -53,6 +55,10 @@ def build_tiny_model(out: Path, kind: str, max_positions: int = 512, layers: int
         from transformers import MistralConfig, MistralForCausalLM
 
         model = MistralForCausalLM(MistralConfig(sliding_window=16, **common))
+    elif kind == "qwen3":  # ungated, q/k norms; transformers has a tensor-parallel plan for it
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+        model = Qwen3ForCausalLM(Qwen3Config(**common))
     elif kind == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 

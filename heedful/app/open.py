@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from heedful.app.script import check_config
 from heedful.models.loading import LoadedModel, load_model
+from heedful.selector.recorder import NullRecorder
 from heedful.selector.session import Session, SessionConfig
 
 
@@ -34,15 +35,18 @@ def restore_session(lm_model, tokenizer, gated, config: dict, ids, texts, source
     s = Session.restore(lm_model, tokenizer, config=config, token_ids=ids, token_texts=texts,
                         token_sources=sources, pins=pins, dropped=dropped, folds=folds, recorder=recorder,
                         gated=gated)
-    recorder.reset_resident(s.retained())
+    if hasattr(recorder, "reset_resident"):
+        recorder.reset_resident(s.retained())
     return s
 
 
 def resume(store, session_id: int | None = None, *, model: str | None = None, dtype="auto", device=None,
-           trust_remote_code=False, lm=None, **settings):
+           trust_remote_code=False, lm=None, record: bool = True, atomic: bool = False, **settings):
     """Reopens a stored session: the engine is rebuilt from the stream, pins and drops in
     the store (Session.restore) and continues recording into the same session. `settings`
-    (window, budget, ...) override the stored configuration; None values are ignored."""
+    (window, budget, ...) override the stored configuration; None values are ignored.
+    `atomic`: the continuation is written only by its recorder's commit(store);
+    `record=False`: nothing is recorded (a parallel run's ranks other than 0)."""
     data = store.load(session_id)
     info = data.info
     cfg = {**info.config, **{k: v for k, v in settings.items() if v is not None}}
@@ -50,7 +54,7 @@ def resume(store, session_id: int | None = None, *, model: str | None = None, dt
         lm = load_model(model or cfg.get("model"), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     cfg["model"] = lm.name
     check_config(cfg, "resume")
-    rec = store.reopen(info.id)
+    rec = store.reopen(info.id, atomic=atomic) if record else NullRecorder()
     n = len(data.token_ids)
     rec.event("resume", {"tokens": n, "config": cfg})
     st = info.state

@@ -73,3 +73,30 @@ def session_options(f):
         return f(*args, **kwargs)
 
     return wrapper
+
+
+SCALE_SETTINGS = ("tp", "device_map", "max_memory", "offload_folder")
+
+
+def scale_options(f):
+    """Running past one device (heedful.models.parallel, heedful.app.distributed): the option
+    names are load_model's keyword arguments."""
+    @click.option("--tp", type=click.Choice(["auto"]), default=None,
+                  help="Tensor parallelism under torchrun (torchrun --nproc-per-node N -m heedful ... --tp auto): "
+                       "each rank holds its share of every layer's heads and their KV rows; rank 0 prints and records.")
+    @click.option("--device-map", type=click.Choice(["auto", "balanced", "sequential"]), default=None,
+                  help="Place layers with accelerate on one GPU and CPU memory (a model bigger than the GPU).")
+    @click.option("--max-memory", default=None, metavar="DEV=SIZE,...",
+                  help="With --device-map: memory per device, e.g. 0=20GiB,cpu=60GiB (disk=... needs --offload-folder).")
+    @click.option("--offload-folder", default=None, type=click.Path(file_okay=False),
+                  help="With --device-map: a folder for the layers that fit neither GPU nor CPU memory.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def scale_settings(settings: dict) -> dict:
+    """Pops the scale options out of a command's keyword arguments: those given, for load_model."""
+    return {k: v for k in SCALE_SETTINGS if (v := settings.pop(k, None)) is not None}

@@ -38,7 +38,7 @@ def main(argv=None):
         cli.main(args=argv, standalone_mode=False)
     except HeedfulError as e:
         click.echo(f"heedful: error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("heedful: aborted", err=True)
         sys.exit(1)

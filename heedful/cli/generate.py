@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from heedful.app.options import given_settings, model_options, session_options
+from heedful.app.options import given_settings, model_options, scale_options, scale_settings, session_options
 from heedful.errors import TargetError
 from heedful.limits import MAX_GENERATE
 from heedful.spans import Spans
@@ -42,6 +42,7 @@ def parse_target(value: str, option: str = "--pin"):
 @click.option("--title", default=None, help="Title of a new recorded session [default: the prompt's start].")
 @session_options
 @model_options
+@scale_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token, then a summary object.")
 @click.option("--ignore-eos", is_flag=True, help="Keep generating past the end-of-sequence token.")
 @click.option("--picker", default=None, metavar="DIR", type=click.Path(file_okay=False),
@@ -55,56 +56,78 @@ def parse_target(value: str, option: str = "--pin"):
 def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, picker, auto_pin, adapter, model,
              dtype, device, trust_remote_code, **settings):
     """Generate from PROMPT with a bounded, pinned KV cache, streaming to stdout."""
-    from heedful.app.open import open_session, resume, session_for
-    from heedful.store import Store
+    from heedful.app.distributed import Recording, start
+    from heedful.app.open import resume, session_for
+    from heedful.models.loading import load_model
 
+    scale = scale_settings(settings)
     if prompt is None and session_id is None:
         raise click.UsageError("PROMPT is required (unless --session continues a stored session)")
     if auto_pin and not picker:
         raise click.UsageError("--auto-pin needs --picker DIR")
-    store = Store.open(db, create=session_id is None) if (db is not None or session_id is not None) else None
-    pk = None
-    try:
-        lm = None
-        if picker or adapter:  # the model first: the picker is checked against it before anything is recorded
-            from heedful.models.loading import load_model
-
-            name = model
-            if name is None and session_id is not None:
-                name = store.session(session_id).config.get("model")
-            lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                            **({"adapter": adapter} if adapter else {}))
+    if picker and "tp" in scale:
+        raise click.UsageError("--picker: not with --tp (a parallel run has no picker yet)")
+    # outside torchrun --tp is one line; under it, rank 0 alone speaks
+    ranks = start(scale.get("tp"), device=device, adapter=adapter, **{k: v for k, v in scale.items() if k != "tp"})
+    with ranks.guard():
+        rec = Recording(ranks, db, session_id, title or (prompt or "")[:60])
+        try:
+            # the model first: the picker is checked against it before anything is recorded
+            lm = load_model(model if model is not None else rec.stored_model(), dtype=dtype, device=device,
+                            trust_remote_code=trust_remote_code, **({"adapter": adapter} if adapter else {}),
+                            **scale)
+            pk = None
             if picker:
                 from heedful.learn.picker import Picker
 
                 pk = Picker.load(picker, lm)
-        if session_id is not None:
-            session = resume(store, session_id, model=model, dtype=dtype, device=device,
-                             trust_remote_code=trust_remote_code, lm=lm, **given_settings(ctx, settings))
-        else:
-            recorder = store.new_session(title=title or prompt[:60]) if store is not None else None
-            if lm is not None:
-                session = session_for(lm, recorder=recorder, **settings)
+            if session_id is not None:
+                session = resume(rec.store, session_id, lm=lm, record=ranks.main, atomic=rec.atomic,
+                                 **given_settings(ctx, settings))
             else:
-                session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                       recorder=recorder, **settings)
-        try:
-            _run(session, prompt, pins, n, as_json, ignore_eos, pk, auto_pin)
-        except BrokenPipeError:
-            # the reader of stdout left (`heedful generate --json | head -2`): not an error, and
-            # what was generated is kept; stdout goes to /dev/null so the final flush cannot fail
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                session = session_for(lm, recorder=rec.new_recorder(), **settings)
+            summary = None
+            try:
+                summary = _run(session, prompt, pins, n, as_json, ignore_eos, pk, auto_pin,
+                               out=_Survivor(sys.stdout) if ranks.parallel else sys.stdout)
+            except BrokenPipeError:
+                # the reader of stdout left (`heedful generate --json | head -2`): not an error, and
+                # what was generated is kept; stdout goes to /dev/null so the final flush cannot fail
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            finally:
+                session.recorder.close()
+            sid = rec.finish(session)  # a parallel run: every rank agrees, then rank 0 commits
         finally:
-            session.recorder.close()
-    finally:
-        if store is not None:
-            store.close()
-    sid = getattr(session.recorder, "session_id", None)
+            rec.close()
+    if summary is not None:
+        _summarize(session, summary, sid, as_json)
     if sid is not None and not as_json:
-        click.echo(f"session {sid} saved in {store.path}", err=True)
+        click.echo(f"session {sid} saved in {rec.path}", err=True)
 
 
-def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=False) -> None:
+class _Survivor:
+    """stdout for a parallel run: a reader that leaves (`| head`) must not stop rank 0 alone
+    while the other ranks go on generating, so what follows goes to /dev/null."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, text: str) -> None:
+        try:
+            self.out.write(text)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
+
+    def flush(self) -> None:
+        self.write("")
+        try:
+            self.out.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
+
+
+def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=False, out=None) -> dict:
+    """Prompts, pins and streams the tokens to `out`; returns what the summary adds."""
     targets = [parse_target(p) for p in pins]
     pinner = None
     if auto_pin:
@@ -120,7 +143,7 @@ def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=Fa
         prompt_tokens = 0
         for t in targets:
             session.pin(t, occurrence="all")
-    out = sys.stdout
+    out = out or sys.stdout
     if pinner:
         pinner.start()
     tokens = session.generate(n, stop_at_eos=not ignore_eos)
@@ -148,16 +171,21 @@ def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=Fa
         from heedful.learn.picker import suggest
 
         picked = {"suggestions": [[s.start, s.end] for s in suggest(picker, session)]}
+    return {"prompt_tokens": prompt_tokens, "picked": picked}
+
+
+def _summarize(session, summary: dict, sid: int | None, as_json: bool) -> None:
+    """The run's last line: a JSON summary on stdout, or a bracketed line on stderr."""
+    out, picked = sys.stdout, summary["picked"]
     st = session.stats()
     if as_json:
-        summary = {"event": "summary", "tokens": st.tokens, "resident": st.resident,
-                   "peak_resident": st.peak_resident, "evicted": st.evicted,
-                   "tokens_per_s": round(st.tokens_per_s, 2), "prompt_tokens": prompt_tokens,
-                   "pins": [list(p) for p in session.pins()], **picked}
-        sid = getattr(session.recorder, "session_id", None)
+        line = {"event": "summary", "tokens": st.tokens, "resident": st.resident,
+                "peak_resident": st.peak_resident, "evicted": st.evicted,
+                "tokens_per_s": round(st.tokens_per_s, 2), "prompt_tokens": summary["prompt_tokens"],
+                "pins": [list(p) for p in session.pins()], **picked}
         if sid is not None:
-            summary["session"] = sid
-        out.write(json.dumps(summary) + "\n")
+            line["session"] = sid
+        out.write(json.dumps(line) + "\n")
     else:
         out.write("\n")
         click.echo(f"[{st.generated} tokens, {st.tokens_per_s:.1f} tok/s, resident {st.resident}/"

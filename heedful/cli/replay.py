@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from heedful.app.options import model_options
+from heedful.app.options import model_options, scale_options, scale_settings
 from heedful.errors import HeedfulError
 from heedful.spans import Spans
 
@@ -18,27 +18,44 @@ from heedful.spans import Spans
 @click.option("--db", type=click.Path(), default=None,
               help="Database file [default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db].")
 @model_options
+@scale_options
 @click.option("--picker", default=None, metavar="DIR", type=click.Path(file_okay=False),
               help="A picker made by `heedful learn` (with --auto-pin: pins what it scores high).")
 @click.option("--auto-pin", is_flag=True, help="Pin the words the picker scores above its threshold as they stream.")
 @click.option("--adapter", default=None, metavar="DIR", type=click.Path(file_okay=False),
               help="A peft LoRA adapter loaded over the model.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per operation's result, then a summary.")
-def replay(scripts, db, model, dtype, device, trust_remote_code, picker, auto_pin, adapter, as_json):
+def replay(scripts, db, model, dtype, device, trust_remote_code, picker, auto_pin, adapter, as_json, **scale):
     """Replay SCRIPT.jsonl files (the format `heedful export --what events` writes).
 
     Each script is checked whole first; a bad line is reported as FILE:LINE: reason. Each
     script runs into its own session, written to the database only if every one of its
     operations succeeds; with several scripts the model is loaded once, a script that fails
     is reported and the others still land, and the exit code is 2 if any failed. --model
-    overrides the model the scripts' config lines name."""
+    overrides the model the scripts' config lines name.
+
+    Under torchrun with --tp auto, every rank runs the scripts and rank 0 alone prints and
+    writes; a script lands once every rank has ended it with the same session."""
+    from heedful.app.distributed import start
+
+    scale = scale_settings(scale)
+    if auto_pin and not picker:
+        raise click.UsageError("--auto-pin needs --picker DIR")
+    if picker and "tp" in scale:
+        raise click.UsageError("--picker: not with --tp (a parallel run has no picker yet)")
+    ranks = start(scale.get("tp"), device=device, adapter=adapter, **{k: v for k, v in scale.items() if k != "tp"})
+    with ranks.guard():
+        _replay(ranks, scripts, db, model, dtype, device, trust_remote_code, picker, auto_pin, adapter, as_json,
+                scale)
+
+
+def _replay(ranks, scripts, db, model, dtype, device, trust_remote_code, picker, auto_pin, adapter, as_json, scale):
+    from heedful.app.distributed import session_digest
     from heedful.app.replay import model_for, run_script
     from heedful.app.script import parse_script
     from heedful.store import Store, default_db_path
     from heedful.store.db import check_writable
 
-    if auto_pin and not picker:
-        raise click.UsageError("--auto-pin needs --picker DIR")
     single = len(scripts) == 1
     db_path = Path(db) if db else default_db_path()
     failed: list[str] = []
@@ -58,9 +75,10 @@ def replay(scripts, db, model, dtype, device, trust_remote_code, picker, auto_pi
             fail(script, e)
     # refuse a database the runs could not be written to before loading the model, not after
     # them (creating nothing: a missing database is made when the first run lands)
-    check_writable(db_path)
-    if db_path.exists():
-        Store.open(db_path, create=False).close()
+    if ranks.main:  # the other ranks of a parallel run never touch the store
+        check_writable(db_path)
+        if db_path.exists():
+            Store.open(db_path, create=False).close()
     out = sys.stdout
     models: dict = {}
     pickers: dict = {}
@@ -73,9 +91,10 @@ def replay(scripts, db, model, dtype, device, trust_remote_code, picker, auto_pi
         out.flush()
 
     for script, steps in parsed:
+        error = None
         try:
             lm = model_for(steps, script, model=model, dtype=dtype, device=device,
-                           trust_remote_code=trust_remote_code, cache=models, adapter=adapter)
+                           trust_remote_code=trust_remote_code, cache=models, adapter=adapter, **scale)
             pinner = None
             if picker:
                 from heedful.learn.autopin import AutoPinner
@@ -91,10 +110,16 @@ def replay(scripts, db, model, dtype, device, trust_remote_code, picker, auto_pi
                 if pinner is not None:
                     pinner.close()
         except HeedfulError as e:
-            fail(script, e)
+            error = e
+        # every rank of a parallel run ends the script the same way before rank 0 writes it
+        ranks.agree(f"outcome of {script}", str(error) if error else session_digest(result.session))
+        if error is not None:
+            fail(script, error)
             continue
-        with Store.open(db_path) as store:
-            sid = result.recorder.commit(store)
+        sid = None
+        if ranks.main:
+            with Store.open(db_path) as store:
+                sid = result.recorder.commit(store)
         st = result.session.stats()
         summary = {"event": "summary", "script": str(script), "session": sid, "tokens": st.tokens,
                    "resident": st.resident, "peak_resident": st.peak_resident, "evicted": st.evicted,

@@ -134,10 +134,24 @@ def load_config(source: str, name: str, is_local: bool, trust_remote_code: bool 
         raise ModelLoadError(f"--model {name}: {str(e).splitlines()[0]}") from None
 
 
+# Architectures transformers runs that heedful refuses, and why: the engine's contract
+# (one rotary embedding shared by every attention layer, the attention function computing
+# plain softmax attention) does not cover them, and heedful never silently differs.
+REFUSED_TYPES = {
+    "gemma2": "its attention soft-caps the scores (attn_logit_softcapping), which heedful's attention does not",
+    "gemma3": "its local and global layers use two different rotary embeddings; heedful's cache rotates keys with "
+              "one",
+    "gemma3_text": "its local and global layers use two different rotary embeddings; heedful's cache rotates keys "
+                   "with one",
+}
+
+
 def check_supported(config, name: str) -> bool:
     """Raises for an architecture heedful cannot drive; returns whether it is gated."""
     text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     mtype = getattr(text_config, "model_type", None) or getattr(config, "model_type", "?")
+    if mtype in REFUSED_TYPES:
+        raise ModelLoadError(f"--model {name}: architecture {mtype!r} is not supported: {REFUSED_TYPES[mtype]}")
     if mtype not in SUPPORTED_TYPES:
         raise ModelLoadError(
             f"--model {name}: unsupported architecture {mtype!r} "
@@ -170,11 +184,19 @@ def load_model(
     trust_remote_code: bool = False,
     attn_implementation: str = "heedful",
     adapter: str | None = None,
+    tp: str | None = None,
+    device_map: str | None = None,
+    max_memory: str | None = None,
+    offload_folder: str | None = None,
 ) -> LoadedModel:
     """Loads a causal LM and its tokenizer, ready for a heedful Session. `adapter`: a peft
-    LoRA adapter folder, merged into the weights (apply_adapter)."""
+    LoRA adapter folder, merged into the weights (apply_adapter). `tp="auto"`: this
+    process's shard of a tensor-parallel model, under torchrun; `device_map` ("auto"):
+    layers placed by accelerate on one GPU and CPU memory (`max_memory` like
+    "0=20GiB,cpu=60GiB", `offload_folder` for disk) - see heedful.models.parallel."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from heedful.models import parallel
     from heedful.selector.attention import register
 
     register()
@@ -186,7 +208,22 @@ def load_model(
     source, display, is_local = resolve_source(name)
     config = load_config(source, display, is_local, trust_remote_code)
     gated = check_supported(config, display)
-    dev = pick_device(device)
+    placement: dict = {}
+    parallel.check_options(tp, device, device_map, adapter, max_memory, offload_folder)
+    if tp is not None:  # each rank loads its own shard; torchrun's world is joined first
+        world = parallel.require_torchrun(tp)
+        parallel.require_accelerate(f"--tp {tp}")
+        parallel.check_tp_shapes(config.get_text_config(decoder=True) if hasattr(config, "get_text_config")
+                                 else config, world, display)
+        placement = parallel.tp_kwargs(config, world, display)
+        parallel.connect(world)
+        dev = torch.device(parallel.accelerator(), world.local_rank) if parallel.accelerator() == "cuda" \
+            else torch.device("cpu")
+    elif device_map is not None:
+        placement = parallel.device_map_kwargs(device_map, device, max_memory, offload_folder)
+        dev = pick_device(device)
+    else:
+        dev = pick_device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(dtype, dev)
     local_only = is_local or _hub_offline()
     if is_local and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
@@ -205,6 +242,7 @@ def load_model(
             trust_remote_code=trust_remote_code,
             local_files_only=local_only,
             attn_implementation=attn_implementation,
+            **placement,
         )
     except OSError as e:
         msg = str(e).splitlines()[0]
@@ -218,7 +256,12 @@ def load_model(
                              f"{str(e).splitlines()[0]}") from None
     if adapter:
         model = apply_adapter(model, adapter)
-    model.to(dev).eval()
+    if placement:  # already where it runs: each rank's shard, or accelerate's placement
+        if device_map is not None:
+            dev = parallel.check_placement(model, device_map)
+        model.eval()
+    else:
+        model.to(dev).eval()
     tune_cpu_threads(model, dev)
     return LoadedModel(model=model, tokenizer=tokenizer, name=display, gated=gated)
 

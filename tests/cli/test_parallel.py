@@ -1,0 +1,190 @@
+"""Tensor parallelism on CPU: two ranks (gloo) against one process.
+
+Each launch starts two real processes, as torchrun does: one test through torchrun itself,
+the others with torchrun's environment set by hand (RANK, WORLD_SIZE, MASTER_ADDR...), so
+that each rank's exit code and output can be read on its own. Every comparison is with a
+one-process run of the same command or script, greedy, with pins and eviction on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import build_tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = Path(__file__).resolve().parent / "tp_child.py"
+PROMPT = "The vault code is 4821. Remember it. Alice met Bob at the station at noon. The quick brown fox."
+SETTINGS = ["--window", "8", "--budget", "24", "--ignore-eos"]
+
+
+@pytest.fixture(scope="module")
+def qwen3_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tp_qwen3"), "qwen3")
+
+
+@pytest.fixture(scope="module")
+def hybrid_dir(tmp_path_factory):
+    """Qwen3.5 hybrid: a linear-attention layer (recurrent state) and a gated full-attention layer."""
+    return build_tiny_model(tmp_path_factory.mktemp("tp_hybrid"), "qwen3_5_hybrid")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp_path, args, world=2, env=None, timeout=180):
+    """Starts `world` ranks of tp_child.py (the heedful CLI); returns [(code, stdout, stderr)]
+    per rank and the seconds the slowest took."""
+    port, procs, files = _free_port(), [], []
+    base = {**os.environ, "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+    t0 = time.monotonic()
+    for r in range(world):
+        out, err = open(tmp_path / f"out{r}", "w+"), open(tmp_path / f"err{r}", "w+")
+        files.append((out, err))
+        procs.append(subprocess.Popen([sys.executable, str(CHILD), *map(str, args)], stdout=out, stderr=err,
+                                      env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=ROOT))
+    results = []
+    for p, (out, err) in zip(procs, files):
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        out.seek(0), err.seek(0)
+        results.append((p.returncode, out.read(), err.read()))
+    return results, time.monotonic() - t0
+
+
+def _ids(jsonl: str) -> list[int]:
+    return [json.loads(x)["id"] for x in jsonl.splitlines() if '"index"' in x]
+
+
+def _stored(db) -> dict[int, list[int]]:
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT session, token_id FROM tokens ORDER BY session, idx").fetchall()
+    con.close()
+    out: dict[int, list[int]] = {}
+    for sid, tid in rows:
+        out.setdefault(sid, []).append(tid)
+    return out
+
+
+def test_tp_refused_outside_torchrun_and_with_device_options(cli, qwen3_dir, tmp_path):
+    for extra, match in [([], "--tp auto: needs torchrun"),
+                         (["--device", "cpu"], "--device cpu: not with --tp auto"),
+                         (["--device-map", "auto"], "--device-map auto: not with --tp auto"),
+                         (["--max-memory", "cpu=1GiB"], "--max-memory cpu=1GiB: not with --tp auto")]:
+        code, out, err = cli("generate", "x", "--model", qwen3_dir, "--tp", "auto", "--db", tmp_path / "x.db", *extra)
+        assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
+        code, out, err = cli("replay", tmp_path / "none.jsonl", "--tp", "auto", *extra)
+        assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_torchrun_generate_matches_one_process_and_records_once(cli, qwen3_dir, tmp_path):
+    """`torchrun --nproc-per-node 2 -m heedful generate ... --tp auto`, as a user runs it:
+    the same greedy tokens as one process, with a pin and eviction; rank 0 alone prints,
+    and the store holds the run once."""
+    args = ["generate", PROMPT, "--model", qwen3_dir, "--pin", "4821", "-n", "40", "--json", *SETTINGS]
+    code, out, err = cli(*args, "--db", tmp_path / "one.db")
+    assert code == 0, err
+    one = _ids(out)
+    logs = tmp_path / "logs"
+    p = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2", "--log-dir", logs,
+                        "--redirects", "3", "-m", "heedful", *map(str, args), "--db", tmp_path / "tp.db",
+                        "--tp", "auto"], capture_output=True, text=True, cwd=ROOT, timeout=180,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    rank = {r: next(logs.rglob(f"attempt_0/{r}")) for r in (0, 1)}
+    out0 = (rank[0] / "stdout.log").read_text()
+    summary = json.loads(out0.splitlines()[-1])
+    assert _ids(out0) == one and len(one) == 40
+    assert summary["evicted"] > 0 and summary["peak_resident"] <= 24 and summary["pins"] == [[6, 10]]
+    assert summary["session"] == 1
+    assert (rank[1] / "stdout.log").read_text() == "" and (rank[1] / "stderr.log").read_text() == ""
+    assert _stored(tmp_path / "tp.db") == _stored(tmp_path / "one.db")
+
+
+def test_two_ranks_continue_a_stored_session_and_each_keeps_its_own_heads(cli, qwen3_dir, tmp_path):
+    args = ["generate", PROMPT, "--model", qwen3_dir, "--pin", "/Alice/", "-n", "12", "--json", *SETTINGS]
+    assert cli(*args, "--db", tmp_path / "one.db")[0] == 0
+    (tmp_path / "tp.db").write_bytes((tmp_path / "one.db").read_bytes())
+    more = ["generate", " Then", "--session", "1", "-n", "15", "--json", "--ignore-eos"]
+    code, out, err = cli(*more, "--db", tmp_path / "one.db")
+    assert code == 0, err
+    results, _ = launch(tmp_path, [*more, "--db", tmp_path / "tp.db", "--tp", "auto"],
+                        env={"HEEDFUL_TEST_REPORT": str(tmp_path / "report")})
+    assert [c for c, _, _ in results] == [0, 0], results[0][2]
+    assert _ids(results[0][1]) == _ids(out) and results[1][1:] == ("", "")
+    assert _stored(tmp_path / "tp.db") == _stored(tmp_path / "one.db")
+    reports = [json.loads((tmp_path / f"report.{r}").read_text()) for r in (0, 1)]
+    assert reports[0]["ids"] == reports[1]["ids"]
+    assert reports[0]["kv_heads"] == reports[1]["kv_heads"] == [1, 1]  # 2 key/value heads, one per rank
+
+
+def _script(path: Path, model: Path, ops: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(o) for o in [{"op": "config", "model": str(model), "window": 8,
+                                                         "budget": 24, "seed": 0}, *ops]) + "\n")
+    return path
+
+
+def test_replay_two_ranks_qwen3_and_hybrid_match_one_process(cli, qwen3_dir, hybrid_dir, tmp_path):
+    """Two scripts, one per model (the Qwen3.5 hybrid's linear-attention layer sharded too):
+    pins, drops, in-place recall, rewind, all with eviction; the same ids under two ranks."""
+    stop = {"stop_at_eos": False}
+    a = _script(tmp_path / "qwen3.jsonl", qwen3_dir, [
+        {"op": "prompt", "text": PROMPT}, {"op": "pin", "text": "4821"}, {"op": "generate", "n": 20, **stop},
+        {"op": "drop", "regex": "Alice"}, {"op": "recall", "text": "station"}, {"op": "generate", "n": 10, **stop},
+        {"op": "rewind", "index": 40}, {"op": "generate", "n": 8, **stop}])
+    b = _script(tmp_path / "hybrid.jsonl", hybrid_dir, [  # the pin is still in the window: no re-encoding
+        {"op": "prompt", "text": PROMPT}, {"op": "pin", "text": "fox"}, {"op": "generate", "n": 20, **stop},
+        {"op": "recall", "text": "station", "append": True}, {"op": "generate", "n": 10, **stop}])
+    code, out, err = cli("replay", a, b, "--json", "--db", tmp_path / "one.db")
+    assert code == 0, err
+    results, _ = launch(tmp_path, ["replay", a, b, "--json", "--db", tmp_path / "tp.db", "--tp", "auto"])
+    assert [c for c, _, _ in results] == [0, 0], results[0][2]
+    gen = [[r["ids"] for r in map(json.loads, o.splitlines()) if r.get("op") == "generate"] for o in (out, results[0][1])]
+    assert gen[0] == gen[1] and len(gen[0]) == 5
+    assert _stored(tmp_path / "tp.db") == _stored(tmp_path / "one.db")
+    assert results[1][1:] == ("", "")
+
+
+@pytest.mark.parametrize("how,code,match", [
+    ("kill", 1, "lost contact with another rank"),
+    ("error", 2, "rank 1 of 2 failed: injected failure at forward 20"),
+])
+def test_a_rank_that_fails_takes_the_others_down(qwen3_dir, tmp_path, how, code, match):
+    """Rank 1 dies (SIGKILL) or fails (bad input only it sees) in the middle of generating:
+    rank 0 stops at once with one line and that exit code, and nothing reaches the store."""
+    results, seconds = launch(tmp_path, ["generate", PROMPT, "--model", qwen3_dir, "-n", "40", "--db",
+                                         tmp_path / "tp.db", "--tp", "auto", *SETTINGS],
+                              env={"HEEDFUL_TEST_FAIL": f"1:20:{how}"})
+    (c0, out0, err0), (c1, out1, err1) = results
+    assert c0 == code and match in err0 and len(err0.strip().splitlines()) == 1, err0
+    assert "nothing was written to the store" in err0
+    assert c1 == (-9 if how == "kill" else 2) and out1 == err1 == ""
+    assert not (tmp_path / "tp.db").exists() or _stored(tmp_path / "tp.db") == {}
+    assert seconds < 90
+
+
+def test_heads_that_ranks_cannot_share_are_refused(tmp_path):
+    d = build_tiny_model(tmp_path / "kv1", "qwen3", num_key_value_heads=1)
+    results, _ = launch(tmp_path, ["generate", PROMPT, "--model", d, "--db", tmp_path / "tp.db", "--tp", "auto"])
+    (c0, out0, err0), (c1, out1, err1) = results
+    assert (c0, c1) == (2, 2) and out1 == err1 == ""
+    assert "has 1 key/value heads, which 2 ranks cannot share equally" in err0
+    assert len(err0.strip().splitlines()) == 1 and not (tmp_path / "tp.db").exists()
