@@ -26,10 +26,11 @@ from heedful.tui.folding import FoldActions
 from heedful.tui.panel import SidePanel
 from heedful.tui.prompt import PromptBox
 from heedful.tui.sessions import SessionActions
+from heedful.tui.suggest import SuggestActions
 from heedful.tui.token_view import MemoryState, TokenView
 
 
-class HeedfulApp(SessionActions, FoldActions, App):
+class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
     TITLE = "heedful"
     CSS = """
     Screen { layout: vertical; }
@@ -46,6 +47,9 @@ class HeedfulApp(SessionActions, FoldActions, App):
         Binding("p", "pin", "Pin span", show=False),
         Binding("u", "unpin", "Unpin span", show=False),
         Binding("d", "drop", "Drop"),
+        Binding("a", "accept_suggestions", "Accept"),  # the picker's keys (tui/suggest.py): only with one
+        Binding("x", "reject_suggestions", "Reject"),
+        Binding("A,shift+a", "toggle_auto_pin", "Auto-pin", key_display="A"),
         Binding("f", "fold", "Fold"),
         Binding("F,shift+f", "unfold", "Unfold", key_display="F"),
         Binding("r", "regenerate", "Regen"),
@@ -70,7 +74,8 @@ class HeedfulApp(SessionActions, FoldActions, App):
     ]
 
     def __init__(self, session, *, store=None, recorder=None, chunk: int = 256, refresh_s: float = 0.04,
-                 export_dir: Path | None = None, show_speed: bool = True, ignore_eos: bool = False):
+                 export_dir: Path | None = None, show_speed: bool = True, ignore_eos: bool = False,
+                 picker=None, auto_pin: bool = False):
         super().__init__()
         self.session = session
         self.store, self.recorder = store, recorder
@@ -78,6 +83,7 @@ class HeedfulApp(SessionActions, FoldActions, App):
         self.export_dir = Path(export_dir) if export_dir else None  # None: see export_folder()
         self.show_speed = show_speed
         self.ignore_eos = ignore_eos  # else a stream stops at the model's end-of-text token
+        self.picker, self.auto_pin = picker, auto_pin  # session -> pinner (tui/suggest.py), or None
         self._stop = threading.Event()
         self.generating = False
         self.last_export: Path | None = None
@@ -135,10 +141,11 @@ class HeedfulApp(SessionActions, FoldActions, App):
         folds = s.folds() if hasattr(s, "folds") else []
         heat = self._heat(attention, rows, folds) if attention else {}
         self.view.memory = MemoryState(resident=set(retained), pins=s.pins(), dropped=s.dropped(),
-                                       sinks=s.config.sinks, heat=heat, folds={a: (b, g) for a, b, g in folds})
+                                       sinks=s.config.sinks, heat=heat, folds={a: (b, g) for a, b, g in folds},
+                                       **self._picker_marks())
         self.view.sync()
         self.query_one(SidePanel).show(s, generating=self.generating, show_speed=self.show_speed, retained=retained,
-                                       rows=rows, folds=folds)
+                                       rows=rows, folds=folds, picker=self._picker_status())
 
     @staticmethod
     def _heat(attention: dict, rows: list, folds: list) -> dict:
@@ -174,6 +181,9 @@ class HeedfulApp(SessionActions, FoldActions, App):
         if not text[0].isspace() and not self._ends_with_space():
             text = " " + text  # not glued to the last word
         pins = box.pin_targets(text)
+        if self.picker is not None:  # the worker scores the prompt, then sends it (tui/suggest.py)
+            self._send_with_picker(box, text, pins)
+            return
         if not self._apply(lambda: self.session.prompt(text, pin=pins) if pins else self.session.prompt(text)):
             return  # refused (e.g. the pins would overflow the budget): the text and marks stay
         box.value = ""
@@ -199,18 +209,26 @@ class HeedfulApp(SessionActions, FoldActions, App):
             return
         self.generating = True
         self._stop.clear()
-        self._stream(self.chunk)
+        self._stream(self.chunk, self.pinner)
 
     @work(thread=True, exclusive=True, group="generate")
-    def _stream(self, n: int) -> None:
+    def _stream(self, n: int, pinner=None, prompt: tuple | None = None) -> None:
+        """Streams n tokens; with a picker's pinner, the prompt first (tui/suggest.py: _prompt_in_worker)."""
         last = time.monotonic()
-        tok = getattr(self.session, "tokenizer", None)  # (bench tui's synthetic session has none)
+        s = self.session
+        tok = getattr(s, "tokenizer", None)  # (bench tui's synthetic session has none)
         eos = None if self.ignore_eos or tok is None else tok.eos_token_id
-        # as `heedful generate`: the answer ends at the model's end-of-text token
-        it = self.session.generate(n) if eos is None else self.session.generate(n, stop_at_eos=True)
         try:
+            if prompt is not None and not self._prompt_in_worker(pinner, *prompt):
+                return
+            # as `heedful generate`: the answer ends at the model's end-of-text token
+            it = s.generate(n) if eos is None else s.generate(n, stop_at_eos=True)
+            if pinner is not None:
+                pinner.start()  # its hooks, on this thread
             token = None
             for token in it:
+                if pinner is not None:
+                    pinner.token(s, token)
                 time.sleep(0)  # hand the GIL to the UI thread between two tokens
                 if self._stop.is_set():
                     it.close()
@@ -226,6 +244,8 @@ class HeedfulApp(SessionActions, FoldActions, App):
         except Exception as e:  # noqa: BLE001 - shown to the person; the session stays usable
             self._ui(self.notify, f"generation failed: {e}", severity="error", timeout=8)
         finally:
+            if pinner is not None:
+                self._end_stream(pinner)
             self.generating = False
             self._ui(self.refresh_stream)
 
@@ -261,7 +281,7 @@ class HeedfulApp(SessionActions, FoldActions, App):
         """pin / unpin / drop the selected span through the engine; clears the selection
         when the engine took it."""
         span = self._span()
-        if span and self._apply(lambda: getattr(self.session, op)(span)):
+        if span and self._apply(lambda: self._mark(op, span)):
             self.view.clear_selection()
             return True
         return False
@@ -345,8 +365,11 @@ class HeedfulApp(SessionActions, FoldActions, App):
         # typing in the prompt must not trigger single-letter bindings
         if isinstance(self.focused, Input) and action in (
                 "generate", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold", "regenerate", "heat", "export",
-                "focus_prompt", "cursor", "word", "line", "home", "end"):
+                "focus_prompt", "cursor", "word", "line", "home", "end", "accept_suggestions", "reject_suggestions",
+                "toggle_auto_pin"):
             return False
+        if self.picker is None and action in ("accept_suggestions", "reject_suggestions", "toggle_auto_pin"):
+            return False  # hidden: no picker (heedful chat --picker DIR)
         return True
 
     def on_unmount(self) -> None:

@@ -1,7 +1,8 @@
 """Command palette (ctrl+p): export, search and recall evicted text (type the text, or
 "recall TEXT", "recall 'TEXT'", 'recall "TEXT"'), settings (type "window 128", "budget 2048",
 "temperature 0.7", "top_p 0.9"), new session, open session (type "open session 3"), heat
-overlay, generate, stop."""
+overlay, generate, stop; with a picker (heedful chat --picker DIR), auto-pin on/off and
+accepting or rejecting the suggestions in view."""
 
 from __future__ import annotations
 
@@ -38,7 +39,11 @@ class HeedfulCommands(Provider):
             ("Generate / continue", app.action_generate),
             ("Stop generating", app.action_stop),
             ("New session (same model and settings)", app.new_session),
-        ]
+        ] + ([  # heedful chat --picker (tui/suggest.py)
+            ("Toggle auto-pin (the picker pins what it scores high)", app.action_toggle_auto_pin),
+            ("Accept the picker's suggestions in view", app.action_accept_suggestions),
+            ("Reject the picker's suggestions in view", app.action_reject_suggestions),
+        ] if app.picker is not None else [])
 
     async def discover(self) -> Hits:
         for name, fn in self._fixed():

@@ -15,7 +15,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from heedful.tui.token_view import PIN_YELLOW, STYLES
+from heedful.tui.token_view import PIN_YELLOW, STYLES, SUGGEST_GOLD
 
 
 def _bar(used: int, total: int, width: int = 20) -> str:
@@ -29,7 +29,7 @@ def _total(spans) -> int:
 
 class SidePanel(Static):
     def show(self, session, *, generating: bool, show_speed: bool = True, retained: list[int] | None = None,
-             rows: list | None = None, folds: list | None = None) -> None:
+             rows: list | None = None, folds: list | None = None, picker: dict | None = None) -> None:
         st = session.stats()
         retained = session.retained() if retained is None else retained
         resident = len(retained)
@@ -54,6 +54,10 @@ class SidePanel(Static):
         gate = getattr(session, "gate_mean", None)
         if session.gated:
             t.append("gated model" + (f", mean gate {gate:.3f}" if gate is not None else "") + "\n")
+        if picker is not None:  # heedful chat --picker (tui/suggest.py)
+            t.append(f"picker: auto-pin {'on' if picker['auto_pin'] else 'off'}\n")
+            t.append(f"  {picker['suggested']} words suggested, {picker['auto_pinned']} auto-pinned\n",
+                     style=SUGGEST_GOLD)
         t.append("● generating\n" if generating else "○ idle\n", style="bold green" if generating else "dim")
         t.append("\npins\n", style="bold")
         pins = session.pins()

@@ -30,13 +30,18 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from heedful.spans import Spans
+
 WORDS = re.compile(r"\s*\S+|\s+")
 
 # Colours are given as RGB: named ANSI colours ("yellow", "blue") are repainted by Textual's
 # theme (orange, purple), so the screen would not show what docs/tui.md says.
-PIN_YELLOW, SELECT_BLUE = "#ffd700", "#005fd7"
+PIN_YELLOW, SELECT_BLUE, SUGGEST_GOLD = "#ffd700", "#005fd7", "#d7c38f"
 STYLES = {
     "pinned": Style(color="#000000", bgcolor=PIN_YELLOW, bold=True),
+    "autopinned": Style(color="#000000", bgcolor="#d7af5f"),  # pinned by the picker (tui/suggest.py)
+    "suggested": Style(color=SUGGEST_GOLD, underline=True),  # the picker would pin it: a quiet hint
+    "suggested_evicted": Style(color="#8a8060", underline=True),
     "sink": Style(color="#5fd7d7"),
     "window": Style(color="#ffffff"),
     "evicted": Style(color="#6c6c6c"),
@@ -58,6 +63,8 @@ class MemoryState:
     sinks: int = 0
     heat: dict = field(default_factory=dict)  # token index -> attention weight, 0..1
     folds: dict = field(default_factory=dict)  # first token -> (end, gist) of each folded span
+    suggested: Spans = field(default_factory=Spans)  # a picker's suggestions (tui/suggest.py)
+    auto: Spans = field(default_factory=Spans)  # the picker's own pins (auto-pin)
 
     def in_spans(self, spans, t: int) -> bool:
         return any(a <= t < b for a, b in spans)
@@ -68,9 +75,11 @@ class MemoryState:
         if self.in_spans(self.dropped, t):
             return "dropped"
         if t not in self.resident:
-            return "evicted"
+            return "suggested_evicted" if t in self.suggested else "evicted"
         if self.in_spans(self.pins, t):
-            return "pinned"
+            return "autopinned" if t in self.auto else "pinned"
+        if t in self.suggested:
+            return "suggested"
         if t < self.sinks:
             return "sink"
         return "window"
@@ -284,7 +293,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
                 w = min(1.0, self.memory.heat[t])
                 style = style + Style(bgcolor=f"rgb({int(40 + 215 * w)},{int(40 * (1 - w))},{int(40 * (1 - w))})")
             if sel and sel[0] <= t < sel[1]:
-                style = style + STYLES["selected_pinned" if kind == "pinned" else "selected"]
+                style = style + STYLES["selected_pinned" if kind in ("pinned", "autopinned") else "selected"]
             if t == self.cursor and self.has_focus:
                 style = style + STYLES["cursor"]
             segs.append(Segment(text or " ", style))

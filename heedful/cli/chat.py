@@ -18,31 +18,56 @@ from heedful.app.options import given_settings, model_options, session_options
               help="Folder for exports (key e) [default: exports/ beside the database].")
 @click.option("--ignore-eos", is_flag=True,
               help="Generate past the model's end-of-text token (default: a stream stops there).")
+@click.option("--picker", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="A picker made by `heedful learn`: the words it would pin are suggested as the text streams "
+                   "(a accepts, x rejects, A turns auto-pin on and off).")
+@click.option("--auto-pin", is_flag=True, help="Start with auto-pin on: the picker pins what it scores high as the "
+                                               "text streams, within the budget (needs --picker).")
 @session_options
 @model_options
 @click.pass_context
-def chat(ctx, db, session_id, title, chunk, export_dir, ignore_eos, model, dtype, device, trust_remote_code,
-         **settings):
+def chat(ctx, db, session_id, title, chunk, export_dir, ignore_eos, picker, auto_pin, model, dtype, device,
+         trust_remote_code, **settings):
     """Watch the model write, mark what matters, see what it remembers."""
-    from heedful.app.open import open_session, resume
+    from heedful.app.open import open_session, resume, session_for
     from heedful.store import Store
     from heedful.tui.app import HeedfulApp
 
+    if auto_pin and not picker:
+        raise click.UsageError("--auto-pin needs --picker DIR")
     store = Store.open(db, create=session_id is None)  # resuming creates no database
-    if session_id is not None:
-        # only the settings given on this command line override the stored ones
-        session = resume(store, session_id, model=model, dtype=dtype, device=device,
-                         trust_remote_code=trust_remote_code, **given_settings(ctx, settings))
-        recorder = session.recorder
-    else:
-        recorder = store.new_session(title=title)
-        session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                               recorder=recorder, **settings)
+    recorder = None
     try:
+        lm = pinner = None
+        if picker:  # the model first: the picker is checked against it before anything is recorded
+            from heedful.learn.autopin import AutoPinner
+            from heedful.learn.picker import Picker
+            from heedful.models.loading import load_model
+
+            name = model if model is not None or session_id is None else store.session(session_id).config.get("model")
+            lm = load_model(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+            pk = Picker.load(picker, lm)
+
+            def pinner(session):  # one per session the app shows (tui/suggest.py)
+                return AutoPinner(pk, session.model, pinning=False)
+
+        if session_id is not None:
+            # only the settings given on this command line override the stored ones
+            session = resume(store, session_id, model=model, dtype=dtype, device=device,
+                             trust_remote_code=trust_remote_code, lm=lm, **given_settings(ctx, settings))
+            recorder = session.recorder
+        else:
+            recorder = store.new_session(title=title)
+            if lm is not None:
+                session = session_for(lm, recorder=recorder, **settings)
+            else:
+                session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                       recorder=recorder, **settings)
         HeedfulApp(session, store=store, recorder=recorder, chunk=chunk, export_dir=export_dir,
-                   ignore_eos=ignore_eos).run()
+                   ignore_eos=ignore_eos, picker=pinner, auto_pin=auto_pin).run()
     finally:
-        recorder.close()
+        if recorder is not None:
+            recorder.close()
         store.close()
     if recorder.session_id is not None:
         click.echo(f"session {recorder.session_id} saved in {store.path}", err=True)

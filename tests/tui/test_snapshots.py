@@ -7,6 +7,9 @@ tokenizer and the engine's memory, not on model numerics. Update after an intend
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
+
 from heedful.selector.session import Session, SessionConfig
 from heedful.tui.app import HeedfulApp
 
@@ -84,3 +87,39 @@ def test_palette(snap_compare, tiny_qwen35, tmp_path):
         await _settled(pilot)
 
     assert snap_compare(_app(tiny_qwen35, tmp_path), terminal_size=(110, 30), run_before=palette)
+
+
+class _Pinner:
+    """A picker's pinner (tui/suggest.py's duck type) with fixed suggestions and auto-pins, so
+    that the picture does not depend on a learned picker's numbers."""
+
+    def __init__(self, suggested, auto):
+        self.pinning, self.lock = False, threading.RLock()
+        self._new, self._auto = [SimpleNamespace(start=a, end=b, score=0.9) for a, b in suggested], list(auto)
+
+    def take_suggestions(self):
+        out, self._new = self._new, []
+        return out
+
+    def owned(self):
+        return list(self._auto)
+
+    def close(self):
+        pass
+
+
+def test_suggestions_and_auto_pins(snap_compare, tiny_qwen35, tmp_path):
+    """heedful chat --picker: suggested words (resident and evicted), an auto-pin beside the
+    person's pins, the panel's picker lines and the footer's a / x / A."""
+    app = _app(tiny_qwen35, tmp_path)
+    s = app.session
+    auto = s.pin("noon")
+    words = [r for w in ("vault", "Alice", "station", "code?") for r in s.resolve(w)]
+    app.picker, app.auto_pin = (lambda session: _Pinner(words, auto)), True
+
+    async def focus(pilot):
+        pilot.app.view.focus()
+        pilot.app.refresh_stream()
+        await _settled(pilot)
+
+    assert snap_compare(app, terminal_size=(130, 30), run_before=focus)

@@ -1,0 +1,236 @@
+"""A learned picker in the app (`heedful chat --picker DIR`): suggestions, accept, reject,
+auto-pin.
+
+The app gets the picker from the CLI as a callable, `picker(session) -> pinner`, duck-typed
+so that this room imports nothing of heedful.learn (the CLI passes heedful.learn's
+AutoPinner, made with `pinning` off). One pinner follows each session's stream; it runs on
+the generating worker's thread (docs/learn.md's thread rule: its hooks read the forwards of
+the thread that installed them), where a prompt is scored before it is processed and each
+generated token from the very step that produced it. The pinner is used as:
+
+- `prompt(session, text, pins)` in place of `session.prompt`, `start()` before a generate,
+  `token(session, tok)` after each token, `flush(session)` and `close()` when the stream
+  ends (the worker's thread);
+- `take_suggestions()` -> the words it decided (objects with start, end, score) since the
+  last call, `owned()` -> its auto-pins, `claim(a, b)`, `make_room(session, spans)`, and
+  `pinning` (auto-pin on or off; set under `lock`) (the UI thread).
+
+Keys: `a` accepts the suggestions under the cursor (or the selection), else every one in
+view: pinned, and logged `{"op": "accept", "range": [a, b], "score": s}`; `x` rejects them
+the same way (`"reject"`; the text stays as it is). On an auto-pin under the cursor, `a`
+makes it the person's own pin and `x` unpins it, each logged the same way. `A` turns auto-pin
+on or off: the words the picker decides are then pinned as they stream (the oldest auto-pins
+leave first when room is needed, never the person's pins), logged `"by": "picker"`. A pin
+the person makes when the budget is full of auto-pins takes the room of the oldest ones.
+These events are `heedful learn`'s labels (heedful/learn/labels.py).
+
+A mixin of HeedfulApp (it uses the app's session, view, notify, generating, _apply, _ui).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from heedful.errors import BudgetError, HeedfulError
+from heedful.spans import Spans
+from heedful.store.tagging import tagging
+
+
+def visible_tokens(view) -> tuple[int, int] | None:
+    """[first, last + 1) of the tokens on the lines the token view shows."""
+    top, height = int(view.scroll_offset.y), view.scrollable_content_region.height
+    toks = [t for line in view.lines[top:top + height] for t, _ in line]
+    return (min(toks), max(toks) + 1) if toks else None
+
+
+class SuggestActions:
+    picker = None  # callable session -> pinner, or None (no --picker)
+    auto_pin = False
+    _pinner = _pinner_session = None
+    suggestions: list = []  # (start, end, score) of words suggested, sorted by start
+
+    # ------------------------------------------------------------------ the pinner
+    @property
+    def pinner(self):
+        """The current session's pinner (made on first use, on the UI thread)."""
+        if self.picker is None:
+            return None
+        if self._pinner_session is not self.session:
+            if self._pinner is not None:
+                self._pinner.close()
+            tagging(self.session)  # before any worker runs: notes and the picker's tags go through it
+            self._pinner, self._pinner_session = self.picker(self.session), self.session
+            self._pinner.pinning = self.auto_pin
+            self.suggestions = []
+        return self._pinner
+
+    def _send_with_picker(self, box, text: str, pins) -> None:
+        """Enter with a picker: the worker scores the prompt, then processes it, then generates."""
+        self.generating = True
+        self._stop.clear()
+        self._stream(self.chunk, self.pinner, (text, pins, box.marks_in(text), box.value))
+
+    def _prompt_in_worker(self, pinner, text: str, pins, marks: list, typed: str) -> bool:
+        """(worker thread) The prompt through the pinner; False if the engine refused it."""
+        try:
+            pinner.prompt(self.session, text, pins)
+        except HeedfulError as e:  # the text and the marks stay in the box
+            self._ui(self.notify, str(e), severity="error", timeout=6)
+            return False
+        self._ui(self._prompt_sent, typed, marks)
+        return True
+
+    def _prompt_sent(self, typed: str, marks: list) -> None:
+        box = self.query_one("#prompt")
+        if box.value == typed:  # (not if the person typed on meanwhile)
+            box.value = ""
+        box.clear_marks()
+        if marks:
+            self.notify(f"pinned before the prompt was read: {', '.join(marks)}")
+        if self.focused is box:
+            self.view.focus()
+        self.refresh_stream()
+
+    def _end_stream(self, pinner) -> None:
+        """(worker thread) The stream stopped: the last words are decided, the hooks go."""
+        try:
+            pinner.flush(self.session)
+        except HeedfulError:
+            pass
+        finally:
+            pinner.close()
+
+    # ------------------------------------------------------------------ what the view shows
+    def _picker_marks(self) -> dict:
+        """MemoryState's suggested and auto spans: new suggestions taken from the pinner,
+        those no longer in the stream, pinned or dropped left out."""
+        pinner = self.pinner
+        if pinner is None:
+            return {}
+        s = self.session
+        n, pins, dropped = len(s), Spans(s.pins()), Spans(s.dropped())
+        out = []
+        new = [(x.start, x.end, x.score) for x in pinner.take_suggestions()]
+        for x in self.suggestions + new:
+            if x[1] > n:  # cut off by a rewind: those tokens are other ones now
+                continue
+            if not pins.overlaps(x[0], x[1]) and not dropped.overlaps(x[0], x[1]):
+                out.append(x)
+                continue
+            keep = [t for t in range(x[0], x[1]) if t not in pins and t not in dropped]
+            out.extend((a, b, x[2]) for a, b in _runs(keep))  # what is left of it, run by run
+        out.sort()
+        self.suggestions = out
+        return {"suggested": Spans((a, b) for a, b, _ in out), "auto": Spans(pinner.owned())}
+
+    def _picker_status(self) -> dict | None:
+        if self.pinner is None:
+            return None
+        return {"auto_pin": self.auto_pin, "suggested": len(self.suggestions), "auto_pinned": len(self.pinner.owned())}
+
+    # ------------------------------------------------------------------ the person's marks
+    def _mark(self, op: str, span: tuple[int, int]) -> None:
+        """pin / unpin / drop of the person's span; a pin takes the room of the oldest
+        auto-pins when the budget is full, and what auto-pin owned of the span is the
+        person's from then on."""
+        s, pinner = self.session, self.pinner
+        if op == "pin" and pinner is not None:
+            try:
+                s.pin(span)
+            except BudgetError:
+                if not pinner.make_room(s, [span]):
+                    raise
+                s.pin(span)
+        else:
+            getattr(s, op)(span)
+        if pinner is not None and op in ("pin", "unpin"):
+            pinner.claim(*span)
+
+    def _targets(self) -> tuple[list, list]:
+        """(suggestions, auto-pins) the keys act on: those the cursor or the selection
+        touches; else every suggestion in view."""
+        span = self.view.selection()
+        if span is None:
+            return [], []
+        a, b = span
+        hit = [x for x in self.suggestions if x[0] < b and a < x[1]]
+        auto = [(x, y) for x, y in self.pinner.owned() if x < b and a < y]  # whole words
+        if hit or auto:
+            return hit, auto
+        seen = visible_tokens(self.view)
+        if seen is None:
+            return [], []
+        k = bisect.bisect_left(self.suggestions, (seen[0],))
+        return [x for x in self.suggestions[max(0, k - 1):] if x[0] < seen[1] and seen[0] < x[1]], []
+
+    def _note(self, op: str, a: int, b: int, score: float | None) -> None:
+        args = {"range": [a, b], **({"score": round(float(score), 4)} if score is not None else {})}
+        tagging(self.session).note(op, args, streaming=self.generating)
+
+    def action_accept_suggestions(self) -> None:
+        if self._no_picker():
+            return
+        hit, auto = self._targets()
+        if not hit and not auto:
+            self.notify("No suggestion here or in view (suggestions are underlined)", severity="warning")
+            return
+        done = 0
+        for a, b, score in hit:
+            if not self._apply(lambda: self._mark("pin", (a, b))):
+                break  # refused (the budget): the rest stay suggestions
+            self._note("accept", a, b, score)
+            done += 1
+        for a, b in auto:
+            self.pinner.claim(a, b)
+            self._note("accept", a, b, None)
+        self.view.clear_selection()
+        self.refresh_stream()
+        what = [f"{done} suggestion{'s' * (done != 1)} pinned"] if hit else []
+        what += [f"{len(auto)} auto-pin{'s' * (len(auto) != 1)} made yours"] if auto else []
+        self.notify("accepted: " + ", ".join(what))
+
+    def action_reject_suggestions(self) -> None:
+        if self._no_picker():
+            return
+        hit, auto = self._targets()
+        if not hit and not auto:
+            self.notify("No suggestion here or in view (suggestions are underlined)", severity="warning")
+            return
+        for a, b, score in hit:
+            self._note("reject", a, b, score)
+        gone = {(a, b) for a, b, _ in hit}
+        self.suggestions = [x for x in self.suggestions if (x[0], x[1]) not in gone]
+        for a, b in auto:
+            if self._apply(lambda: self._mark("unpin", (a, b))):
+                self._note("reject", a, b, None)
+        self.view.clear_selection()
+        self.refresh_stream()
+        self.notify(f"rejected {len(hit) + len(auto)}: " + ", ".join(
+            repr(self.session.text(a, b).strip()) for a, b, *_ in (hit + auto)[:4]) + (" …" if len(hit + auto) > 4 else ""))
+
+    def action_toggle_auto_pin(self) -> None:
+        if self._no_picker():
+            return
+        self.auto_pin = not self.auto_pin
+        pinner = self.pinner
+        with pinner.lock:
+            pinner.pinning = self.auto_pin
+        self.refresh_stream()
+        self.notify("auto-pin on: the picker pins what it scores high as the text streams (A turns it off)"
+                    if self.auto_pin else "auto-pin off: the picker suggests, you decide (a accepts, x rejects)")
+
+    def _no_picker(self) -> bool:
+        if self.picker is None:
+            self.notify("No picker: start with heedful chat --picker DIR (made by heedful learn)", severity="warning")
+            return True
+        return False
+
+
+def _runs(tokens: list[int]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for t in tokens:
+        if out and out[-1][1] == t:
+            out[-1][1] = t + 1
+        else:
+            out.append([t, t + 1])
+    return [(a, b) for a, b in out]
