@@ -1,19 +1,21 @@
 """The "heedful" attention function, registered with transformers' AttentionInterface.
 
 transformers calls it for every attention layer with q [B, Hq, L, D] (the chunk's new
-tokens) and the cache's k, v [B, Hkv, N, D], keys rotated, the last L rows being the chunk
-itself. The session passes a `heedful_plan` keyword through the model's forward: which past
-rows each KV head may read. Without a plan (plain model use: training, inspection, stock
-comparison) it is ordinary causal attention.
+tokens) and the cache's k, v [B, Hkv, N, D]: the first N slots of the layer's buffers
+(cache.py), keys rotated. The session passes a `heedful_plan` keyword through the model's
+forward: the mask over those slots (holes, the chunk's causal tail) and, with auto
+selection, which rows each KV head may read. Without a plan (plain model use: training,
+inspection, stock comparison) k and v are in stream order and this is causal attention.
 
 Paths:
 - every resident row attended (auto selection off, the default): the retained set is the
-  attended set, so this is dense attention over the resident rows with a causal tail -
-  one SDPA call, exact;
-- auto selection on: the NSA-style top-k blocks of the candidate pool, per KV head, merged
-  with sinks + pins + window, go to heedful.kernels.sparse_attention (Triton on CUDA, the
-  PyTorch reference elsewhere). The blocks' summaries are kept from step to step (one
-  BlockSummaries per layer): a step redoes only the blocks whose rows arrived or moved.
+  attended set, so this is dense attention over the occupied slots - one SDPA call, exact,
+  with no mask at a decode step (slots are packed: no hole, one query);
+- auto selection on: the rows are gathered in rank order (`plan.order`), and the NSA-style
+  top-k blocks of the candidate pool, per KV head, merged with sinks + pins + window, go to
+  heedful.kernels.sparse_attention (Triton on CUDA, the PyTorch reference elsewhere). The
+  blocks' summaries are kept from step to step (one BlockSummaries per layer): a step redoes
+  only the blocks whose rows arrived, left or were re-rotated.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class AutoSelect:
 
 @dataclass
 class StepPlan:
+    # [L, N] bool over the slots, or None: every slot, and one query (cache.Step)
+    mask: torch.Tensor | None = None
+    # the slot of each row by rank, the chunk's rows last: set for auto selection and collect
+    order: torch.Tensor | None = None
     auto: AutoSelect | None = None
     # When set, per layer: the attention the last query gave to each row, averaged over
     # query heads ([N] fp32), for the UI's heat overlay and diagnostics.
@@ -106,9 +112,15 @@ def heedful_attention(module, query, key, value, attention_mask=None, scaling=No
     plan = heedful_plan
     n_new = query.shape[-2]
     indices = None
-    if plan is None or plan.auto is None:
+    if plan is None:
         out = _dense_causal_tail(query, key, value, scale)
+    elif plan.auto is None:
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=plan.mask, scale=scale,
+                                             enable_gqa=key.shape[1] != query.shape[1])
+        if plan.collect is not None:
+            key = key.index_select(2, plan.order)
     else:
+        key, value = key.index_select(2, plan.order), value.index_select(2, plan.order)
         from heedful.kernels import BlockSummaries, select_topk_blocks, sparse_attention
 
         a = plan.auto

@@ -64,12 +64,7 @@ class AutoFold:
     def _insert(self, session, key: float, kv: list) -> None:
         res = session.resident_tokens
         r = bisect.bisect_left(res, key)
-        n = len(res)
-        after = session.cache.take(torch.arange(r, n, device=session.device)) if r < n else None
-        session.cache.truncate(r)
-        session.cache.put(kv)
-        if after is not None:
-            session.cache.put(after)
+        session.cache.insert(r, kv)
         res.insert(r, key)
         bisect.insort(self.keys, key)
 

@@ -1,8 +1,8 @@
 """How tokens get their KV rows, and how rows leave: the forward half of a Session.
 
 Each forward processes a chunk of new tokens after the retention policy has cut the
-resident set (policy.py); the cache frees the rows of the tokens that left and renumbers
-positions (cache.py). Re-encoding gives freed tokens fresh rows at their own place in the
+resident set (policy.py); the cache frees the slots of the tokens that left, and rows whose
+compacted position changed are re-rotated before the next forward (cache.py, slots.py). Re-encoding gives freed tokens fresh rows at their own place in the
 resident order, each attending to what is retained before it.
 
 `Encoder` is the base of Session (session.py), which owns the state it works on: `model`,
@@ -74,19 +74,25 @@ class Encoder:
         self._cut_rows(rows_of(self.resident_tokens, keep), reason)
 
     # ------------------------------------------------------------------ forwards
-    def _plan(self, first_new: int, n_new: int) -> StepPlan:
-        plan = StepPlan(collect={} if self.collect_attention else None)
+    def _plan(self, first_new: int, n_new: int) -> tuple[StepPlan, list[int]]:
+        """Prepares the cache for a forward of n_new rows (cache.begin) and says what attention
+        reads; returns the plan and the rows' position ids."""
+        auto = None
         if self.config.auto_topk:
             base = self.policy.always_rows(self.resident_tokens, first_new, n_new, self._kept())
             pool = list(base.complement(len(self.resident_tokens)))
             if pool:
-                plan.auto = AutoSelect(
+                auto = AutoSelect(
                     base_rows=_arange(base, self.device),
                     pool_start=pool[0][0], pool_end=pool[-1][1],
                     topk=self.config.auto_topk, block_size=self.config.block_size,
-                    summaries=self.cache.summaries, stale_from=self.cache.stale_from,
+                    summaries=self.cache.summaries,
                 )
-        return plan
+        step = self.cache.begin(n_new, self.device, order=auto is not None or self.collect_attention)
+        if auto is not None:
+            auto.stale_from = self.cache.stale_from
+        return StepPlan(mask=step.mask, order=step.order, auto=auto,
+                        collect={} if self.collect_attention else None), step.position_ids
 
     @torch.inference_mode()
     def _run(self, token_indices: list[int], ids: list[int], evict: bool) -> None:
@@ -94,12 +100,11 @@ class Encoder:
         n = len(ids)
         if evict:
             self._cut_rows(self.policy.keep_rows(self.resident_tokens, token_indices[0], n, self._kept()), "window")
-        r = self.cache.resident()
-        plan = self._plan(token_indices[0], n)
+        plan, position_ids = self._plan(token_indices[0], n)
         try:
             out = self.model(
                 input_ids=torch.tensor([ids], device=self.device),
-                position_ids=torch.arange(r, r + n, device=self.device)[None],
+                position_ids=position_ids,
                 past_key_values=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
@@ -108,13 +113,16 @@ class Encoder:
         except BaseException:
             # a failure midway leaves some layers with the chunk's rows: forget them, so the
             # session stays usable (a recurrent layer's state cannot be rolled back)
-            self.cache.truncate(r)
+            self.cache.abort()
             raise
+        self.cache.commit()
         if plan.auto is not None:
             self.cache.summaries_refreshed()
         self.resident_tokens.extend(token_indices)
         self._peak = max(self._peak, self.cache.resident())
-        self.next_logits = out.logits[0, -1].float().cpu()
+        logits = out.logits[0, -1]  # fp32 on the CPU for sampling; no op when it is already
+        self.next_logits = logits if logits.dtype == torch.float32 and logits.device.type == "cpu" \
+            else logits.float().cpu()
         self.last_attention = plan.collect
         observe = getattr(self.policy, "observe", None)  # policies that learn from attention (H2O)
         if observe is not None and plan.collect:

@@ -1,11 +1,11 @@
 """Rotary position helpers for position compaction.
 
-transformers caches keys after RoPE. heedful renumbers resident tokens 0..R-1 whenever a
-row leaves, so a cached key must move to a new position. Re-rotating the stored key by the
-difference on every move would round (in bf16) once per move and drift; instead the cache
-un-rotates each key once, when it arrives, and stores it position-free. Reading the cache
-rotates every resident row by its row index: one rounding, no accumulation, and row index
-is exactly "rank among the retained", the compacted position.
+transformers caches keys after RoPE. heedful renumbers resident tokens whenever a row leaves,
+so some cached keys must sit at new positions. Re-rotating a stored key by the difference on
+every move would round (in bf16) once per move and drift; instead a key that has to move is
+un-rotated once, into a position-free copy of its rotary dims (the cache's `masters`), and
+every later rotation starts from that copy: one rounding, no accumulation. Which keys move,
+and why most never do, is in slots.py.
 
 Only rotate-half RoPE (Llama, Qwen, ...) is supported, including partial rotary dims
 (Qwen3.5 rotates a quarter of each head). Scaled variants (YaRN) multiply cos/sin by a
@@ -23,8 +23,7 @@ class Rotary:
     def __init__(self, inv_freq: torch.Tensor):
         self.inv_freq = inv_freq.detach().float()
         self.rotary_dim = 2 * self.inv_freq.numel()
-        # cos and signed sin of positions 0..P-1 ([P, rotary_dim] fp32), grown on demand: the
-        # cache rotates every resident row of every layer at every step, by row index
+        # cos and signed sin of positions 0..P-1 ([P, rotary_dim] fp32), grown on demand
         self._cos: torch.Tensor | None = None
         self._sin: torch.Tensor | None = None
 
@@ -36,7 +35,8 @@ class Rotary:
             raise ValueError("model has no rotary embedding with inv_freq: heedful needs RoPE")
         return cls(rotary.inv_freq)
 
-    def _tables(self, end: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def tables(self, end: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and signed sin of positions 0..end-1 at least ([P, rotary_dim] fp32), cached."""
         if self._cos is None or self._cos.shape[0] < end or self._cos.device != device:
             size = max(end, 256, 2 * self._cos.shape[0] if self._cos is not None else 0)
             pos = torch.arange(size, device=device, dtype=torch.float32)
@@ -47,18 +47,29 @@ class Rotary:
             self._sin = torch.cat([-sin, sin], dim=-1)
         return self._cos, self._sin
 
+    def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False,
+              rolled: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [..., N, rotary_dim] (the rotary dims only) rotated by the positions whose rows of
+        `tables` are given ([N, rotary_dim] each; inverse: by their negatives). Math in fp32,
+        the result in x's dtype: the cache calls it for the rows it re-rotates, at every step
+        for the fixed rows, passing `rolled` (x rolled by half, kept from step to step)."""
+        xr = x if x.dtype == torch.float32 else x.float()
+        if rolled is None:
+            rolled = torch.roll(xr, self.rotary_dim // 2, dims=-1)
+        elif rolled.dtype != torch.float32:
+            rolled = rolled.float()
+        out = torch.addcmul(xr * cos, rolled, sin, value=-1.0 if inverse else 1.0)
+        return out if x.dtype == torch.float32 else out.to(x.dtype)
+
     def rotate_range(self, x: torch.Tensor, start: int, inverse: bool = False) -> torch.Tensor:
         """x: [B, H, N, D] rotated by positions start..start+N-1 (inverse: by their negatives,
-        which un-rotates keys that sit there). What rotate() computes, in a few ops, from
-        cached tables: the cache calls it for every layer at every step."""
+        which un-rotates keys that sit there)."""
         n, rd = x.shape[-2], self.rotary_dim
-        cos, sin = self._tables(start + n, x.device)
-        xr = x[..., :rd].float()
-        out = torch.addcmul(xr * cos[start : start + n], torch.roll(xr, rd // 2, dims=-1), sin[start : start + n],
-                            value=-1.0 if inverse else 1.0)
+        cos, sin = self.tables(start + n, x.device)
+        out = self.apply(x[..., :rd], cos[start : start + n], sin[start : start + n], inverse)
         if rd == x.shape[-1]:
-            return out.to(x.dtype)
-        return torch.cat([out.to(x.dtype), x[..., rd:]], dim=-1)
+            return out
+        return torch.cat([out, x[..., rd:]], dim=-1)
 
     def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: [B, H, N, D]; positions: [N] (any integers, negative too). Math in fp32."""

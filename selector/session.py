@@ -63,7 +63,8 @@ class Session(Encoder, Folding):
         if not isinstance(c.seed, int) or isinstance(c.seed, bool) or not 0 <= c.seed <= MAX_INT:
             raise HeedfulError(f"--seed {c.seed!r}: must be an integer from 0 to 2**63 - 1")
         self.device = next(model.parameters()).device
-        self.cache = HeedfulCache(model.config, Rotary.from_model(model), capacity=c.budget)
+        self.cache = HeedfulCache(model.config, Rotary.from_model(model), capacity=c.budget,
+                                  max_positions=self.max_positions)
         if c.fold_budget:
             if c.fold_budget < 0 or c.fold_block < 1:
                 raise BudgetError(f"--fold-budget {c.fold_budget} / --fold-block {c.fold_block}: must be >= 0 / >= 1")

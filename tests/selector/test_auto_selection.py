@@ -67,10 +67,10 @@ def test_maintained_summaries_select_what_recomputed_ones_do(tiny_qwen35):
     orig = fresh._plan
 
     def recompute(first, n):
-        p = orig(first, n)
+        p, positions = orig(first, n)
         if p.auto is not None:
             p.auto.summaries = None
-        return p
+        return p, positions
 
     fresh._plan = recompute
     a, b = _ops(kept), _ops(fresh)
@@ -107,9 +107,9 @@ def test_small_topk_attends_fewer_rows_than_resident(tiny_qwen35):
     orig = s._plan
 
     def spy(first, n):
-        plan = orig(first, n)
+        plan, positions = orig(first, n)
         plan.attended = seen
-        return plan
+        return plan, positions
 
     s._plan = spy
     list(s.generate(10))
@@ -148,26 +148,30 @@ def test_triton_kernels_give_the_reference_logits(tiny_qwen35, monkeypatch):
 
 
 def test_cache_reports_the_first_row_that_moved(tiny_qwen35):
-    """The cache's stale_from is what keeps the summaries right: the first row whose key
-    changed since the last refresh, however many compactions came in between."""
+    """The cache's stale_from is what keeps the summaries right: the first rank whose key
+    changed since the last refresh, however many evictions came in between. Rows never move
+    in the buffers: an eviction only frees slots."""
     lm = tiny_qwen35
     s = Session(lm.model, lm.tokenizer, window=64, budget=64, gated=True)
     s.prompt(PROMPT[:60])
     cache = s.cache
     n = cache.resident()
     cache.summaries_refreshed()
-    keys = cache.attention_layers[0].keys.clone()
-    cache.keep([(0, n)])  # nothing moves
-    assert cache.stale_from == n
-    cache.keep([(0, 3), (4, 7)])  # rows 4, 5, 6 move to 3, 4, 5
+    layer = cache.attention_layers[0]
+    buffer = layer.keys.clone()
+    free = cache.keys_in_order(layer)
+    cache.keep([(0, n)])  # nothing leaves
+    assert cache.stale_from is None
+    cache.keep([(0, 3), (4, 7)])  # row 3 and rows from 7 leave: ranks 3.. change
     assert cache.stale_from == 3 and cache.resident() == 6
-    assert torch.equal(cache.attention_layers[0].keys[:, :, :6], keys[:, :, [0, 1, 2, 4, 5, 6]])
-    cache.keep([(0, 5)])  # a truncation only: the earlier move still counts
+    assert torch.equal(layer.keys, buffer)  # nothing was copied
+    torch.testing.assert_close(cache.keys_in_order(layer), free[:, :, [0, 1, 2, 4, 5, 6]])
+    cache.keep([(0, 5)])  # a truncation only: the earlier change still counts
     assert cache.stale_from == 3
     cache.summaries_refreshed()
-    cache.keep([(1, 2), (3, 5)])  # row 0 goes: everything moves
+    cache.keep([(1, 2), (3, 5)])  # row 0 goes: every rank changes
     assert cache.stale_from == 0 and cache.resident() == 3
-    assert torch.equal(cache.attention_layers[0].keys[:, :, :3], keys[:, :, [1, 4, 5]])
+    torch.testing.assert_close(cache.keys_in_order(layer), free[:, :, [1, 4, 5]])
     cache.summaries_refreshed()
     cache.truncate(2)
     assert cache.stale_from == 2 and cache.resident() == 2

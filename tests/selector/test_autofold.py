@@ -33,10 +33,10 @@ def test_summaries_are_block_means_kept_in_their_rows(tiny_qwen35):
     row = s.resident_tokens.index(first)
     if (b + 1) * F <= W:  # computed with everything resident in both sessions
         for ls, lf in zip(s.cache.attention_layers, full.cache.attention_layers):
-            mean_k = lf.keys[:, :, b * F:(b + 1) * F].float().mean(2)
-            mean_v = lf.values[:, :, b * F:(b + 1) * F].float().mean(2)
-            assert torch.allclose(ls.keys[:, :, row].float(), mean_k, atol=1e-5)
-            assert torch.allclose(ls.values[:, :, row].float(), mean_v, atol=1e-5)
+            mean_k = full.cache.keys_in_order(lf)[:, :, b * F:(b + 1) * F].float().mean(2)
+            mean_v = full.cache.values_in_order(lf)[:, :, b * F:(b + 1) * F].float().mean(2)
+            assert torch.allclose(s.cache.keys_in_order(ls)[:, :, row].float(), mean_k, atol=1e-5)
+            assert torch.allclose(s.cache.values_in_order(ls)[:, :, row].float(), mean_v, atol=1e-5)
 
 
 def test_the_first_block_summary_is_its_mean(tiny_qwen35):
@@ -50,8 +50,10 @@ def test_the_first_block_summary_is_its_mean(tiny_qwen35):
     row = s.resident_tokens.index(F - 0.5)
     assert row == 0  # where the block stood
     for ls, lf in zip(s.cache.attention_layers, full.cache.attention_layers):
-        assert torch.allclose(ls.keys[:, :, row].float(), lf.keys[:, :, :F].float().mean(2), atol=1e-5)
-        assert torch.allclose(ls.values[:, :, row].float(), lf.values[:, :, :F].float().mean(2), atol=1e-5)
+        mean_k = full.cache.keys_in_order(lf)[:, :, :F].float().mean(2)
+        mean_v = full.cache.values_in_order(lf)[:, :, :F].float().mean(2)
+        assert torch.allclose(s.cache.keys_in_order(ls)[:, :, row].float(), mean_k, atol=1e-5)
+        assert torch.allclose(s.cache.values_in_order(ls)[:, :, row].float(), mean_v, atol=1e-5)
 
 
 def test_generation_stays_within_budget_and_rewinds(tiny_qwen35):
