@@ -1,10 +1,13 @@
-"""`heedful bench stream`: per-token decode latency and resident KV memory, heedful
-(window + budget) against stock transformers generation with a full cache, same model,
-same run. The claim checked: heedful's cost per token is flat and its memory constant,
-while the full cache grows until it hits the model's context limit."""
+"""`heedful bench stream`: per-token decode latency, aten ops per step and KV memory, heedful
+(pins + window, bounded budget) against stock transformers generation with a full cache, same
+model, one run. The two decode loops are interleaved step by step, so both see the same
+machine load. The claims checked: heedful's step is as lean as stock's, its cost per token
+is flat and its memory constant, while the full cache grows until the model's context limit."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import statistics
 import sys
 import time
@@ -13,29 +16,11 @@ import click
 import torch
 
 from heedful.app.options import model_options
+from heedful.bench.presets import PRESETS, preset_model, synthetic_model
+from heedful.limits import MAX_GENERATE
 
-
-def _synthetic_model(layers: int, hidden: int, context: int):
-    """Random weights in the default model's architecture: latency does not depend on
-    what the weights say. Reported as synthetic; never used to generate text for a person."""
-    from transformers import PreTrainedTokenizerFast
-    from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    from heedful.selector.attention import register
-
-    register()
-    vocab = {chr(c): i for i, c in enumerate(range(32, 127))}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="?")
-    heads = max(2, hidden // 64)
-    cfg = Qwen3_5TextConfig(vocab_size=4096, hidden_size=hidden, intermediate_size=hidden * 3,
-                            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 4),
-                            head_dim=64, layer_types=["full_attention"] * layers, max_position_embeddings=context)
-    torch.manual_seed(0)
-    model = Qwen3_5ForCausalLM(cfg).eval()
-    return model, tok, f"synthetic qwen3_5 ({layers} layers, hidden {hidden}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)"
+PROMPT = "The vault code is 4821. Remember it. " * 4
+OPS_STEPS = 10  # decode steps counted after the timed ones
 
 
 def _median_before(lat: list[float], mark: int, span: int) -> float | None:
@@ -69,71 +54,148 @@ def _op_counter():
     return Count()
 
 
-OPS_STEPS = 10  # decode steps counted after the timed ones
-
-
-@torch.inference_mode()
-def _run_stock(model, ids: list[int], n: int, marks: list[int], bar) -> dict:
-    from transformers import DynamicCache
-
-    impl = model.config._attn_implementation
-    model.config._attn_implementation = "sdpa"
+@contextlib.contextmanager
+def _attention(model, name: str):
+    """The model's attention implementation for the steps inside (the runs share one model)."""
+    before = model.config._attn_implementation
+    model.config._attn_implementation = name
     try:
-        limit = model.config.max_position_embeddings
-        cache = DynamicCache(config=model.config)
-        out = model(input_ids=torch.tensor([ids], device=model.device), past_key_values=cache, use_cache=True,
-                    logits_to_keep=1)
-        lat, mem, nxt = [], {}, int(out.logits[0, -1].argmax())
-        for step in range(1, n + 1):
-            if len(ids) + step >= limit:
-                break
-            t0 = time.perf_counter()
-            out = model(input_ids=torch.tensor([[nxt]], device=model.device), past_key_values=cache, use_cache=True)
-            nxt = int(out.logits[0, -1].argmax())
-            if model.device.type == "cuda":
-                torch.cuda.synchronize()
-            lat.append(time.perf_counter() - t0)
-            if step in marks:
-                mem[step] = _kv_bytes(cache)
-            bar.update(1)
-        mem["end"] = _kv_bytes(cache)
-        ops = None
-        if len(ids) + n + OPS_STEPS < limit:
-            with _op_counter() as count:
-                for _ in range(OPS_STEPS):
-                    out = model(input_ids=torch.tensor([[nxt]], device=model.device), past_key_values=cache,
-                                use_cache=True)
-                    nxt = int(out.logits[0, -1].argmax())
-            ops = count.n / OPS_STEPS
-        return {"lat": lat, "mem": mem, "stopped": len(lat) < n, "limit": limit, "ops": ops}
+        yield
     finally:
-        model.config._attn_implementation = impl
+        model.config._attn_implementation = before
 
 
-def _run_heedful(model, tok, prompt: str, n: int, window: int, budget: int, marks: list[int], bar) -> dict:
-    from heedful.selector.session import Session
+class StockRun:
+    """transformers' own decode loop: a DynamicCache holding every token, SDPA, greedy."""
 
-    s = Session(model, tok, window=window, budget=budget, gated=True)
-    s.prompt(prompt)
-    lat, mem = [], {}
-    it = s.generate(n)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            next(it)
-        except StopIteration:
-            break
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        lat.append(time.perf_counter() - t0)
-        if len(lat) in marks:
-            mem[len(lat)] = s.cache.allocated_bytes()
-        bar.update(1)
-    mem["end"] = s.cache.allocated_bytes()
+    def __init__(self, model, ids: list[int]):
+        from transformers import DynamicCache
+
+        self.model, self.limit = model, model.config.max_position_embeddings
+        self.length = len(ids)
+        with _attention(model, "sdpa"), torch.inference_mode():
+            self.cache = DynamicCache(config=model.config)
+            out = model(input_ids=torch.tensor([ids], device=model.device), past_key_values=self.cache,
+                        use_cache=True, logits_to_keep=1)
+        self.next = int(out.logits[0, -1].argmax())
+
+    @property
+    def done(self) -> bool:
+        return self.length + 1 >= self.limit
+
+    def step(self) -> None:
+        with _attention(self.model, "sdpa"), torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([[self.next]], device=self.model.device),
+                             past_key_values=self.cache, use_cache=True)
+            self.next = int(out.logits[0, -1].argmax())
+        self.length += 1
+
+    def kv_bytes(self) -> int:
+        return _kv_bytes(self.cache)
+
+
+class HeedfulRun:
+    """heedful's engine: the prompt's first `pins` tokens pinned, a window and a budget."""
+
+    def __init__(self, model, tok, window: int, budget: int, pins: int):
+        from heedful.selector.gates import GATED_TYPES
+        from heedful.selector.session import Session
+
+        self.session = s = Session(model, tok, window=window, budget=budget,
+                                   gated=getattr(model.config, "model_type", "") in GATED_TYPES)
+        with _attention(model, "heedful"):
+            s.prompt(PROMPT)
+            if pins:
+                s.pin((0, min(pins, len(s))))
+        self.model = model
+        self._it = s.generate(MAX_GENERATE)
+
+    def step(self) -> None:
+        with _attention(self.model, "heedful"):
+            next(self._it)
+
+    def kv_bytes(self) -> int:
+        return self.session.cache.allocated_bytes()
+
+
+def _timed(run, sync) -> float:
+    t0 = time.perf_counter()
+    run.step()
+    sync()
+    return time.perf_counter() - t0
+
+
+def _ops(run) -> float:
     with _op_counter() as count:
-        list(s.generate(OPS_STEPS))
-    return {"lat": lat, "mem": mem, "peak": s.stats().peak_resident, "ops": count.n / OPS_STEPS,
-            "stream_bytes": s.stream_bytes() / len(s)}
+        for _ in range(OPS_STEPS):
+            run.step()
+    return count.n / OPS_STEPS
+
+
+def measure(model, tok, n: int, early: int, span: int, window: int, budget: int, pins: int, stock: bool,
+            bar=None) -> dict:
+    """Both decode loops, interleaved step by step; figures per run and the step counts."""
+    device = next(model.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    h = HeedfulRun(model, tok, window, budget, pins)
+    s = StockRun(model, tok(PROMPT)["input_ids"]) if stock else None
+    lat = {"heedful": [], "stock": []}
+    kv = {"heedful": {}, "stock": {}}
+    for step in range(1, n + 1):
+        lat["heedful"].append(_timed(h, sync))
+        if s is not None and not s.done:
+            lat["stock"].append(_timed(s, sync))
+        if step in (early, n):
+            kv["heedful"][step] = h.kv_bytes()
+            if s is not None and len(lat["stock"]) == step:
+                kv["stock"][step] = s.kv_bytes()
+        if bar is not None:
+            bar.update(1)
+    out = {"tokens": n, "early": early, "span": span, "device": str(device), "window": window, "budget": budget,
+           "pins": pins}
+    runs = [("heedful", h)] + ([("stock", s)] if s is not None else [])
+    for name, run in runs:
+        steps = len(lat[name])
+        ops = None if name == "stock" and s.length + OPS_STEPS + 1 >= s.limit else _ops(run)
+        out[name] = {"ms_early": _median_before(lat[name], early, span),
+                     "ms_end": _median_before(lat[name], steps, span) if steps >= span else None,
+                     "steps": steps, "ops_per_step": ops, "kv_bytes_early": kv[name].get(early),
+                     "kv_bytes_end": run.kv_bytes()}
+    out["heedful"]["peak_resident"] = h.session.stats().peak_resident
+    out["heedful"]["stream_bytes_per_token"] = h.session.stream_bytes() / len(h.session)
+    return out
+
+
+def _fmt(x, spec=".2f"):
+    return "-" if x is None else format(x, spec)
+
+
+def report(r: dict) -> None:
+    e, n = r["early"], r["tokens"]
+    click.echo(f"\nper-token decode latency (median of {r['span']} steps, ms), aten ops per step and KV bytes; "
+               f"window {r['window']}, budget {r['budget']}, {r['pins']} prompt tokens pinned; runs interleaved")
+    click.echo(f"{'run':<10}{'@' + str(e):>10}{'@end':>10}{'end/early':>11}{'ops/step':>10}{'KV@' + str(e):>14}"
+               f"{'KV@end':>14}  end")
+    for name in ("heedful", "stock"):
+        x = r.get(name)
+        if x is None:
+            continue
+        ratio = x["ms_end"] / x["ms_early"] if x["ms_end"] and x["ms_early"] else None
+        click.echo(f"{name:<10}{_fmt(x['ms_early']):>10}{_fmt(x['ms_end']):>10}{_fmt(ratio):>11}"
+                   f"{_fmt(x['ops_per_step'], '.0f'):>10}{_fmt(x['kv_bytes_early'], ','):>14}"
+                   f"{x['kv_bytes_end']:>14,}  @{x['steps']}")
+    h, s = r["heedful"], r.get("stock")
+    if s is not None:
+        if h["ms_early"] and s["ms_early"]:
+            click.echo(f"heedful / stock at {e} tokens: {h['ms_early'] / s['ms_early']:.2f}x the time per token")
+        if h["ms_end"] and s["ms_end"]:
+            click.echo(f"stock at {s['steps']} / heedful at {h['steps']}: {s['ms_end'] / h['ms_end']:.2f}x "
+                       "faster per token")
+        if h["ops_per_step"] and s["ops_per_step"]:
+            click.echo(f"ops per step, heedful / stock: {h['ops_per_step'] / s['ops_per_step']:.3f}")
+    click.echo(f"heedful peak resident rows: {h['peak_resident']} (budget {r['budget']})")
+    click.echo(f"heedful stream bookkeeping in RAM: {h['stream_bytes_per_token']:.0f} bytes per token "
+               "(ids, texts, offsets: grows with the stream; the KV above does not)")
 
 
 @click.command()
@@ -145,60 +207,47 @@ def _run_heedful(model, tok, prompt: str, n: int, window: int, budget: int, mark
               help="Steps whose median makes each latency figure.")
 @click.option("--window", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--budget", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--pins", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Prompt tokens pinned in the heedful run (re-rotated at every step).")
 @click.option("--synthetic", is_flag=True,
               help="Measure a random-weights model of the default architecture (sizes below) instead of --model.")
-@click.option("--layers", type=int, default=4, show_default=True, help="--synthetic: layers.")
-@click.option("--hidden", type=int, default=256, show_default=True, help="--synthetic: hidden size.")
-@click.option("--context", type=int, default=32_768, show_default=True,
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="Measure a real architecture at its real size with random weights instead of --model.")
+@click.option("--layers", type=click.IntRange(min=1), default=4, show_default=True, help="--synthetic: layers.")
+@click.option("--hidden", type=click.IntRange(min=64), default=256, show_default=True, help="--synthetic: hidden size.")
+@click.option("--context", type=click.IntRange(min=128), default=32_768, show_default=True,
               help="--synthetic: max_position_embeddings (the stock run stops there).")
 @click.option("--skip-stock", is_flag=True, help="Only the heedful run.")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
 @model_options
-def stream(n, early, span, window, budget, synthetic, layers, hidden, context, skip_stock, model, dtype, device,
-           trust_remote_code):
-    """Decode latency at EARLY and at N generated tokens, and resident KV bytes:
-    heedful (window + budget) against a stock full-cache run of the same model."""
+def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidden, context, skip_stock, as_json,
+           model, dtype, device, trust_remote_code):
+    """Decode latency at EARLY and at N generated tokens, aten ops per step and KV bytes:
+    heedful (pins + window, budget) against a stock full-cache run of the same model, the
+    two decode loops interleaved step by step."""
+    if early > n:
+        raise click.BadParameter(f"{early} is past -n {n}", param_hint="--early")
+    if synthetic and preset:
+        raise click.BadParameter("give --synthetic or --preset, not both", param_hint="--preset")
     if synthetic:
-        mdl, tok, label = _synthetic_model(layers, hidden, context)
+        mdl, tok, label = synthetic_model(layers, hidden, context)
         if device:
             mdl.to(device)
+    elif preset:
+        mdl, tok, label = preset_model(preset, dtype, device)
     else:
         from heedful.models.loading import load_model
 
         lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         mdl, tok, label = lm.model, lm.tokenizer, lm.name
-    torch.manual_seed(0)
-    prompt = "The vault code is 4821. Remember it. " * 4
-    marks = [early, n]
     click.echo(f"model: {label}; device {next(mdl.parameters()).device}; torch threads {torch.get_num_threads()}",
                err=True)
-    with click.progressbar(length=n, label="heedful", file=sys.stderr) as bar:
-        h = _run_heedful(mdl, tok, prompt, n, window, budget, marks, bar)
-    s = None
-    if not skip_stock:
-        ids = tok(prompt)["input_ids"]
-        with click.progressbar(length=n, label="stock  ", file=sys.stderr) as bar:
-            s = _run_stock(mdl, ids, n, marks, bar)
-
-    def fmt(x):
-        return "-" if x is None else f"{x:.2f}"
-
-    h1, h2 = _median_before(h["lat"], early, span), _median_before(h["lat"], n, span)
-    click.echo(f"\nper-token decode latency (median of {span} steps, ms) and KV bytes; window {window}, budget {budget}")
-    click.echo(f"{'run':<10}{'@' + str(early):>12}{'@' + str(n):>12}{'ratio':>8}{'KV@' + str(early):>14}{'KV@end':>14}")
-    click.echo(f"{'heedful':<10}{fmt(h1):>12}{fmt(h2):>12}{fmt(h2 / h1 if h1 and h2 else None):>8}"
-               f"{h['mem'].get(early, 0):>14,}{h['mem']['end']:>14,}")
-    if s is not None:
-        last = len(s["lat"])
-        s1 = _median_before(s["lat"], early, span)
-        s2 = _median_before(s["lat"], last, span) if last >= span else None
-        label2 = f"@{last}" + (" (context limit)" if s["stopped"] else "")
-        click.echo(f"{'stock':<10}{fmt(s1):>12}{fmt(s2):>12}{fmt(s2 / s1 if s1 and s2 else None):>8}"
-                   f"{s['mem'].get(early, 0):>14,}{s['mem']['end']:>14,}   last figure {label2}")
-        if h2 and s2:
-            click.echo(f"heedful at {n} vs stock at {last}: {s2 / h2:.2f}x faster per token")
-    click.echo(f"heedful peak resident rows: {h['peak']} (budget {budget})")
-    click.echo(f"heedful stream bookkeeping in RAM: {h['stream_bytes']:.0f} bytes per token "
-               "(ids, texts, offsets: grows with the stream; the KV above does not)")
-    stock_ops = f", stock {s['ops']:.0f}" if s is not None and s.get("ops") else ""
-    click.echo(f"aten ops per decode step: heedful {h['ops']:.0f}{stock_ops} "
-               "(each a kernel launch or a view; what a batch-1 step costs on a GPU)")
+    with click.progressbar(length=n, label="decoding", file=sys.stderr) as bar:
+        r = measure(mdl, tok, n, early, span, window, budget, pins, not skip_stock, bar)
+    r["model"] = label
+    report(r)
+    if as_json:
+        keys = ("ms_early", "ms_end", "ops_per_step", "kv_bytes_end")
+        summary = {name: {k: r[name][k] for k in keys} for name in ("heedful", "stock") if name in r}
+        click.echo(json.dumps({**summary, "tokens": n, "early": early, "device": r["device"], "model": label,
+                               "window": window, "budget": budget, "pins": pins}))

@@ -1,8 +1,10 @@
-"""`heedful bench stream` end to end on a small synthetic model: both runs, constant KV bytes
-for heedful, growing ones for the full cache, and the op counts."""
+"""`heedful bench stream` end to end on a small synthetic model: both runs interleaved,
+constant KV bytes for heedful, growing ones for the full cache, the op counts and the JSON
+summary line."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -10,19 +12,40 @@ import pytest
 from heedful.cli import main
 
 
-def test_bench_stream_prints_both_runs_and_op_counts(capsys):
+def _bench(capsys, *extra):
     with pytest.raises(SystemExit) as e:
-        main(["bench", "stream", "--synthetic", "--layers", "1", "--hidden", "64", "--context", "512", "-n", "120",
-              "--early", "60", "--span", "10", "--window", "16", "--budget", "32"])
+        main(["bench", "stream", "--synthetic", "--layers", "2", "--hidden", "64", "--context", "512", "-n", "120",
+              "--early", "60", "--span", "10", "--window", "16", "--budget", "40", *extra])
     out = capsys.readouterr().out
     assert e.value.code == 0, out
+    return out
+
+
+def test_bench_stream_prints_both_runs_op_counts_and_json(capsys):
+    out = _bench(capsys, "--json")
     rows = {line.split()[0]: line.split() for line in out.splitlines() if re.match(r"(heedful|stock)\s{2,}\d", line)}
     heedful, stock = rows["heedful"], rows["stock"]
-    assert heedful[4] == heedful[5]  # KV bytes at the early mark == at the end: allocated once
-    assert int(stock[5].replace(",", "")) > int(stock[4].replace(",", ""))  # the full cache grows
-    ops = re.search(r"aten ops per decode step: heedful (\d+), stock (\d+)", out)
-    assert ops and int(ops.group(1)) > 0 and int(ops.group(2)) > 0
-    # heedful's step is the stock step plus its cache and policy work: more ops, not many more
-    assert int(ops.group(2)) < int(ops.group(1)) < 2 * int(ops.group(2))
+    assert heedful[5] == heedful[6]  # KV bytes at the early mark == at the end: allocated once
+    assert int(stock[6].replace(",", "")) > int(stock[5].replace(",", ""))  # the full cache grows
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert set(summary) >= {"heedful", "stock", "tokens", "early", "device"}
+    assert summary["tokens"] == 120 and summary["early"] == 60 and summary["device"] == "cpu"
+    for run in ("heedful", "stock"):
+        assert set(summary[run]) == {"ms_early", "ms_end", "ops_per_step", "kv_bytes_end"}
+        assert summary[run]["ms_early"] > 0 and summary[run]["ms_end"] > 0
+    assert summary["heedful"]["kv_bytes_end"] < summary["stock"]["kv_bytes_end"]
+    # rows never move and only the pinned rows are re-rotated: a step costs about what stock's
+    # does (stock: two cats per layer; heedful: two index_copy_ per layer and a few ops a step)
+    h, s = summary["heedful"]["ops_per_step"], summary["stock"]["ops_per_step"]
+    assert s - 10 <= h <= s + 8, (h, s)
     stream = re.search(r"stream bookkeeping in RAM: (\d+) bytes per token", out)
     assert stream and 8 <= int(stream.group(1)) <= 100
+
+
+def test_without_pins_a_step_moves_and_rotates_nothing(capsys):
+    """No pins: no row is re-rotated or copied at a step, so heedful runs no more ops than
+    stock; with pins, a handful more (a rotation of the pinned rows, for all layers at once)."""
+    bare = json.loads(_bench(capsys, "--json", "--pins", "0", "--skip-stock").strip().splitlines()[-1])
+    pinned = json.loads(_bench(capsys, "--json", "--pins", "12", "--skip-stock").strip().splitlines()[-1])
+    extra = pinned["heedful"]["ops_per_step"] - bare["heedful"]["ops_per_step"]
+    assert 1 <= extra <= 8, extra
