@@ -198,15 +198,16 @@ class SuggestActions:
             return
         for a, b, score in hit:
             self._note("reject", a, b, score)
-        gone = {(a, b) for a, b, _ in hit}
-        self.suggestions = [x for x in self.suggestions if (x[0], x[1]) not in gone]
+        rejected = {(a, b) for a, b, _ in hit}
+        self.suggestions = [x for x in self.suggestions if (x[0], x[1]) not in rejected]
         for a, b in auto:
             if self._apply(lambda: self._mark("unpin", (a, b))):
                 self._note("reject", a, b, None)
         self.view.clear_selection()
         self.refresh_stream()
-        self.notify(f"rejected {len(hit) + len(auto)}: " + ", ".join(
-            repr(self.session.text(a, b).strip()) for a, b, *_ in (hit + auto)[:4]) + (" …" if len(hit + auto) > 4 else ""))
+        gone = hit + auto
+        words = ", ".join(repr(self.session.text(a, b).strip()) for a, b, *_ in gone[:4])
+        self.notify(f"rejected {len(gone)}: {words}" + (" …" if len(gone) > 4 else ""))
 
     def action_toggle_auto_pin(self) -> None:
         if self._no_picker():

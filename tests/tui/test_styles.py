@@ -17,7 +17,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "tui.md"
 ROWS = {  # how the doc's table starts each row -> the style's name in the code
     "pinned": "pinned", "in the live window": "window", "a sink": "sink", "evicted": "evicted",
     "dropped": "dropped", "the selected span": "selected", "a pinned token in the selected span": "selected_pinned",
-    "folded": "folded",
+    "folded": "folded", "auto-pinned": "autopinned", "suggested by": "suggested",
+    "suggested, evicted": "suggested_evicted",
 }
 
 
@@ -45,6 +46,7 @@ def test_the_doc_states_the_colours_the_code_uses():
         assert colours == _code_colours(STYLES[name]), name
     assert STYLES["pinned"].bold and STYLES["selected_pinned"].bold and STYLES["dropped"].strike
     assert STYLES["folded"].italic
+    assert STYLES["suggested"].underline and STYLES["suggested_evicted"].underline and not STYLES["autopinned"].bold
 
 
 async def test_the_screen_shows_those_colours_not_the_themes(tiny_qwen35, tmp_path):
