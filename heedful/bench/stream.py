@@ -161,6 +161,7 @@ def measure(model, tok, n: int, early: int, span: int, window: int, budget: int,
                      "ms_end": _median_before(lat[name], steps, span) if steps >= span else None,
                      "steps": steps, "ops_per_step": ops, "kv_bytes_early": kv[name].get(early),
                      "kv_bytes_end": run.kv_bytes()}
+    out["latency"] = lat  # seconds per step, for the plot
     out["heedful"]["peak_resident"] = h.session.stats().peak_resident
     out["heedful"]["stream_bytes_per_token"] = h.session.stream_bytes() / len(h.session)
     return out
@@ -171,7 +172,7 @@ def _fmt(x, spec=".2f"):
 
 
 def report(r: dict) -> None:
-    e, n = r["early"], r["tokens"]
+    e = r["early"]
     click.echo(f"\nper-token decode latency (median of {r['span']} steps, ms), aten ops per step and KV bytes; "
                f"window {r['window']}, budget {r['budget']}, {r['pins']} prompt tokens pinned; runs interleaved")
     click.echo(f"{'run':<10}{'@' + str(e):>10}{'@end':>10}{'end/early':>11}{'ops/step':>10}{'KV@' + str(e):>14}"
@@ -198,6 +199,32 @@ def report(r: dict) -> None:
                "(ids, texts, offsets: grows with the stream; the KV above does not)")
 
 
+def plot(r: dict, path: str) -> None:
+    """Per-token latency (rolling median) against generated tokens, both runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    w = max(1, r["span"] // 2)
+    for name, colour in (("heedful", "tab:blue"), ("stock", "tab:gray")):
+        lat = r["latency"].get(name) or []
+        if len(lat) < w:
+            continue
+        med = [1000 * statistics.median(lat[i - w:i]) for i in range(w, len(lat) + 1)]
+        ax.plot(range(w, len(lat) + 1), med, color=colour, label=name)
+    ax.set_xlabel("generated tokens")
+    ax.set_ylabel(f"ms per token (median of {w})")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{r['model']}\n{r['device']}, window {r['window']}, budget {r['budget']}, {r['pins']} pins",
+                 fontsize=8)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 @click.command()
 @click.option("-n", "--tokens", "n", type=click.IntRange(min=100), default=20_000, show_default=True,
               help="Tokens to generate in each run.")
@@ -218,10 +245,15 @@ def report(r: dict) -> None:
 @click.option("--context", type=click.IntRange(min=128), default=32_768, show_default=True,
               help="--synthetic: max_position_embeddings (the stock run stops there).")
 @click.option("--skip-stock", is_flag=True, help="Only the heedful run.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch intra-op threads (default: torch's). On a loaded CPU, 1 avoids threads spinning "
+                   "for each other, which can cost more than the step itself.")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Write a plot of per-token latency against generated tokens to this file.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
 @model_options
-def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidden, context, skip_stock, as_json,
-           model, dtype, device, trust_remote_code):
+def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidden, context, skip_stock, threads,
+           png, as_json, model, dtype, device, trust_remote_code):
     """Decode latency at EARLY and at N generated tokens, aten ops per step and KV bytes:
     heedful (pins + window, budget) against a stock full-cache run of the same model, the
     two decode loops interleaved step by step."""
@@ -229,6 +261,8 @@ def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidd
         raise click.BadParameter(f"{early} is past -n {n}", param_hint="--early")
     if synthetic and preset:
         raise click.BadParameter("give --synthetic or --preset, not both", param_hint="--preset")
+    if threads:
+        torch.set_num_threads(threads)
     if synthetic:
         mdl, tok, label = synthetic_model(layers, hidden, context)
         if device:
@@ -246,6 +280,9 @@ def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidd
         r = measure(mdl, tok, n, early, span, window, budget, pins, not skip_stock, bar)
     r["model"] = label
     report(r)
+    if png:
+        plot(r, png)
+        click.echo(f"plot: {png}")
     if as_json:
         keys = ("ms_early", "ms_end", "ops_per_step", "kv_bytes_end")
         summary = {name: {k: r[name][k] for k in keys} for name in ("heedful", "stock") if name in r}
