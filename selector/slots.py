@@ -92,21 +92,24 @@ class Slots:
     # ------------------------------------------------------------------ ranks
     def keep(self, runs: list[tuple[int, int]]) -> int | None:
         """Keeps the rows of the ascending, disjoint [a, b) rank runs; returns the first rank
-        that changed (None: nothing left)."""
-        kept_s, kept_p, at, first = [], [], 0, None
+        that changed (None: nothing left). Slices only: this runs before every forward."""
+        at, first, gone = 0, None, []
         for a, b in runs:
-            if a != at and first is None:
-                first = at
-            kept_s += self.slots[a:b]
-            kept_p += self.pos[a:b]
+            if a != at:
+                first = at if first is None else first
+                gone += self.slots[at:a]
             at = b
-        if at != len(self.slots) and first is None:
-            first = at
+        if at != len(self.slots):
+            first = at if first is None else first
+            gone += self.slots[at:]
         if first is None:
             return None
-        gone = set(self.slots) - set(kept_s)
+        kept_s, kept_p = [], []
+        for a, b in runs:
+            kept_s += self.slots[a:b]
+            kept_p += self.pos[a:b]
         self.slots, self.pos = kept_s, kept_p
-        self.release(sorted(gone))
+        self.release(gone)
         return first
 
     def truncate(self, n: int) -> list[int]:

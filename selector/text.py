@@ -10,14 +10,32 @@ all tokens concatenate to the decoded stream.
 from __future__ import annotations
 
 
+def _rust_decoder(tokenizer):
+    """The tokenizers library's own decode when transformers' `decode` would only wrap it (no
+    clean-up asked): two of them run per generated token, and the wrapper's Python costs
+    more than the decode (0.14 ms against a few µs, measured on `bench stream`'s tokenizer)."""
+    try:
+        from tokenizers import Tokenizer
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if isinstance(backend, Tokenizer) and type(tokenizer)._decode is TokenizersBackend._decode:
+        return backend.decode
+    return None
+
+
 class Detokenizer:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
+        self._rust = _rust_decoder(tokenizer)
         self.ids: list[int] = []
         self.prefix = 0  # start of the tail already emitted, kept for context
         self.read = 0  # end of what has been emitted
 
     def _decode(self, ids: list[int]) -> str:
+        if self._rust is not None:
+            return self._rust(ids, skip_special_tokens=False)
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def push(self, tid: int) -> str:
