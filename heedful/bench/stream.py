@@ -212,20 +212,26 @@ def plot(r: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, (ax, rx) = plt.subplots(2, 1, figsize=(7, 5.2), sharex=True, height_ratios=[3, 2])
     w = max(1, r["span"] // 2)
+    lat = r["latency"]
     for name, colour in (("heedful", "tab:blue"), ("stock", "tab:gray")):
-        lat = r["latency"].get(name) or []
-        if len(lat) < w:
-            continue
-        med = [1000 * statistics.median(lat[i - w:i]) for i in range(w, len(lat) + 1)]
-        ax.plot(range(w, len(lat) + 1), med, color=colour, label=name)
-    ax.set_xlabel("generated tokens")
-    ax.set_ylabel(f"ms per token (median of {w})")
+        xs = lat.get(name) or []
+        if len(xs) >= w:
+            ax.plot(range(w, len(xs) + 1), [1000 * statistics.median(xs[i - w:i]) for i in range(w, len(xs) + 1)],
+                    color=colour, label=name)
+    ax.set_ylabel(f"ms per token\n(median of {w})")
     ax.set_ylim(bottom=0)
     ax.set_title(f"{r['model']}\n{r['device']}, window {r['window']}, budget {r['budget']}, {r['pins']} pins",
                  fontsize=8)
     ax.legend()
+    pairs = [a / b for a, b in zip(lat["heedful"], lat.get("stock") or [])]
+    if len(pairs) >= w:  # each heedful step over the stock step next to it: the load cancels
+        rx.plot(range(w, len(pairs) + 1), [statistics.median(pairs[i - w:i]) for i in range(w, len(pairs) + 1)],
+                color="tab:blue")
+    rx.axhline(1.0, color="tab:gray", lw=0.8)
+    rx.set_ylabel("heedful / stock\n(paired steps)")
+    rx.set_xlabel("generated tokens")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
