@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from heedful.errors import HeedfulError
+
 # Published shapes (the models' config.json), except qwen3.5-default: transformers'
 # Qwen3_5TextConfig defaults (hidden 4096, 32 layers, three linear-attention layers to one full).
 PRESETS: dict[str, tuple[str, dict]] = {
@@ -23,6 +25,30 @@ PRESETS: dict[str, tuple[str, dict]] = {
                                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})),
     "qwen3.5-default": ("qwen3_5_text", {}),
 }
+
+
+def preset_parameters(name: str) -> int:
+    """The preset's parameter count, from a model built on the meta device (no memory)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_type, kwargs = PRESETS[name]
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kwargs))
+    return sum(p.numel() for p in model.parameters())
+
+
+def _free_bytes(device) -> int | None:
+    """Free memory of a CUDA device, or the machine's available RAM (Linux); None: unknown."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def char_tokenizer():
@@ -63,6 +89,11 @@ def preset_model(name: str, dtype: str = "auto", device: str | None = None):
     dt = {"auto": torch.bfloat16 if str(device).startswith("cuda") else torch.float32, "float32": torch.float32,
           "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     cfg = AutoConfig.for_model(model_type, **kwargs)
+    need = preset_parameters(name) * torch.empty(0, dtype=dt).element_size()
+    free = _free_bytes(device)
+    if free is not None and need > 0.9 * free:
+        raise HeedfulError(f"--preset {name}: its weights take {need / 2**30:.1f} GiB in {dt}, and {device} has "
+                           f"{free / 2**30:.1f} GiB free (a smaller preset, or --dtype bfloat16)")
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dt).eval()

@@ -49,3 +49,23 @@ def test_without_pins_a_step_moves_and_rotates_nothing(capsys):
     pinned = json.loads(_bench(capsys, "--json", "--pins", "12", "--skip-stock").strip().splitlines()[-1])
     extra = pinned["heedful"]["ops_per_step"] - bare["heedful"]["ops_per_step"]
     assert 1 <= extra <= 8, extra
+
+
+@pytest.mark.parametrize("name, billions", [("qwen3-0.6b", 0.596), ("qwen3-8b", 8.19), ("llama-3.2-1b", 1.236),
+                                            ("qwen3.5-default", 8.95)])
+def test_presets_have_their_real_sizes(name, billions):
+    """Built on the meta device: the published parameter counts, with no memory spent."""
+    from heedful.bench.presets import preset_parameters
+
+    assert abs(preset_parameters(name) / 1e9 - billions) < 0.01
+
+
+def test_a_preset_too_big_for_the_machine_is_refused_in_one_line(capsys, monkeypatch):
+    import heedful.bench.presets as presets
+
+    monkeypatch.setattr(presets, "_free_bytes", lambda device: 2**30)  # 1 GiB free
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "stream", "--preset", "qwen3-8b", "--device", "cpu", "-n", "100", "--early", "50"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1
+    assert "--preset qwen3-8b" in err[0] and "GiB" in err[0]
