@@ -15,7 +15,9 @@ Paths:
   top-k blocks of the candidate pool, per KV head, merged with sinks + pins + window, go to
   heedful.kernels.sparse_attention (Triton on CUDA, the PyTorch reference elsewhere). The
   blocks' summaries are kept from step to step (one BlockSummaries per layer): a step redoes
-  only the blocks whose rows arrived, left or were re-rotated.
+  only the blocks whose rows arrived, left or were re-rotated. With `AutoSelect.hits` set,
+  every layer also counts, per row, the KV heads that picked it (one index_add on the
+  device, no attention matrix): what the credit pool (policy.py) learns from.
 """
 
 from __future__ import annotations
@@ -39,13 +41,16 @@ class AutoSelect:
     pool_end: int
     topk: int  # blocks
     block_size: int
-    summary: str = "minmax"
+    summary: str = "minmax"  # how blocks are scored: "minmax", "mean" or "fla" (kernels/block_select)
     # Per layer index, the BlockSummaries kept from step to step (HeedfulCache.summaries),
     # and the first row whose key changed since they were last updated (None: no row
     # moved; rows appended since are summarized anyway). summaries=None recomputes the
     # pool's summaries in every layer at every step (reads the whole pool).
     summaries: dict | None = None
     stale_from: int | None = None
+    # When set: [N + 1] fp32 on the device, zeros; each layer adds 1 at 1 + r for every KV
+    # head whose top-k picked row r (slot 0 takes the -1 padding). Summed over layers.
+    hits: torch.Tensor | None = None
 
 
 @dataclass
@@ -133,7 +138,10 @@ def heedful_attention(module, query, key, value, attention_mask=None, scaling=No
                 changed = kept.end if a.stale_from is None else min(a.stale_from, kept.end)
                 kept.update(key, a.pool_start, a.pool_end, changed_from=changed)
             picked = select_topk_blocks(query, key, a.pool_start, a.pool_end, a.block_size, a.topk,
-                                        kind=a.summary, summaries=kept)
+                                        kind=a.summary, summaries=kept, scale=scale)
+            if a.hits is not None:
+                flat = picked.reshape(-1).long() + 1
+                a.hits.index_add_(0, flat, torch.ones(flat.shape, dtype=a.hits.dtype, device=a.hits.device))
         else:
             picked = torch.full((query.shape[0], key.shape[1], 0), -1, dtype=torch.int32, device=query.device)
         indices = merge_indices(a.base_rows, picked)

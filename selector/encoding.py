@@ -86,8 +86,10 @@ class Encoder:
                     base_rows=_arange(base, self.device),
                     pool_start=pool[0][0], pool_end=pool[-1][1],
                     topk=self.config.auto_topk, block_size=self.config.block_size,
-                    summaries=self.cache.summaries,
+                    summary=self.config.auto_score, summaries=self.cache.summaries,
                 )
+                if getattr(self.policy, "wants_hits", False):  # the credit pool learns from the picks
+                    auto.hits = torch.zeros(len(self.resident_tokens) + n_new + 1, device=self.device)
         step = self.cache.begin(n_new, self.device, order=auto is not None or self.collect_attention)
         if auto is not None:
             auto.stale_from = self.cache.stale_from
@@ -127,6 +129,14 @@ class Encoder:
         observe = getattr(self.policy, "observe", None)  # policies that learn from attention (H2O)
         if observe is not None and plan.collect:
             observe(self.resident_tokens, plan.collect)
+        observe = getattr(self.policy, "observe_selection", None)  # ... or from auto selection's picks
+        if observe is not None:
+            a, rows, counts = plan.auto, (), ()
+            if a is not None and a.hits is not None:
+                h = a.hits[1 + a.pool_start : 1 + a.pool_end].cpu()
+                rows = h.nonzero().flatten()
+                rows, counts = rows.tolist(), h[rows].tolist()
+            observe(self.resident_tokens, n, a.pool_start if a is not None else 0, rows, counts)
 
     def _chunk(self) -> int:
         return max(1, min(self.config.prefill_chunk, self.config.window))

@@ -6,12 +6,20 @@ Before a chunk of L new tokens is processed, the resident set is cut to
 
 so that each new token attends the sinks, the pins and a window of W tokens that ends with
 itself (for a decode step, L = 1: the W - 1 previous tokens and itself). With auto
-selection on, the rest of the budget holds a candidate pool of the most recent tokens
-before the window, from which the top-k blocks are picked per step and per KV head. It
-gives up its oldest tokens one at a time, so the budget stays full. (Evicting a whole block
-at once would let the block summaries be redone once per block_size steps instead of at
-every step, but measured on `bench retention` it cost recall: facts at the pool's old edge
-went a few steps early, 0.33 -> 0.10 at B = 96.)
+selection on, the rest of the budget holds a candidate pool, from which the top-k blocks are
+picked per step and per KV head. Two pools (SessionConfig.auto_pool):
+
+- "fifo" (RetentionPolicy): the most recent tokens before the window; it gives up its oldest
+  token one at a time, so the budget stays full. (Evicting a whole block at once would let
+  the block summaries be redone once per block_size steps instead of at every step, but
+  measured on `bench retention` it cost recall: facts at the pool's old edge went a few
+  steps early, 0.33 -> 0.10 at B = 96.) A fact that streamed in early is gone long before
+  the question that needs it comes.
+- "credit" (CreditPolicy): what the selection values stays. After each forward every pool
+  row is credited with the number of (layer, KV head) selections that picked its block,
+  times the forward's tokens, and credits decay by `decay` per token; when the pool must
+  give up rows it gives up the lowest-credit ones (ties: the oldest first), never one of
+  its newest `probation` rows (a row entering the pool has had no chance to be picked).
 
 A token that leaves the resident set never returns by itself: only `recall` (re-encoding)
 brings its text back, as new tokens. Dropped tokens leave at once.
@@ -23,11 +31,16 @@ refused), so the cut above always leaves room for the chunk.
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 from bisect import bisect_left
 from dataclasses import dataclass
 
-from heedful.errors import BudgetError
+from heedful.errors import BudgetError, HeedfulError
 from heedful.spans import Spans
+
+POOLS = ("credit", "fifo")  # auto selection's candidate pool: most valued by selection, or most recent
+SCORES = ("minmax", "mean", "fla")  # block scoring: heedful.kernels.block_select.KINDS (checked by a test)
 
 
 @dataclass
@@ -60,6 +73,14 @@ class RetentionPolicy:
                               f"{sliding_window}")
         if self.auto_topk < 0 or self.block_size < 1:
             raise BudgetError("auto selection: topk must be >= 0 and block size >= 1")
+
+    def resized(self, window: int, budget: int) -> "RetentionPolicy":
+        """The same policy with another window and budget (`Session.set`), keeping what it has
+        learned (credits, heavy-hitter scores)."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        new = dataclasses.replace(self, window=window, budget=budget)
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k not in fields})
+        return new
 
     def fixed_rows(self, pins: Spans) -> int:
         """Rows that sinks and pins can occupy at most: |sinks ∪ pins|."""
@@ -118,6 +139,18 @@ class RetentionPolicy:
         return rows
 
 
+def policy_for(config) -> RetentionPolicy:
+    """The policy a SessionConfig asks for (its auto_pool; the scoring kind is the
+    attention's, checked here so that a bad one is refused before anything runs)."""
+    pool, score = getattr(config, "auto_pool", "fifo"), getattr(config, "auto_score", "minmax")
+    if pool not in POOLS:
+        raise HeedfulError(f"--auto-pool {pool!r}: expected one of {', '.join(POOLS)}")
+    if score not in SCORES:
+        raise HeedfulError(f"--auto-score {score!r}: expected one of {', '.join(SCORES)}")
+    cls = CreditPolicy if pool == "credit" else RetentionPolicy
+    return cls(config.window, config.budget, config.sinks, config.auto_topk, config.block_size)
+
+
 def rows_of(resident: list[int], tokens: list[int]) -> Spans:
     """The rows of `tokens` (a sorted subset of `resident`) as Spans."""
     rows = Spans()
@@ -157,3 +190,72 @@ class HeavyHitterPolicy(RetentionPolicy):
         for t in set(resident) - set(keep):
             self.scores.pop(t, None)
         return rows_of(resident, keep)
+
+
+@dataclass
+class CreditPolicy(RetentionPolicy):
+    """Auto selection's pool kept by credit (see the module's docstring): sinks, pins and the
+    window as RetentionPolicy; of the other resident rows, when more than the budget holds,
+    the lowest-credit ones leave, never one of the newest `probation` (None: block_size).
+    Credits come from `observe_selection`, which the encoder calls after each forward with
+    the per-row pick counts the attention function collected (StepPlan.auto.hits). Credit is
+    kept per token with one lazy decay factor (`_w`: a hit now weighs 1/decay**T of a hit at
+    T = 0), so a step costs O(rows picked) to credit and O(pool) to choose what leaves."""
+
+    decay: float = 0.98  # per token
+    probation: int | None = None
+
+    wants_hits = True  # the encoder asks the attention for pick counts
+
+    def __post_init__(self):
+        self.credit: dict = {}  # token (order key) -> credit * _w
+        self._w = 1.0
+
+    def credit_of(self, t) -> float:
+        return self.credit.get(t, 0.0) / self._w
+
+    def observe_selection(self, resident: list, n_new: int, pool_start: int = 0, rows=(), counts=()) -> None:
+        """After a forward of the last n_new rows of `resident`: `rows` (ranks) were picked
+        `counts` times (layers x KV heads). The new rows start with no credit (a token index
+        that comes back after a rewind or a recall is a new row)."""
+        self._w /= self.decay ** n_new
+        for t in resident[len(resident) - n_new:]:
+            self.credit.pop(t, None)
+        w = self._w * n_new
+        for r, c in zip(rows, counts):
+            t = resident[pool_start + r]
+            self.credit[t] = self.credit.get(t, 0.0) + c * w
+        if self._w > 1e100 or len(self.credit) > 2 * len(resident) + 64:
+            live = set(resident)
+            self.credit = {t: v / self._w for t, v in self.credit.items() if t in live}
+            self._w = 1.0
+
+    def keep_rows(self, resident: list, stream_len: int, n_new: int, pins: Spans, reserve: int = 0) -> Spans:
+        rows = self.always_rows(resident, stream_len, n_new, pins)
+        if not self.auto_topk:
+            return rows
+        room = self.budget - n_new - reserve - rows.total()
+        pool = [r for a, b in rows.complement(len(resident)) for r in range(a, b)]
+        if room <= 0 or not pool:
+            keep = []
+        elif len(pool) <= room:
+            keep = pool
+        else:
+            excess = len(pool) - room
+            probation = self.block_size if self.probation is None else self.probation
+            older = pool[: max(len(pool) - probation, 0)]
+            if excess >= len(older):  # more must go than is out of probation: the oldest go
+                gone = set(pool[:excess])
+            else:
+                credit = self.credit
+                gone = set(heapq.nsmallest(excess, older, key=lambda r: (credit.get(resident[r], 0.0), r)))
+            keep = [r for r in pool if r not in gone]
+            for r in gone:
+                self.credit.pop(resident[r], None)
+        runs: list[tuple[int, int]] = []
+        for r in keep:  # ascending
+            if runs and runs[-1][1] == r:
+                runs[-1] = (runs[-1][0], r + 1)
+            else:
+                runs.append((r, r + 1))
+        return Spans(sorted([*rows, *runs]))  # disjoint, ascending: every add appends

@@ -27,7 +27,7 @@ from heedful.selector.config import SessionConfig, Stats, Token, check_sampling
 from heedful.selector.encoding import Encoder
 from heedful.selector.fold import Fold, Folding
 from heedful.selector.gates import GATED_TYPES, GateMonitor, sliding_window_of
-from heedful.selector.policy import RetentionPolicy
+from heedful.selector.policy import policy_for
 from heedful.selector.recorder import NullRecorder, Recorder
 from heedful.selector.rope import Rotary
 from heedful.selector.stream import TokenStream
@@ -57,7 +57,7 @@ class Session(Encoder, Folding):
         if model.config._attn_implementation != "heedful":
             model.config._attn_implementation = "heedful"
         c = self.config
-        self.policy = RetentionPolicy(c.window, c.budget, c.sinks, c.auto_topk, c.block_size)
+        self.policy = policy_for(c)
         self.policy.validate(self.max_positions, self.sliding_window)
         check_sampling(c.temperature, c.top_p)
         if not isinstance(c.seed, int) or isinstance(c.seed, bool) or not 0 <= c.seed <= MAX_INT:
@@ -282,7 +282,7 @@ class Session(Encoder, Folding):
             for name, value in (("window", window), ("budget", budget)):
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise BudgetError(f"set {name} {value!r}: must be an integer")
-            trial = RetentionPolicy(window, budget, c.sinks, c.auto_topk, c.block_size)
+            trial = self.policy.resized(window, budget)
             trial.validate(self.max_positions, self.sliding_window)
             trial.check_pins(self._pins, extra=self._gist_rows())
             check_sampling(temperature, top_p, "set ")

@@ -11,8 +11,10 @@ import click
 from click.core import ParameterSource
 
 from heedful.limits import MAX_INT
+from heedful.selector.policy import POOLS, SCORES
 
-SESSION_SETTINGS = ("window", "budget", "sinks", "auto_topk", "fold_budget", "fold_block", "seed", "temperature", "top_p")
+SESSION_SETTINGS = ("window", "budget", "sinks", "auto_topk", "auto_pool", "auto_score", "fold_budget", "fold_block",
+                    "seed", "temperature", "top_p")
 
 
 class FiniteFloat(click.FloatRange):
@@ -59,6 +61,13 @@ def session_options(f):
                   help="First tokens always kept (default: 0 for gated models, 4 otherwise).")
     @click.option("--auto-topk", type=click.IntRange(min=0), default=0, show_default=True,
                   help="NSA-style blocks picked per step from the rest of the budget (0 = off).")
+    @click.option("--auto-pool", type=click.Choice(POOLS), default=POOLS[0], show_default=True,
+                  help="With --auto-topk: what the rest of the budget holds: the rows the selection keeps picking "
+                       "(credit) or the most recent ones (fifo).")
+    @click.option("--auto-score", type=click.Choice(SCORES), default=SCORES[0], show_default=True,
+                  help="With --auto-topk: how blocks are scored: Quest's min/max bound summed over the GQA group "
+                       "(minmax), q . mean key (mean), or flash-linear-attention's NSA rule (fla: group-averaged "
+                       "softmax over mean-pooled keys, the first block always kept).")
     @click.option("--fold-budget", type=click.IntRange(min=0), default=0, show_default=True,
                   help="Rows of the budget for automatic fold: what leaves the window is pooled into "
                        "summary rows, the oldest leaving first (0 = off).")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from heedful.errors import HeedfulError, TargetError
 from heedful.limits import MAX_GENERATE, MAX_INT, MAX_SCRIPT_LINE_BYTES, check_text, is_finite_number
+from heedful.selector.policy import POOLS, SCORES
 from heedful.selector.targets import compile_regex
 from heedful.selector.session import SessionConfig
 
@@ -40,6 +41,9 @@ class Step:
 
 
 # ---------------------------------------------------------------------- validation
+CHOICES = {"auto_pool": POOLS, "auto_score": SCORES}  # settings that are names
+
+
 def _config_fields() -> dict[str, type]:
     return {f.name: f.type for f in dataclasses.fields(SessionConfig)}
 
@@ -62,6 +66,8 @@ def check_config(cfg, where: str) -> None:
         kind = str(fields[k])
         if k == "model":
             ok = isinstance(v, str) and v != ""
+        elif k in CHOICES:
+            ok = v in CHOICES[k]
         elif "float" in kind:
             ok = is_finite_number(v)
         elif "None" in kind:

@@ -80,13 +80,15 @@ def retention(twin, budgets, episodes, filler, policies, png, as_json, episodes_
     import torch
 
     from heedful.models.loading import load_model
-    from heedful.train.retention import POLICIES, heldout_episodes, run_episode
+    from heedful.train.retention import POLICIES, heldout_episodes, is_policy, run_episode
 
     known = POLICIES + ["learned"]
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = [p for p in chosen if p not in known]
+    unknown = [p for p in chosen if p != "learned" and not is_policy(p)]
     if unknown:
-        raise click.BadParameter(f"unknown policies {unknown} (known: {', '.join(known)})", param_hint="--policies")
+        raise click.BadParameter(f"unknown policies {unknown} (known: {', '.join(known)}; top-k variants: "
+                                 f"topk or pins+topk, then -fifo/-credit and/or -minmax/-mean/-fla)",
+                                 param_hint="--policies")
     if picker and "learned" not in chosen:
         chosen.append("learned")
     if "learned" in chosen and not picker:

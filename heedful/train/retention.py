@@ -9,12 +9,18 @@ scored with :func:`heedful.train.evaluate.answer_correct`.
 Policies (budget B): full (no eviction), window (the last B tokens), sinks+window (4 sinks),
 topk (NSA-style auto selection of blocks), pins (the facts pinned by "the person", the rest
 of the budget is the window), pins+topk.
+
+Auto selection's variants: "topk" and "pins+topk" run the session's defaults
+(SessionConfig.auto_pool / auto_score); a suffix names the pool and the scoring,
+"topk-fifo", "topk-credit-fla", "pins+topk-fifo-minmax" (pools: selector/policy.py POOLS,
+scorings: SCORES).
 """
 
 from __future__ import annotations
 
 import re
 
+from heedful.selector.policy import POOLS, SCORES
 from heedful.train.evaluate import answer_correct
 
 POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk", "recall", "recall-append", "fold"]
@@ -22,6 +28,25 @@ POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk"
 # before the question): re-encoded in place, or as a pinned copy at the end of the stream.
 # fold: the facts pinned as they stream in, each filler sentence folded into its first two
 # words as soon as it has streamed in (the person's gist), so the budget holds gists, not prose.
+
+
+def auto_variant(policy: str) -> dict | None:
+    """The auto-selection settings a policy name asks for ({} for the defaults), or None if
+    the name is not a top-k policy: "topk" or "pins+topk", then "-POOL" and / or "-SCORE"."""
+    for head in ("pins+topk", "topk"):
+        if policy == head or policy.startswith(head + "-"):
+            out = {}
+            for part in policy[len(head):].split("-")[1:]:
+                key = "auto_pool" if part in POOLS else "auto_score" if part in SCORES else None
+                if key is None or key in out:
+                    return None
+                out[key] = part
+            return out
+    return None
+
+
+def is_policy(name: str) -> bool:
+    return name in POLICIES or auto_variant(name) is not None
 
 
 def heldout_episodes(n: int, seed: int = 2, n_filler: int | None = 10) -> list[dict]:
@@ -51,8 +76,8 @@ def policy_session(model, tok, ep: dict, policy: str, budget: int, gated: bool, 
         settings.update(budget=budget, sinks=sinks, window=budget - sinks)
         if policy == "h2o":  # one-token chunks: the policy sees every query's attention
             settings.update(window=budget // 2, prefill_chunk=1)
-        elif "topk" in policy:
-            settings.update(auto_topk=2, block_size=8, window=budget // 2)
+        elif auto_variant(policy) is not None:
+            settings.update(auto_topk=2, block_size=8, window=budget // 2, **auto_variant(policy))
         elif policy == "learned":  # the picker's pins take the rest of the budget
             settings.update(window=max(8, budget // 4))
     if policy.startswith(("pins", "recall")) or policy == "fold":

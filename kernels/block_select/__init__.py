@@ -1,6 +1,6 @@
 """NSA / Quest-style block selection: summarize blocks of the candidate pool, score them
-against the query, keep the top-k blocks per KV head. Summaries: naive.py explains the two
-kinds and why "minmax" is the default.
+against the query, keep the top-k blocks per KV head. Summaries and scores: naive.py explains
+the three kinds ("minmax", "mean", "fla") and docs/kernels.md which is the engine's default.
 
 Two ways to get summaries:
 - `block_summaries(k, bs, kind, start, end)`: from scratch over a row range (what
@@ -16,19 +16,20 @@ from __future__ import annotations
 import torch
 
 from heedful.kernels._triton import pick_backend
-from heedful.kernels.block_select.naive import blocks_to_rows, block_summaries_naive, score_blocks_naive
+from heedful.kernels.block_select.naive import (blocks_to_rows, block_summaries_naive, force_first_block,
+                                                score_blocks_naive)
 
-KINDS = ("minmax", "mean")
+KINDS = ("minmax", "mean", "fla")  # "fla": mean summaries, group-averaged softmax scores, first block kept
 
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise ValueError(f"unknown summary {kind!r} (expected 'minmax' or 'mean')")
+        raise ValueError(f"unknown summary {kind!r} (expected 'minmax', 'mean' or 'fla')")
 
 
 def block_summaries(k, block_size: int, kind: str = "minmax", start: int = 0, end: int | None = None):
     """Summaries of rows [start, end) of k, in blocks of block_size (the last one may be
-    short): mean [B, Hkv, nb, D] fp32, or (min, max) each [B, Hkv, nb, D] fp32."""
+    short): mean [B, Hkv, nb, D] fp32 ("mean", "fla"), or (min, max) each [B, Hkv, nb, D] fp32."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1; got {block_size}")
     _check_kind(kind)
@@ -62,7 +63,7 @@ class BlockSummaries:
         """The current summaries in block_summaries' layout (views, no copy)."""
         nb = self.num_blocks
         views = [buf[:, :, :nb] for buf in self._bufs]
-        return views[0] if self.kind == "mean" else tuple(views)
+        return views[0] if self.kind != "minmax" else tuple(views)
 
     def update(self, k, start: int, end: int, changed_from: int | None = None):
         if not 0 <= start <= end <= k.shape[2]:
@@ -77,8 +78,8 @@ class BlockSummaries:
         cap = self._bufs[0].shape[2] if shape_ok else 0
         if nb > cap:  # grow by doubling so appends stay amortized O(1)
             new_cap = max(nb, 2 * cap, 16)
-            dt = torch.float32 if self.kind == "mean" else k.dtype
-            count = 1 if self.kind == "mean" else 2
+            dt = torch.float32 if self.kind != "minmax" else k.dtype
+            count = 1 if self.kind != "minmax" else 2
             new = [torch.empty(k.shape[0], k.shape[1], new_cap, k.shape[-1], dtype=dt, device=k.device)
                    for _ in range(count)]
             if shape_ok and first:
@@ -88,20 +89,23 @@ class BlockSummaries:
         if first < nb:
             part = block_summaries_naive(k, bs, self.kind, start + first * bs, end)
             self.rows_read += end - (start + first * bs)
-            parts = [part] if self.kind == "mean" else list(part)
+            parts = [part] if self.kind != "minmax" else list(part)
             for buf, p in zip(self._bufs, parts):
                 buf[:, :, first:nb] = p
         self.start, self.end = start, end
         return self
 
 
-def score_blocks(q, summaries, kind: str = "minmax", *, backend: str | None = None):
+def score_blocks(q, summaries, kind: str = "minmax", *, backend: str | None = None, scale: float | None = None):
     """[B, Hkv, nb] fp32 scores, summed over the query heads of each KV group (and the
     queries of a chunk). minmax: Quest's upper bound sum_d max(q_d lo_d, q_d hi_d);
-    mean: q . mean."""
+    mean: q . mean; fla: softmax over the blocks of scale * q . mean, per query head, averaged
+    over the group (a few PyTorch ops on every backend: the softmax spans all blocks)."""
     _check_kind(kind)
     if isinstance(summaries, BlockSummaries):
         summaries = summaries.summaries()
+    if kind == "fla":
+        return score_blocks_naive(q, summaries, kind, scale)
     if pick_backend(q.device, backend) == "triton":
         from heedful.kernels.block_select.score import score_blocks_triton
 
@@ -110,9 +114,11 @@ def score_blocks(q, summaries, kind: str = "minmax", *, backend: str | None = No
 
 
 def select_topk_blocks(q, k, candidate_start: int, candidate_end: int, block_size: int, topk: int,
-                       kind: str = "minmax", *, backend: str | None = None, summaries=None):
+                       kind: str = "minmax", *, backend: str | None = None, summaries=None,
+                       scale: float | None = None):
     """Row indices [B, Hkv, topk * block_size] int32 (sorted, -1 padded) of the top-k
-    blocks of rows [candidate_start, candidate_end), per KV head.
+    blocks of rows [candidate_start, candidate_end), per KV head. "fla" always takes the
+    first block (one of the k), and scales its softmax by `scale` (default D ** -0.5).
 
     summaries: a BlockSummaries covering exactly that range with that block size and kind
     (or block_summaries' output for it); None computes them from k (reads the whole pool)."""
@@ -132,7 +138,9 @@ def select_topk_blocks(q, k, candidate_start: int, candidate_end: int, block_siz
     elif summaries is None:
         summaries = block_summaries(k, block_size, kind, candidate_start, candidate_end)
     use_triton = pick_backend(q.device, backend) == "triton"
-    scores = score_blocks(q, summaries, kind, backend="triton" if use_triton else "reference")
+    scores = score_blocks(q, summaries, kind, backend="triton" if use_triton else "reference", scale=scale)
+    if kind == "fla":
+        scores = force_first_block(scores)
     if use_triton and scores.shape[-1] <= 4096 and block_size <= 256:
         from heedful.kernels.block_select.topk import topk_rows_triton
 

@@ -7,8 +7,14 @@ Two summaries of a block of keys (rows [start + i*bs, start + (i+1)*bs) of the b
 - "mean" (NSA's compressed keys without the learned MLP): q·mean(k), the block's average
   affinity; cheaper (one vector per block) but a lone strong key is diluted by its
   neighbours.
+- "fla" (flash-linear-attention's naive NSA top-k, `naive_nsa_topk`): the same mean-pooled
+  keys, but each query head's scores go through a softmax over the blocks (scaled like
+  attention) and the probabilities are averaged over the group's heads; the pool's first
+  block is always selected (`select_topk_blocks`; fla also forces the query's own block, which
+  in heedful is the window, always attended).
 Scores are summed over the query heads of each KV group (and over the queries of a chunk),
-so all heads that share a KV head share its selection, as NSA does for GQA.
+so all heads that share a KV head share its selection, as NSA does for GQA ("fla": averaged,
+which ranks the same).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ def block_summaries_naive(k, block_size: int, kind: str = "minmax", start: int =
     b, h, n, d = x.shape
     nb = -(-n // block_size)
     pad = nb * block_size - n
-    if kind == "mean":
+    if kind in ("mean", "fla"):
         xs = torch.nn.functional.pad(x, (0, 0, 0, pad)).reshape(b, h, nb, block_size, d).sum(3)
         counts = torch.full((nb,), block_size, dtype=torch.float32, device=k.device)
         if pad:
@@ -33,12 +39,14 @@ def block_summaries_naive(k, block_size: int, kind: str = "minmax", start: int =
         lo = torch.nn.functional.pad(x, (0, 0, 0, pad), value=float("inf")).reshape(b, h, nb, block_size, d).amin(3)
         hi = torch.nn.functional.pad(x, (0, 0, 0, pad), value=float("-inf")).reshape(b, h, nb, block_size, d).amax(3)
         return lo, hi
-    raise ValueError(f"unknown summary {kind!r} (expected 'minmax' or 'mean')")
+    raise ValueError(f"unknown summary {kind!r} (expected 'minmax', 'mean' or 'fla')")
 
 
-def score_blocks_naive(q, summaries, kind: str = "minmax"):
-    """q [B, Hq, L, D] -> [B, Hkv, nb] fp32, summed over the group's heads and the queries."""
-    if kind == "mean":
+def score_blocks_naive(q, summaries, kind: str = "minmax", scale: float | None = None):
+    """q [B, Hq, L, D] -> [B, Hkv, nb] fp32, summed over the group's heads and the queries
+    ("fla": each row's softmax over the blocks, averaged over the rows; `scale` defaults to
+    D ** -0.5, attention's)."""
+    if kind in ("mean", "fla"):
         hkv = summaries.shape[1]
     else:
         hkv = summaries[0].shape[1]
@@ -46,6 +54,9 @@ def score_blocks_naive(q, summaries, kind: str = "minmax"):
     qg = q.float().reshape(b, hkv, (hq // hkv) * length, d)
     if kind == "mean":
         return torch.einsum("bhrd,bhnd->bhn", qg, summaries)
+    if kind == "fla":
+        logits = torch.einsum("bhrd,bhnd->bhrn", qg, summaries.float()) * (d ** -0.5 if scale is None else scale)
+        return logits.softmax(-1).mean(2)
     lo, hi = summaries
     bound = torch.maximum(qg[:, :, :, None, :] * lo[:, :, None], qg[:, :, :, None, :] * hi[:, :, None])
     return bound.sum(-1).sum(2)
@@ -64,3 +75,11 @@ def blocks_to_rows(blocks, start: int, end: int, block_size: int, topk: int):
     if kk < topk:
         rows = torch.cat([rows, rows.new_full((b, h, (topk - kk) * block_size), -1)], dim=-1)
     return rows
+
+
+def force_first_block(scores):
+    """The "fla" rule: the pool's first block is always selected (its score set above any
+    probability; the one-launch top-k breaks ties towards low blocks)."""
+    scores = scores.clone()
+    scores[..., 0] = float("inf")
+    return scores

@@ -73,7 +73,7 @@ def test_topk_larger_than_the_pool_pads_with_minus_one():
         select_topk_blocks(q, k, 20, 40, 4, 2)
 
 
-@pytest.mark.parametrize("kind", ["minmax", "mean"])
+@pytest.mark.parametrize("kind", ["minmax", "mean", "fla"])
 def test_incremental_summaries_equal_a_rebuild(kind):
     gen = torch.Generator().manual_seed(7)
     k = torch.randn(1, 2, 120, 8, generator=gen)
@@ -82,7 +82,7 @@ def test_incremental_summaries_equal_a_rebuild(kind):
     def same(start, end):
         ref = block_summaries(k, 16, kind, start, end)
         got = s.summaries()
-        for a, r in zip((got,) if kind == "mean" else got, (ref,) if kind == "mean" else ref):
+        for a, r in zip((got,) if kind != "minmax" else got, (ref,) if kind != "minmax" else ref):
             torch.testing.assert_close(a.float(), r)
 
     s.update(k, 4, 4)
@@ -120,7 +120,7 @@ def test_blocks_to_rows_sorted_with_short_last_block_and_padding():
 
 @needs_triton
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kind", ["minmax", "mean"])
+@pytest.mark.parametrize("kind", ["minmax", "mean", "fla"])
 @pytest.mark.parametrize("start,end,bs,topk", [(0, 64, 16, 2), (7, 100, 10, 3), (5, 40, 8, 9), (3, 4, 4, 1),
                                                (0, 130, 1, 17)])
 def test_triton_selection_matches_reference(device, kind, start, end, bs, topk):
@@ -133,3 +133,63 @@ def test_triton_selection_matches_reference(device, kind, start, end, bs, topk):
     got = select_topk_blocks(q, k, start, end, bs, topk, kind, backend="triton")
     ref = select_topk_blocks(q, k, start, end, bs, topk, kind, backend="reference")
     assert got.dtype == torch.int32 and torch.equal(got, ref)
+
+
+def _fla_reference(q, k, start, end, bs, topk, scale):
+    """flash-linear-attention's naive_nsa_topk for one step, written out loop by loop: each
+    query head's softmax over the blocks of scale * q . mean-pooled key, averaged over the
+    GQA group (and here over the chunk's queries), the first block always in, then the best
+    others; ties to the lower block. Returns the chosen blocks per (batch, KV head)."""
+    b, hq, length, d = q.shape
+    hkv = k.shape[1]
+    g = hq // hkv
+    nb = -(-(end - start) // bs)
+    out = []
+    for bi in range(b):
+        heads = []
+        for h in range(hkv):
+            means = [k[bi, h, start + i * bs: min(start + (i + 1) * bs, end)].double().mean(0) for i in range(nb)]
+            score = [0.0] * nb
+            for head in range(h * g, (h + 1) * g):
+                for t in range(length):
+                    logits = torch.stack([scale * (q[bi, head, t].double() @ m) for m in means])
+                    for i, p in enumerate(logits.softmax(0).tolist()):
+                        score[i] += p / (g * length)
+            order = sorted(range(1, nb), key=lambda i: (-score[i], i))
+            heads.append(sorted([0] + order[: max(min(topk, nb) - 1, 0)]))
+        out.append(heads)
+    return out
+
+
+@pytest.mark.parametrize("group,length", [(1, 1), (4, 1), (2, 3)])
+@pytest.mark.parametrize("start,end,bs,topk", [(0, 64, 16, 2), (7, 100, 10, 3), (3, 12, 4, 1), (5, 40, 8, 9)])
+def test_fla_scoring_matches_a_naive_reference(group, length, start, end, bs, topk):
+    """The "fla" kind against fla's rule written out loop by loop (float64)."""
+    gen = torch.Generator().manual_seed(end + group)
+    q = 3 * torch.randn(2, 2 * group, length, 16, generator=gen)
+    k = torch.randn(2, 2, 110, 16, generator=gen)
+    scale = 0.3
+    scores = score_blocks(q, block_summaries(k, bs, "fla", start, end), "fla", scale=scale)
+    nb = -(-(end - start) // bs)
+    assert scores.shape == (2, 2, nb)
+    torch.testing.assert_close(scores.sum(-1), torch.ones(2, 2))  # averaged probabilities
+    rows = select_topk_blocks(q, k, start, end, bs, topk, "fla", scale=scale, backend="reference")
+    want = _fla_reference(q, k, start, end, bs, topk, scale)
+    for bi in range(2):
+        for h in range(2):
+            got = sorted({(r - start) // bs for r in rows[bi, h].tolist() if r >= 0})
+            assert got == want[bi][h], (bi, h)
+
+
+def test_fla_keeps_the_first_block_and_scales_like_attention():
+    """The first block is in even when every query points elsewhere; the default scale is
+    D ** -0.5 (a softmax, unlike a sum, depends on it)."""
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(1, 2, 1, 16, generator=gen)
+    k = 0.01 * torch.randn(1, 1, 64, 16, generator=gen)
+    k[0, 0, 40:48] = 4 * q[0, 0, 0]  # block 5 of 8
+    rows = select_topk_blocks(q, k, 0, 64, 8, 2, "fla")[0, 0].tolist()
+    assert rows == list(range(8)) + list(range(40, 48))
+    summ = block_summaries(k, 8, "fla")
+    torch.testing.assert_close(score_blocks(q, summ, "fla"), score_blocks(q, summ, "fla", scale=16 ** -0.5))
+    assert not torch.allclose(score_blocks(q, summ, "fla"), score_blocks(q, summ, "fla", scale=1.0))

@@ -3,9 +3,11 @@ blocks of the pool with sinks + pins + window and reads them with heedful.kernel
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from heedful.selector.attention import merge_indices
+from heedful.selector.policy import CreditPolicy, RetentionPolicy
 from heedful.selector.session import Session
 
 PROMPT = "The vault code is 4821. Remember it. Alice met Bob at the station at noon. " * 3
@@ -19,11 +21,12 @@ def test_merge_indices_dedupes_sorts_and_pads():
 
 
 def test_topk_covering_the_pool_equals_a_window_over_the_budget(tiny_qwen35):
-    """With every pool block selected, the attended set is every resident row, which is
-    what a session without auto selection and window B - L... attends: the last B rows."""
+    """With every pool block selected, the attended set is every resident row, which with
+    the fifo pool is what a session without auto selection and window B - L... attends: the
+    last B rows. (The credit pool keeps other rows: every row picked, the oldest credited.)"""
     lm = tiny_qwen35
     auto = Session(lm.model, lm.tokenizer, window=4, budget=24, auto_topk=64, block_size=4, prefill_chunk=4,
-                   gated=True)
+                   gated=True, auto_pool="fifo")
     plain = Session(lm.model, lm.tokenizer, window=24, budget=24, prefill_chunk=4, gated=True)
     for s in (auto, plain):
         s.prompt(PROMPT)
@@ -57,13 +60,27 @@ def _ops(s):
     return torch.stack(logits)
 
 
-def test_maintained_summaries_select_what_recomputed_ones_do(tiny_qwen35):
+@pytest.mark.parametrize("pool,score", [("fifo", "minmax"), ("credit", "minmax"), ("credit", "fla"),
+                                        ("fifo", "mean")])
+def test_maintained_summaries_select_what_recomputed_ones_do(tiny_qwen35, pool, score, monkeypatch):
     """The summaries kept from step to step (updated for arrivals, evictions, rewinds and
-    re-encoding) give the logits that summaries recomputed from the pool at each step give."""
+    re-encoding) give the logits that summaries recomputed from the pool at each step give.
+    The credit pool evicts from the middle of the pool (checked: it differs from the fifo
+    pool), which marks the summaries stale from there."""
     lm = tiny_qwen35
-    kw = dict(window=4, budget=40, auto_topk=2, block_size=4, prefill_chunk=4, gated=True)
+    kw = dict(window=4, budget=40, auto_topk=2, block_size=4, prefill_chunk=4, gated=True, auto_pool=pool,
+              auto_score=score)
     kept = Session(lm.model, lm.tokenizer, **kw)
     fresh = Session(lm.model, lm.tokenizer, **kw)
+    differs = []
+    credit_rows = CreditPolicy.keep_rows
+
+    def keep_rows(self, *args, **kwargs):
+        rows = credit_rows(self, *args, **kwargs)
+        differs.append(list(rows) != list(RetentionPolicy.keep_rows(self, *args, **kwargs)))
+        return rows
+
+    monkeypatch.setattr(CreditPolicy, "keep_rows", keep_rows)
     orig = fresh._plan
 
     def recompute(first, n):
@@ -77,6 +94,9 @@ def test_maintained_summaries_select_what_recomputed_ones_do(tiny_qwen35):
     assert kept.token_ids == fresh.token_ids
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert kept.cache.summaries  # they were used
+    assert kept.stats().peak_resident <= 40
+    if pool == "credit":
+        assert any(differs) and kept.policy.credit
 
 
 def test_below_the_budget_a_step_summarizes_only_the_last_block(tiny_qwen35):
@@ -178,3 +198,62 @@ def test_cache_reports_the_first_row_that_moved(tiny_qwen35):
     cache.summaries_refreshed()
     cache.reset()
     assert cache.stale_from == 0
+
+
+def test_pick_counts_are_what_the_heads_attended(tiny_qwen35):
+    """The counts the credit pool learns from (AutoSelect.hits, one index_add per layer) are,
+    for every pool row that is not a pin, the number of (layer, KV head) pairs whose attended
+    rows include it; rows outside the pool get none."""
+    lm = tiny_qwen35
+    s = Session(lm.model, lm.tokenizer, window=4, budget=40, auto_topk=2, block_size=4, prefill_chunk=4, gated=True)
+    s.prompt(PROMPT)
+    s.pin("4821")
+    plans, checked = [], []
+    orig_plan, orig_observe = s._plan, s.policy.observe_selection
+
+    def spy(first, n):
+        plan, positions = orig_plan(first, n)
+        plan.attended = {}
+        plans.append(plan)
+        return plan, positions
+
+    def observe(resident, n, pool_start, rows, counts):
+        a = plans[-1].auto
+        if a is not None:
+            base = set(a.base_rows.tolist())
+            hits = a.hits.tolist()
+            for r in range(len(hits) - 1):
+                seen = sum(int((idx == r).any(-1).sum()) for idx in plans[-1].attended.values())
+                if r in base:
+                    continue
+                assert hits[r + 1] == (seen if a.pool_start <= r < a.pool_end else 0), r
+            assert dict(zip(rows, counts)) == {r - a.pool_start: h for r, h in enumerate(hits[1:]) if h}
+            checked.append(len(rows))
+        orig_observe(resident, n, pool_start, rows, counts)
+
+    s._plan = spy
+    s.policy.observe_selection = observe
+    list(s.generate(12))
+    assert len(checked) == 12 and all(checked)
+
+
+def test_credit_pool_keeps_pins_window_and_budget_over_a_long_stream(tiny_qwen35):
+    lm = tiny_qwen35
+    s = Session(lm.model, lm.tokenizer, window=6, budget=32, auto_topk=1, block_size=4, gated=True)
+    s.prompt(PROMPT)
+    s.pin("4821")
+    pinned = [t for a, b in s.pins() for t in range(a, b)]
+    list(s.generate(60))
+    retained = s.retained()
+    assert s.stats().peak_resident <= 32 and len(retained) == 32  # eviction is lazy: the budget full
+    assert set(pinned) <= set(retained)
+    assert retained[-6:] == list(range(len(s) - 6, len(s)))  # the window
+    pool = [t for t in retained if t not in pinned][:-6]
+    assert pool != list(range(pool[-1] - len(pool) + 1, pool[-1] + 1))  # not just the most recent
+
+
+def test_bad_pool_or_scoring_is_refused(tiny_qwen35):
+    from heedful.errors import HeedfulError
+
+    with pytest.raises(HeedfulError, match="--auto-score"):
+        Session(tiny_qwen35.model, tiny_qwen35.tokenizer, auto_topk=2, auto_score="quest", gated=True)

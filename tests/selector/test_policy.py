@@ -1,11 +1,13 @@
-"""The retention policy's row spans (found by bisection) against the per-token definition."""
+"""The retention policy's row spans (found by bisection) against the per-token definition;
+the credit pool of auto selection."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heedful.selector.policy import RetentionPolicy, rows_of
+from heedful.selector.policy import SCORES, CreditPolicy, RetentionPolicy, policy_for, rows_of
 from heedful.spans import Spans
 
 
@@ -45,3 +47,123 @@ def test_rows_of():
     resident = [2, 3, 5, 8, 9, 10]
     assert list(rows_of(resident, [3, 5, 9, 10])) == [(1, 3), (4, 6)]
     assert list(rows_of(resident, [])) == []
+
+
+# ---------------------------------------------------------------------- the credit pool
+def _credit_policy(window=4, budget=20, sinks=0, probation=0, decay=1.0):
+    return CreditPolicy(window, budget, sinks, auto_topk=2, block_size=4, probation=probation, decay=decay)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), stream_len=st.integers(1, 80), window=st.integers(1, 12), sinks=st.integers(0, 3),
+       n_new=st.integers(1, 6), budget_extra=st.integers(0, 30), reserve=st.integers(0, 4),
+       probation=st.sampled_from([0, 3, None]), decay=st.sampled_from([1.0, 0.9]))
+def test_credit_pool_keeps_the_fixed_rows_and_never_exceeds_the_budget(data, stream_len, window, sinks, n_new,
+                                                                       budget_extra, reserve, probation, decay):
+    """Whatever the credits: sinks, pins and the window stay; the rows kept plus the chunk and
+    the reserve fit the budget (when the fixed rows do); the pool is as full as the budget
+    allows; the same inputs give the same rows."""
+    resident = sorted(data.draw(st.sets(st.integers(0, stream_len - 1), max_size=60)))
+    pins = Spans()
+    for a, length in data.draw(st.lists(st.tuples(st.integers(0, 90), st.integers(1, 6)), max_size=4)):
+        pins.add(a, a + length)
+    budget = window + sinks + budget_extra
+    steps = [sorted(set(data.draw(st.lists(st.integers(0, max(len(resident) - 1, 0)), max_size=8))))
+             for _ in range(data.draw(st.integers(0, 4)))]  # some forwards' picks
+    runs = []
+    for _ in range(2):
+        policy = _credit_policy(window, budget, sinks, probation, decay)
+        for picked in steps:
+            if resident:
+                policy.observe_selection(resident, 1, 0, picked, [1.0] * len(picked))
+        runs.append((policy, policy.keep_rows(resident, stream_len, n_new, pins, reserve)))
+    (policy, rows), (_, again) = runs
+    assert list(rows) == list(again)
+    kept = [resident[r] for a, b in rows for r in range(a, b)]
+    always = [t for t in resident if policy.always(t, stream_len, n_new, pins)]
+    assert set(always) <= set(kept)
+    room = budget - n_new - reserve - len(always)
+    others = len(resident) - len(always)
+    assert len(kept) - len(always) == max(0, min(room, others))
+
+
+def test_credit_pool_keeps_a_repeatedly_picked_block_over_a_more_recent_one():
+    """Pool rows 0..15 (window: the last 4 tokens). Rows 0..3 were picked at each step, rows
+    8..11 never: when four rows must go, the fifo pool gives up 0..3, the credit pool the
+    oldest unpicked ones, 4..7."""
+    resident = list(range(20))
+    fifo = RetentionPolicy(4, 17, auto_topk=2, block_size=4)
+    assert [r for a, b in fifo.keep_rows(resident, 20, 1, Spans()) for r in range(a, b)] == list(range(4, 20))
+    policy = _credit_policy(window=4, budget=17)
+    for _ in range(5):
+        policy.observe_selection(resident, 1, 0, [0, 1, 2, 3, 12, 13], [3.0, 3.0, 3.0, 3.0, 1.0, 1.0])
+    kept = [resident[r] for a, b in policy.keep_rows(resident, 20, 1, Spans()) for r in range(a, b)]
+    assert kept == [0, 1, 2, 3, *range(8, 20)]
+    assert policy.credit_of(4) == 0.0 and 4 not in policy.credit  # gone, and forgotten
+
+
+def test_credit_pool_probation_and_decay():
+    """Window 4, one new token: tokens 17..19 stay, the pool is 0..16."""
+    resident = list(range(20))
+
+    def kept(policy):
+        return [resident[r] for a, b in policy.keep_rows(resident, 20, 1, Spans()) for r in range(a, b)]
+
+    # six of 17 pool rows must go; rows 0..9 have credit. Without probation the unpicked go,
+    # oldest first (10..15); with probation 6 the newest six (11..16) stay, so 10 and then
+    # the oldest credited rows go
+    for probation, want in ((0, [*range(10), *range(16, 20)]), (6, [*range(5, 10), *range(11, 20)])):
+        policy = _credit_policy(window=4, budget=15, probation=probation)
+        policy.observe_selection(resident, 1, 0, list(range(10)), [1.0] * 10)
+        assert kept(policy) == want, probation
+    # decay: a block picked often long ago (0..3) loses to one picked once lately (4..7)
+    policy = _credit_policy(window=4, budget=17, decay=0.5)
+    for _ in range(3):
+        policy.observe_selection(resident, 1, 0, [0, 1, 2, 3], [4.0] * 4)
+    for _ in range(6):
+        policy.observe_selection(resident, 1, 0, [], [])
+    policy.observe_selection(resident, 1, 0, list(range(4, 17)), [1.0] * 13)
+    assert 0 < policy.credit_of(0) < policy.credit_of(4)
+    assert kept(policy) == list(range(4, 20))
+    # a chunk's picks count once per token, and its tokens start without credit
+    policy.credit[19] = 7.0
+    policy.observe_selection(resident, 3, 2, [0], [2.0])
+    assert 19 not in policy.credit
+    assert policy.credit_of(2) == pytest.approx(2.0 * 3)
+
+
+def test_credit_pool_carries_its_credits_through_a_resize_and_renormalizes():
+    policy = _credit_policy(decay=0.5)
+    resident = list(range(10))
+    policy.observe_selection(resident, 1, 0, [1], [1.0])
+    bigger = policy.resized(6, 30)
+    assert isinstance(bigger, CreditPolicy) and (bigger.window, bigger.budget, bigger.decay) == (6, 30, 0.5)
+    assert bigger.credit_of(1) == policy.credit_of(1) > 0
+    for _ in range(400):  # 2 ** 400 > 1e100: the lazy factor is folded back into the credits
+        bigger.observe_selection(resident, 1, 0, [2], [1.0])
+    assert bigger._w < 1e100 and bigger.credit_of(2) == pytest.approx(2.0)
+    assert RetentionPolicy(4, 20).resized(5, 21) == RetentionPolicy(5, 21)
+
+
+def test_policy_for_the_settings():
+    from heedful.errors import HeedfulError
+    from heedful.kernels.block_select import KINDS
+    from heedful.selector.config import SessionConfig
+
+    assert SCORES == KINDS
+    cfg = SessionConfig(window=4, budget=20, sinks=0, auto_topk=2, block_size=4)
+    assert type(policy_for(cfg)) is CreditPolicy  # the default pool
+    cfg.auto_pool = "fifo"
+    assert type(policy_for(cfg)) is RetentionPolicy
+    for field, bad in (("auto_pool", "lru"), ("auto_score", "max")):
+        with pytest.raises(HeedfulError, match=field.replace("_", "-")):
+            policy_for(SessionConfig(window=4, budget=20, sinks=0, **{field: bad}))
+
+
+def test_script_config_accepts_the_pool_and_scoring_names():
+    from heedful.app.script import check_config
+
+    check_config({"auto_pool": "fifo", "auto_score": "fla"}, "config")
+    for bad in ({"auto_pool": "lru"}, {"auto_score": 3}):
+        with pytest.raises(ValueError, match="wrong type"):
+            check_config(bad, "config")
