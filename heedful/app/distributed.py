@@ -35,6 +35,7 @@ from heedful.models.parallel import World, check_options, connect, require_torch
 
 _KEY = "heedful/failed/"
 _REPORTED = "heedful/reported"
+_EXITED = "heedful/exited/"
 # what a collective raises when a peer is gone (its connections closed, or it hangs)
 _LOST = re.compile(r"connection (closed|reset) by peer|broken pipe|socket timeout|timed out|nccl (error|"
                    r"communicator)|aborted", re.IGNORECASE)
@@ -185,12 +186,14 @@ class Ranks:
             reason = str(e) if isinstance(e, HeedfulError) else f"{type(e).__name__}: {_first_line(e)}"
             self._store_set(f"{_KEY}{self.world.rank}", json.dumps([code, reason]))
             self._release()
+            _torchrun_error_file(f"{self._name()}: {reason}")
             if self.main:
                 self._store_set(_REPORTED, "1")
+                self._linger()
                 raise e
             if self._store is not None:
                 self._wait_reported(5.0)
-            raise SystemExit(code) from None
+            self._exit(code)
         if peer is not None:
             r, code, reason = peer
             message = f"rank {r} of {self.world.size} failed: {reason}"
@@ -198,12 +201,28 @@ class Ranks:
             code, message = 1, (f"lost contact with another rank, which stopped without a word (killed? out of "
                                 f"memory?): {_first_line(e)}")
         self._release()
+        _torchrun_error_file(f"{self._name()}: {message}")
         if self.main:
             self._store_set(_REPORTED, "1")
+            self._linger()
             raise RankError(f"{message} (nothing was written to the store)", code) from None
         if peer is None and not self._wait_reported(2.0):  # rank 0 is gone too: say it here
             print(f"heedful: error: {self._name()}: {message}", file=self._stderr or sys.stderr, flush=True)
+        self._exit(code)
+
+    def _exit(self, code: int):
+        self._store_set(f"{_EXITED}{self.world.rank}", "1")
         raise SystemExit(code) from None
+
+    def _linger(self, seconds: float = 3.0) -> None:
+        """Rank 0 hosts the key-value store when no torchrun agent does (the ranks were
+        started by hand): it waits, briefly, for the others to have read it before going."""
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            return
+        end = time.monotonic() + seconds
+        for r in range(1, self.world.size):
+            while self._store_get(f"{_EXITED}{r}") is None and time.monotonic() < end:
+                time.sleep(0.05)
 
     def _wait_reported(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
@@ -212,6 +231,17 @@ class Ranks:
                 return True
             time.sleep(0.05)
         return False
+
+
+def _torchrun_error_file(message: str) -> None:
+    """torchrun's report names each failed rank's reason from this file (else a link)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            with open(path, "w") as f:
+                json.dump({"message": f"heedful: error: {message}", "timestamp": int(time.time())}, f)
+        except OSError:
+            pass
 
 
 def _first_line(e: BaseException) -> str:

@@ -14,9 +14,10 @@ SUBCOMMANDS = {
     "retention": "heedful.bench.retention:retention",
     "fold": "heedful.bench.fold:fold",
     "tui": "heedful.bench.tui:tui",
+    "memory": "heedful.bench.memory:memory",
 }
 
 
 @click.group(cls=LazyGroup, commands=SUBCOMMANDS)
 def bench():
-    """Benchmarks: decode latency and memory (stream), kernels, store, retention, fold, tui."""
+    """Benchmarks: decode latency and memory (stream), kernels, store, retention, fold, tui, peak memory."""
