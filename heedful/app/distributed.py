@@ -106,6 +106,15 @@ class Ranks:
 
         return NullRecorder()
 
+    def check_settings(self, config: dict) -> None:
+        """Refuses (one line) a session setting whose decisions would differ between ranks:
+        the credit pool of auto selection keeps the rows that this rank's own heads picked."""
+        if not self.parallel:
+            return
+        if (config.get("auto_topk") or 0) > 0 and config.get("auto_pool", "credit") == "credit":
+            raise HeedfulError("--auto-pool credit: not with --tp (each rank would credit the picks of its own "
+                               "heads and keep different rows); use --auto-pool fifo")
+
     # ------------------------------------------------------------------ agreement
     def agree(self, what: str, value) -> None:
         """Every rank must hold the same `value` (JSON-able); raises RankError where one

@@ -95,6 +95,21 @@ def test_tp_refused_outside_torchrun_and_with_device_options(cli, qwen3_dir, tmp
     assert not (tmp_path / "x.db").exists()
 
 
+def test_settings_that_would_differ_between_ranks_are_refused():
+    """Auto selection's credit pool keeps what the rank's own heads picked: refused under
+    --tp (the fifo pool, by position, is the same on every rank)."""
+    from heedful.app.distributed import Ranks
+    from heedful.errors import HeedfulError
+    from heedful.models.parallel import World
+
+    ranks = Ranks(World(rank=0, size=2, local_rank=0))
+    with pytest.raises(HeedfulError, match="--auto-pool credit: not with --tp"):
+        ranks.check_settings({"auto_topk": 4, "auto_pool": "credit"})
+    ranks.check_settings({"auto_topk": 4, "auto_pool": "fifo"})
+    ranks.check_settings({"auto_topk": 0, "auto_pool": "credit"})
+    Ranks().check_settings({"auto_topk": 4, "auto_pool": "credit"})  # one process: anything goes
+
+
 def test_torchrun_generate_matches_one_process_and_records_once(cli, qwen3_dir, tmp_path):
     """`torchrun --nproc-per-node 2 -m heedful generate ... --tp auto`, as a user runs it:
     the same greedy tokens as one process, with a pin and eviction; rank 0 alone prints,
@@ -123,7 +138,8 @@ def test_two_ranks_continue_a_stored_session_and_each_keeps_its_own_heads(cli, q
     args = ["generate", PROMPT, "--model", qwen3_dir, "--pin", "/Alice/", "-n", "12", "--json", *SETTINGS]
     assert cli(*args, "--db", tmp_path / "one.db")[0] == 0
     (tmp_path / "tp.db").write_bytes((tmp_path / "one.db").read_bytes())
-    more = ["generate", " Then", "--session", "1", "-n", "15", "--json", "--ignore-eos"]
+    more = ["generate", " Then", "--session", "1", "-n", "15", "--json", "--ignore-eos",  # auto selection's path too
+            "--budget", "40", "--auto-topk", "1", "--auto-pool", "fifo"]
     code, out, err = cli(*more, "--db", tmp_path / "one.db")
     assert code == 0, err
     results, _ = launch(tmp_path, [*more, "--db", tmp_path / "tp.db", "--tp", "auto"],
