@@ -26,32 +26,15 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import sys
 import time
 
 from heedful.errors import HeedfulError
-from heedful.models.parallel import World, check_options, connect, require_torchrun
+from heedful.models.parallel import World, check_options, connect, is_lost_peer, require_torchrun
 
 _KEY = "heedful/failed/"
 _REPORTED = "heedful/reported"
 _EXITED = "heedful/exited/"
-# what a collective raises when a peer is gone (its connections closed, or it hangs)
-_LOST = re.compile(r"connection (closed|reset) by peer|broken pipe|socket timeout|timed out|nccl (error|"
-                   r"communicator)|aborted", re.IGNORECASE)
-
-
-def _is_lost_peer(e: BaseException) -> bool:
-    if isinstance(e, HeedfulError):
-        return False
-    try:
-        import torch.distributed as dist
-
-        if isinstance(e, dist.DistError):
-            return True
-    except (ImportError, AttributeError):
-        pass
-    return isinstance(e, RuntimeError) and bool(_LOST.search(str(e)))
 
 
 class RankError(HeedfulError):
@@ -188,7 +171,7 @@ class Ranks:
             pass
 
     def _fail(self, e: BaseException):
-        lost = _is_lost_peer(e)
+        lost = is_lost_peer(e)
         peer = self._peer_failure(wait=2.0 if lost else 0.0) if not isinstance(e, HeedfulError) else None
         if peer is None and not lost:  # this rank's own failure
             code = getattr(e, "exit_code", 1) if isinstance(e, HeedfulError) else 1

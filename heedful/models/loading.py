@@ -215,10 +215,11 @@ def load_model(
         parallel.require_accelerate(f"--tp {tp}")
         parallel.check_tp_shapes(config.get_text_config(decoder=True) if hasattr(config, "get_text_config")
                                  else config, world, display)
-        placement = parallel.tp_kwargs(config, world, display)
         parallel.connect(world)
         dev = torch.device(parallel.accelerator(), world.local_rank) if parallel.accelerator() == "cuda" \
             else torch.device("cpu")
+        if world.size > 1:  # a world of one (torchrun --nproc-per-node 1) loads whole
+            placement = parallel.tp_kwargs(config, world, display)
     elif device_map is not None:
         placement = parallel.device_map_kwargs(device_map, device, max_memory, offload_folder)
         dev = pick_device(device)
@@ -252,6 +253,8 @@ def load_model(
     except ValueError as e:
         raise ModelLoadError(f"--model {display}: {str(e).splitlines()[0]}") from None
     except (SafetensorError, RuntimeError, EOFError) as e:
+        if tp is not None and parallel.is_lost_peer(e):
+            raise  # another rank is gone: not this file's fault (heedful.app.distributed says so)
         raise ModelLoadError(f"--model {display}: its weights cannot be read (truncated or corrupt file?): "
                              f"{str(e).splitlines()[0]}") from None
     if adapter:

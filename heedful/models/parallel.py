@@ -116,6 +116,20 @@ def connect(world: World) -> None:
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=TP_TIMEOUT_S))
 
 
+# what a collective raises when a peer is gone (its connections closed, or it hangs)
+_LOST = re.compile(r"connection (closed|reset) by peer|broken pipe|socket timeout|timed out|nccl (error|"
+                   r"communicator)|aborted", re.IGNORECASE)
+
+
+def is_lost_peer(e: BaseException) -> bool:
+    """Whether an exception is a collective failing because another rank is gone."""
+    import torch.distributed as dist
+
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(e, RuntimeError) and bool(_LOST.search(str(e)))
+
+
 def check_tp_shapes(text_config, world: World, name: str) -> None:
     """Each rank takes an equal share of the query heads and of the key/value heads (the
     rows heedful's cache keeps); refuses a world size that does not divide them."""

@@ -95,6 +95,22 @@ def test_tp_refused_outside_torchrun_and_with_device_options(cli, qwen3_dir, tmp
     assert not (tmp_path / "x.db").exists()
 
 
+def test_a_world_of_one_is_one_process(cli, qwen3_dir, tmp_path, monkeypatch):
+    """torchrun --nproc-per-node 1 ... --tp auto: the whole model in the one rank."""
+    args = ["generate", PROMPT, "--model", qwen3_dir, "--pin", "4821", "-n", "12", "--json", *SETTINGS]
+    code, out, err = cli(*args)
+    assert code == 0, err
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(k, v)
+    code, out1, err = cli(*args, "--tp", "auto", "--db", tmp_path / "one.db")
+    assert code == 0, err
+    assert _ids(out1) == _ids(out) and _stored(tmp_path / "one.db")[1][-12:] == _ids(out)
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()  # left the group when the run ended
+
+
 def test_settings_that_would_differ_between_ranks_are_refused():
     """Auto selection's credit pool keeps what the rank's own heads picked: refused under
     --tp (the fifo pool, by position, is the same on every rank)."""
