@@ -106,3 +106,14 @@ class Spans:
 
     def __repr__(self):
         return f"Spans({self._s})"
+
+
+def runs(indices) -> list[tuple[int, int]]:
+    """Sorted indices -> their maximal [start, end) runs."""
+    out: list[tuple[int, int]] = []
+    for t in indices:
+        if out and out[-1][1] == t:
+            out[-1] = (out[-1][0], t + 1)
+        else:
+            out.append((t, t + 1))
+    return out

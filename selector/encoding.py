@@ -17,18 +17,7 @@ import torch
 
 from heedful.selector.attention import AutoSelect, StepPlan
 from heedful.selector.policy import rows_of
-from heedful.spans import Spans
-
-
-def runs(indices: list[int]) -> list[tuple[int, int]]:
-    """Sorted indices -> maximal [start, end) runs."""
-    out: list[tuple[int, int]] = []
-    for t in indices:
-        if out and out[-1][1] == t:
-            out[-1] = (out[-1][0], t + 1)
-        else:
-            out.append((t, t + 1))
-    return out
+from heedful.spans import Spans, runs
 
 
 def _arange(rows: Spans, device) -> torch.Tensor:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import bisect
 
 from heedful.errors import BudgetError, HeedfulError
-from heedful.spans import Spans
+from heedful.spans import Spans, runs
 from heedful.store.tagging import tagging
 
 
@@ -118,7 +118,7 @@ class SuggestActions:
                 out.append(x)
                 continue
             keep = [t for t in range(x[0], x[1]) if t not in pins and t not in dropped]
-            out.extend((a, b, x[2]) for a, b in _runs(keep))  # what is left of it, run by run
+            out.extend((a, b, x[2]) for a, b in runs(keep))  # what is left of it, run by run
         out.sort()
         self.suggestions = out
         return {"suggested": Spans((a, b) for a, b, _ in out), "auto": Spans(pinner.owned())}
@@ -226,12 +226,3 @@ class SuggestActions:
             return True
         return False
 
-
-def _runs(tokens: list[int]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for t in tokens:
-        if out and out[-1][1] == t:
-            out[-1][1] = t + 1
-        else:
-            out.append([t, t + 1])
-    return [(a, b) for a, b in out]

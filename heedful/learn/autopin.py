@@ -40,7 +40,7 @@ import torch
 from heedful.errors import BudgetError
 from heedful.learn.features import Tap
 from heedful.learn.picker import Picker, Suggestion, words
-from heedful.spans import Spans
+from heedful.spans import Spans, runs
 from heedful.store.tagging import tagging
 
 
@@ -79,7 +79,7 @@ class AutoPinner:
         a, b = self.auto_spans.popleft()  # tokens auto-pin pinned itself (none the person had)
         pinned = Spans(session.pins())
         with tagging(session).tagged(by="picker"):
-            for x, y in _runs([t for t in range(a, b) if t in pinned]):
+            for x, y in runs([t for t in range(a, b) if t in pinned]):
                 session.unpin((x, y))
         self.unpinned.append((a, b))
         return True
@@ -160,11 +160,11 @@ class AutoPinner:
             except BudgetError:
                 self._suggest(new, score)
                 continue
-            for x, y in _runs(new):
+            for x, y in runs(new):
                 self._record(x, y)
 
     def _suggest(self, tokens: list[int], score: float) -> None:
-        self._suggested.extend(Suggestion(x, y, score) for x, y in _runs(tokens))
+        self._suggested.extend(Suggestion(x, y, score) for x, y in runs(tokens))
 
     def _record(self, a: int, b: int) -> None:
         self.auto_spans.append((a, b))  # one entry per word: the unit that leaves for room
@@ -201,7 +201,7 @@ class AutoPinner:
             return r
         new = self._make_room(session, [(a, b) for a, b, _ in later])
         while True:
-            owned = [r for a, b in new for r in _runs([t for t in range(a, b) if t not in theirs])]
+            owned = [r for a, b in new for r in runs([t for t in range(a, b) if t not in theirs])]
             try:
                 with tagging(session).tagged(**({"picker_pins": [list(r) for r in owned]} if owned else {})):
                     r = session.prompt(text, pin=person + new)
@@ -295,15 +295,6 @@ class AutoPinner:
             self.tap.close()
             self.tap = None
 
-
-def _runs(tokens: list[int]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for t in tokens:
-        if out and out[-1][1] == t:
-            out[-1][1] = t + 1
-        else:
-            out.append([t, t + 1])
-    return [(a, b) for a, b in out]
 
 
 def scoring_cost(lm, picker: Picker, n: int = 48, rounds: int = 3) -> dict:
