@@ -36,6 +36,8 @@ class HeedfulCommands(Provider):
             ("Export pinned context as text", partial(app.action_export, "txt")),
             ("Export pinned context as JSON Lines", partial(app.action_export, "jsonl")),
             ("Toggle attention heat overlay", app.action_heat),
+            ("Fold the selection into a gist (f)", app.action_fold),
+            ("Unfold the gist under the cursor (F)", app.action_unfold),
             ("Generate / continue", app.action_generate),
             ("Stop generating", app.action_stop),
             ("New session (same model and settings)", app.new_session),

@@ -151,3 +151,25 @@ async def test_heat_overlay_maps_weights_to_tokens_with_gist_rows_resident(tiny_
         line = app.view.render_line(app.view._line_of(a) - app.view.scroll_offset.y)
         unit = next(seg for seg in line if "⟨" in seg.text)
         assert unit.style.bgcolor != STYLES["folded"].bgcolor  # the heat shows on the fold
+
+
+async def test_fold_and_unfold_from_the_palette(tiny_qwen35, store, tmp_path):
+    app = _app(tiny_qwen35, store, tmp_path)
+    s = app.session
+    ((a, b),) = s.resolve(SPAN)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _select(app, pilot, a, b)
+        await pilot.press("ctrl+p", *"fold the selection")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.focused is app.screen.query_one("#gist")
+        await pilot.press(*"Alice met Bob", "enter")
+        await settle(app, pilot)
+        assert s.folds() == [(a, b, "Alice met Bob")]
+        app.view.move(a)
+        await pilot.press("ctrl+p", *"unfold the gist")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert s.folds() == [] and (a, b) in s.pins()
