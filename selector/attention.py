@@ -49,8 +49,10 @@ class AutoSelect:
     summaries: dict | None = None
     stale_from: int | None = None
     # When set: [N + 1] fp32 on the device, zeros; each layer adds 1 at 1 + r for every KV
-    # head whose top-k picked row r (slot 0 takes the -1 padding). Summed over layers.
+    # head whose top-k picked row r (slot 0 takes the -1 padding). Summed over layers;
+    # `selections` counts the (layer, batch, KV head) selections that added to it.
     hits: torch.Tensor | None = None
+    selections: int = 0
 
 
 @dataclass
@@ -142,6 +144,7 @@ def heedful_attention(module, query, key, value, attention_mask=None, scaling=No
             if a.hits is not None:
                 flat = picked.reshape(-1).long() + 1
                 a.hits.index_add_(0, flat, torch.ones(flat.shape, dtype=a.hits.dtype, device=a.hits.device))
+                a.selections += picked.shape[0] * picked.shape[1]
         else:
             picked = torch.full((query.shape[0], key.shape[1], 0), -1, dtype=torch.int32, device=query.device)
         indices = merge_indices(a.base_rows, picked)

@@ -121,10 +121,10 @@ class Encoder:
         observe = getattr(self.policy, "observe_selection", None)  # ... or from auto selection's picks
         if observe is not None:
             a, rows, counts = plan.auto, (), ()
-            if a is not None and a.hits is not None:
+            if a is not None and a.hits is not None and a.selections:
                 h = a.hits[1 + a.pool_start : 1 + a.pool_end].cpu()
                 rows = h.nonzero().flatten()
-                rows, counts = rows.tolist(), h[rows].tolist()
+                rows, counts = rows.tolist(), (h[rows] / a.selections).tolist()
             observe(self.resident_tokens, n, a.pool_start if a is not None else 0, rows, counts)
 
     def _chunk(self) -> int:

@@ -32,9 +32,10 @@ refused), so the cut above always leaves room for the chunk.
 from __future__ import annotations
 
 import dataclasses
-import heapq
 from bisect import bisect_left
 from dataclasses import dataclass
+
+import numpy as np
 
 from heedful.errors import BudgetError, HeedfulError
 from heedful.spans import Spans
@@ -196,38 +197,66 @@ class HeavyHitterPolicy(RetentionPolicy):
 class CreditPolicy(RetentionPolicy):
     """Auto selection's pool kept by credit (see the module's docstring): sinks, pins and the
     window as RetentionPolicy; of the other resident rows, when more than the budget holds,
-    the lowest-credit ones leave, never one of the newest `probation` (None: block_size).
-    Credits come from `observe_selection`, which the encoder calls after each forward with
-    the per-row pick counts the attention function collected (StepPlan.auto.hits). Credit is
-    kept per token with one lazy decay factor (`_w`: a hit now weighs 1/decay**T of a hit at
-    T = 0), so a step costs O(rows picked) to credit and O(pool) to choose what leaves."""
+    the lowest-credit ones leave (ties: the oldest), never one of the newest `probation`
+    (None: block_size). Credits come from `observe_selection`, which the encoder calls after
+    each forward with the share of (layer, KV head) selections that picked each row
+    (StepPlan.auto.hits); they halve every `half_life` tokens (None: the budget).
 
-    decay: float = 0.98  # per token
-    probation: int | None = None
+    Credits are an array aligned with the resident rows (`_snap`, the order keys it was last
+    aligned with), scaled by one lazy decay factor (`_w`: a pick now weighs 1/decay**T of a
+    pick at T = 0), so a step is a few vectorized O(R) operations and O(pin spans + rows
+    leaving) Python. Operations that change the resident rows behind the policy's back
+    (drop, rewind, recall, folds) are found by comparing the order keys, and the credits are
+    carried over by token."""
+
+    half_life: int | None = None  # tokens
+    probation: int | None = None  # rows
 
     wants_hits = True  # the encoder asks the attention for pick counts
 
     def __post_init__(self):
-        self.credit: dict = {}  # token (order key) -> credit * _w
+        self._snap: list = []  # order keys the credits are aligned with
+        self._cr = np.zeros(0)  # credit * _w of each
         self._w = 1.0
 
+    @property
+    def decay(self) -> float:
+        """Per token."""
+        return 0.5 ** (1.0 / max(1, self.budget if self.half_life is None else self.half_life))
+
     def credit_of(self, t) -> float:
-        return self.credit.get(t, 0.0) / self._w
+        i = bisect_left(self._snap, t)
+        return float(self._cr[i]) / self._w if i < len(self._snap) and self._snap[i] == t else 0.0
+
+    def _align(self, resident: list) -> None:
+        """Credits aligned with `resident` (sorted order keys), carried over by token."""
+        if resident == self._snap:
+            return
+        cr = np.zeros(len(resident))
+        if self._snap and resident:
+            old, new = np.asarray(self._snap, dtype=np.float64), np.asarray(resident, dtype=np.float64)
+            i = np.minimum(np.searchsorted(old, new), len(old) - 1)
+            same = old[i] == new
+            cr[same] = self._cr[i[same]]
+        self._snap, self._cr = list(resident), cr
 
     def observe_selection(self, resident: list, n_new: int, pool_start: int = 0, rows=(), counts=()) -> None:
-        """After a forward of the last n_new rows of `resident`: `rows` (ranks) were picked
-        `counts` times (layers x KV heads). The new rows start with no credit (a token index
-        that comes back after a rewind or a recall is a new row)."""
+        """After a forward of the last n_new rows of `resident`: the rows at ranks pool_start +
+        `rows` were picked by a share `counts` of the selections. The new rows start without
+        credit (a token index that comes back after a rewind or a recall is a new row)."""
+        k = len(resident) - n_new
+        if resident[:k] == self._snap:
+            self._snap.extend(resident[k:])
+            self._cr = np.concatenate([self._cr, np.zeros(n_new)])
+        else:
+            self._align(resident)
+            self._cr[k:] = 0.0
         self._w /= self.decay ** n_new
-        for t in resident[len(resident) - n_new:]:
-            self.credit.pop(t, None)
-        w = self._w * n_new
-        for r, c in zip(rows, counts):
-            t = resident[pool_start + r]
-            self.credit[t] = self.credit.get(t, 0.0) + c * w
-        if self._w > 1e100 or len(self.credit) > 2 * len(resident) + 64:
-            live = set(resident)
-            self.credit = {t: v / self._w for t, v in self.credit.items() if t in live}
+        if len(rows):
+            np.add.at(self._cr, pool_start + np.asarray(rows, dtype=np.int64),
+                      np.asarray(counts, dtype=np.float64) * (self._w * n_new))
+        if self._w > 1e100:
+            self._cr /= self._w
             self._w = 1.0
 
     def keep_rows(self, resident: list, stream_len: int, n_new: int, pins: Spans, reserve: int = 0) -> Spans:
@@ -235,27 +264,40 @@ class CreditPolicy(RetentionPolicy):
         if not self.auto_topk:
             return rows
         room = self.budget - n_new - reserve - rows.total()
-        pool = [r for a, b in rows.complement(len(resident)) for r in range(a, b)]
-        if room <= 0 or not pool:
-            keep = []
-        elif len(pool) <= room:
-            keep = pool
+        pool = list(rows.complement(len(resident)))
+        count = sum(b - a for a, b in pool)
+        if count <= max(room, 0):
+            return Spans([(0, len(resident))]) if resident else rows
+        self._align(resident)
+        excess = count - max(room, 0)
+        probation = self.block_size if self.probation is None else self.probation
+        older, left = [], count - probation  # the pool's rows out of probation, as spans
+        for a, b in pool:
+            if left <= 0:
+                break
+            older.append((a, min(b, a + left)))
+            left -= b - a
+        n_older = sum(b - a for a, b in older)
+        if excess >= n_older:  # more must go than is out of probation: the oldest go
+            gone, left = [], excess
+            for a, b in pool:
+                gone.append(np.arange(a, min(b, a + left)))
+                left -= min(b - a, left)
+            gone = np.concatenate(gone)
         else:
-            excess = len(pool) - room
-            probation = self.block_size if self.probation is None else self.probation
-            older = pool[: max(len(pool) - probation, 0)]
-            if excess >= len(older):  # more must go than is out of probation: the oldest go
-                gone = set(pool[:excess])
-            else:
-                credit = self.credit
-                gone = set(heapq.nsmallest(excess, older, key=lambda r: (credit.get(resident[r], 0.0), r)))
-            keep = [r for r in pool if r not in gone]
-            for r in gone:
-                self.credit.pop(resident[r], None)
-        runs: list[tuple[int, int]] = []
-        for r in keep:  # ascending
-            if runs and runs[-1][1] == r:
-                runs[-1] = (runs[-1][0], r + 1)
-            else:
-                runs.append((r, r + 1))
-        return Spans(sorted([*rows, *runs]))  # disjoint, ascending: every add appends
+            cand = np.concatenate([np.arange(a, b) for a, b in older])
+            c = self._cr[cand]
+            thr = np.partition(c, excess - 1)[excess - 1]
+            below = cand[c < thr]
+            gone = np.sort(np.concatenate([below, cand[c == thr][: excess - len(below)]]))  # ties: the oldest
+        keep = np.ones(len(resident), dtype=bool)
+        keep[gone] = False
+        self._cr = self._cr[keep]
+        out, at, snap = Spans(), 0, []  # every row but those that leave (the pool is the fixed rows' complement)
+        for g in [*gone.tolist(), len(resident)]:
+            if g > at:
+                out.add(at, g)
+                snap += resident[at:g]
+            at = g + 1
+        self._snap = snap
+        return out

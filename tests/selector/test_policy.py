@@ -50,16 +50,16 @@ def test_rows_of():
 
 
 # ---------------------------------------------------------------------- the credit pool
-def _credit_policy(window=4, budget=20, sinks=0, probation=0, decay=1.0):
-    return CreditPolicy(window, budget, sinks, auto_topk=2, block_size=4, probation=probation, decay=decay)
+def _credit_policy(window=4, budget=20, sinks=0, probation=0, half_life=10 ** 9):
+    return CreditPolicy(window, budget, sinks, auto_topk=2, block_size=4, probation=probation, half_life=half_life)
 
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), stream_len=st.integers(1, 80), window=st.integers(1, 12), sinks=st.integers(0, 3),
        n_new=st.integers(1, 6), budget_extra=st.integers(0, 30), reserve=st.integers(0, 4),
-       probation=st.sampled_from([0, 3, None]), decay=st.sampled_from([1.0, 0.9]))
+       probation=st.sampled_from([0, 3, None]), half_life=st.sampled_from([10 ** 9, 7, None]))
 def test_credit_pool_keeps_the_fixed_rows_and_never_exceeds_the_budget(data, stream_len, window, sinks, n_new,
-                                                                       budget_extra, reserve, probation, decay):
+                                                                       budget_extra, reserve, probation, half_life):
     """Whatever the credits: sinks, pins and the window stay; the rows kept plus the chunk and
     the reserve fit the budget (when the fixed rows do); the pool is as full as the budget
     allows; the same inputs give the same rows."""
@@ -72,7 +72,7 @@ def test_credit_pool_keeps_the_fixed_rows_and_never_exceeds_the_budget(data, str
              for _ in range(data.draw(st.integers(0, 4)))]  # some forwards' picks
     runs = []
     for _ in range(2):
-        policy = _credit_policy(window, budget, sinks, probation, decay)
+        policy = _credit_policy(window, budget, sinks, probation, half_life)
         for picked in steps:
             if resident:
                 policy.observe_selection(resident, 1, 0, picked, [1.0] * len(picked))
@@ -99,7 +99,7 @@ def test_credit_pool_keeps_a_repeatedly_picked_block_over_a_more_recent_one():
         policy.observe_selection(resident, 1, 0, [0, 1, 2, 3, 12, 13], [3.0, 3.0, 3.0, 3.0, 1.0, 1.0])
     kept = [resident[r] for a, b in policy.keep_rows(resident, 20, 1, Spans()) for r in range(a, b)]
     assert kept == [0, 1, 2, 3, *range(8, 20)]
-    assert policy.credit_of(4) == 0.0 and 4 not in policy.credit  # gone, and forgotten
+    assert policy.credit_of(4) == 0.0 and 4 not in policy._snap  # gone, and forgotten
 
 
 def test_credit_pool_probation_and_decay():
@@ -117,7 +117,7 @@ def test_credit_pool_probation_and_decay():
         policy.observe_selection(resident, 1, 0, list(range(10)), [1.0] * 10)
         assert kept(policy) == want, probation
     # decay: a block picked often long ago (0..3) loses to one picked once lately (4..7)
-    policy = _credit_policy(window=4, budget=17, decay=0.5)
+    policy = _credit_policy(window=4, budget=17, half_life=1)
     for _ in range(3):
         policy.observe_selection(resident, 1, 0, [0, 1, 2, 3], [4.0] * 4)
     for _ in range(6):
@@ -126,18 +126,20 @@ def test_credit_pool_probation_and_decay():
     assert 0 < policy.credit_of(0) < policy.credit_of(4)
     assert kept(policy) == list(range(4, 20))
     # a chunk's picks count once per token, and its tokens start without credit
-    policy.credit[19] = 7.0
+    policy.observe_selection(resident, 1, 0, [19 - 0], [7.0])  # (as if it had been picked)
+    assert policy.credit_of(19) > 0
     policy.observe_selection(resident, 3, 2, [0], [2.0])
-    assert 19 not in policy.credit
+    assert policy.credit_of(19) == 0.0
     assert policy.credit_of(2) == pytest.approx(2.0 * 3)
 
 
 def test_credit_pool_carries_its_credits_through_a_resize_and_renormalizes():
-    policy = _credit_policy(decay=0.5)
+    policy = _credit_policy(half_life=1)
     resident = list(range(10))
     policy.observe_selection(resident, 1, 0, [1], [1.0])
     bigger = policy.resized(6, 30)
     assert isinstance(bigger, CreditPolicy) and (bigger.window, bigger.budget, bigger.decay) == (6, 30, 0.5)
+    assert CreditPolicy(4, 64).decay == CreditPolicy(4, 64, half_life=64).decay == pytest.approx(0.5 ** (1 / 64))
     assert bigger.credit_of(1) == policy.credit_of(1) > 0
     for _ in range(400):  # 2 ** 400 > 1e100: the lazy factor is folded back into the credits
         bigger.observe_selection(resident, 1, 0, [2], [1.0])
@@ -167,3 +169,49 @@ def test_script_config_accepts_the_pool_and_scoring_names():
     for bad in ({"auto_pool": "lru"}, {"auto_score": 3}):
         with pytest.raises(ValueError, match="wrong type"):
             check_config(bad, "config")
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), window=st.integers(1, 6), budget_extra=st.integers(0, 14), probation=st.sampled_from([0, 2, None]),
+       half_life=st.sampled_from([10 ** 18, 1]))
+def test_credit_pool_equals_a_per_token_oracle(data, window, budget_extra, probation, half_life):
+    """The vectorized pool (credits aligned with the rows, one lazy decay factor) against the
+    rule token by token, through forwards, picks and rows leaving behind its back (drops,
+    rewinds). Decay 1 or 1/2 per token and integer picks: every credit is exact."""
+    budget = window + budget_extra
+    policy = CreditPolicy(window, budget, 0, auto_topk=2, block_size=3, probation=probation, half_life=half_life)
+    decay, keep_new = policy.decay, 3 if probation is None else probation
+    oracle: dict[int, float] = {}
+    resident: list[int] = []
+    stream = 0
+    pins = Spans()
+    for _ in range(data.draw(st.integers(1, 25))):
+        op = data.draw(st.sampled_from(["forward", "forward", "forward", "drop", "rewind"]))
+        if op == "drop" and resident:
+            resident.remove(data.draw(st.sampled_from(resident)))
+        elif op == "rewind" and stream:
+            stream = data.draw(st.integers(0, stream))
+            resident = [t for t in resident if t < stream]
+        elif op == "forward":
+            n_new = data.draw(st.integers(1, min(3, window)))
+            rows = policy.keep_rows(resident, stream, n_new, pins)
+            got = [resident[r] for a, b in rows for r in range(a, b)]
+            pool = [r for r, t in enumerate(resident) if not policy.always(t, stream, n_new, pins)]
+            room = budget - n_new - (len(resident) - len(pool))
+            gone = []
+            if len(pool) > room:
+                excess = len(pool) - room
+                older = pool[: max(len(pool) - keep_new, 0)]
+                gone = pool[:excess] if excess >= len(older) else \
+                    sorted(older, key=lambda r: (oracle.get(resident[r], 0.0), r))[:excess]
+            assert got == [t for r, t in enumerate(resident) if r not in gone]
+            resident = got + list(range(stream, stream + n_new))
+            stream += n_new
+            picked = sorted(set(data.draw(st.lists(st.integers(0, max(len(got) - 1, 0)), max_size=5)))) if got else []
+            counts = [float(data.draw(st.integers(1, 3))) for _ in picked]
+            policy.observe_selection(resident, n_new, 0, picked, counts)
+            oracle = {t: c * decay ** n_new for t, c in oracle.items() if t in set(got)}
+            for r, c in zip(picked, counts):
+                oracle[resident[r]] = oracle.get(resident[r], 0.0) + c * n_new
+        for t in resident:
+            assert policy.credit_of(t) == oracle.get(t, 0.0)
