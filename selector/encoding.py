@@ -125,7 +125,7 @@ class Encoder:
                 h = a.hits[1 + a.pool_start : 1 + a.pool_end].cpu()
                 rows = h.nonzero().flatten()
                 rows, counts = rows.tolist(), (h[rows] / a.selections).tolist()
-            observe(self.resident_tokens, n, a.pool_start if a is not None else 0, rows, counts)
+            observe(self.resident_tokens, n, (a.pool_start, a.pool_end) if a is not None else (0, 0), rows, counts)
 
     def _chunk(self) -> int:
         return max(1, min(self.config.prefill_chunk, self.config.window))

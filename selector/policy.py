@@ -16,10 +16,12 @@ picked per step and per KV head. Two pools (SessionConfig.auto_pool):
   steps early, 0.33 -> 0.10 at B = 96.) A fact that streamed in early is gone long before
   the question that needs it comes.
 - "credit" (CreditPolicy): what the selection values stays. After each forward every pool
-  row is credited with the number of (layer, KV head) selections that picked its block,
-  times the forward's tokens, and credits decay by `decay` per token; when the pool must
-  give up rows it gives up the lowest-credit ones (ties: the oldest first), never one of
-  its newest `probation` rows (a row entering the pool has had no chance to be picked).
+  row is credited with the share of (layer, KV head) selections that picked its block, and
+  charged one exposure, both times the forward's tokens and both halving every `half_life`
+  tokens; when the pool must give up rows it gives up those with the lowest pick rate
+  (credit / exposure; ties: the oldest first), never one of its newest `probation` rows (a
+  row entering the pool has had no chance to be picked yet). A rate, not a sum: a sum
+  favours whatever has been in the pool longest, and the pool froze on its first rows.
 
 A token that leaves the resident set never returns by itself: only `recall` (re-encoding)
 brings its text back, as new tokens. Dropped tokens leave at once.
@@ -197,10 +199,12 @@ class HeavyHitterPolicy(RetentionPolicy):
 class CreditPolicy(RetentionPolicy):
     """Auto selection's pool kept by credit (see the module's docstring): sinks, pins and the
     window as RetentionPolicy; of the other resident rows, when more than the budget holds,
-    the lowest-credit ones leave (ties: the oldest), never one of the newest `probation`
-    (None: block_size). Credits come from `observe_selection`, which the encoder calls after
-    each forward with the share of (layer, KV head) selections that picked each row
-    (StepPlan.auto.hits); they halve every `half_life` tokens (None: the budget).
+    those with the lowest pick rate leave (ties: the oldest), never one of the newest
+    `probation` (None: block_size). Picks come from `observe_selection`, which the encoder
+    calls after each forward with the share of (layer, KV head) selections that picked each
+    row (StepPlan.auto.hits) and the pool's rows, each charged one exposure; both halve every
+    `half_life` tokens (None: the budget). rate=False ranks by the credit alone (measured:
+    the pool then keeps its first rows for good, docs/engine.md).
 
     Credits are an array aligned with the resident rows (`_snap`, the order keys it was last
     aligned with), scaled by one lazy decay factor (`_w`: a pick now weighs 1/decay**T of a
@@ -211,12 +215,13 @@ class CreditPolicy(RetentionPolicy):
 
     half_life: int | None = None  # tokens
     probation: int | None = None  # rows
+    rate: bool = True
 
     wants_hits = True  # the encoder asks the attention for pick counts
 
     def __post_init__(self):
         self._snap: list = []  # order keys the credits are aligned with
-        self._cr = np.zeros(0)  # credit * _w of each
+        self._cr = np.zeros((0, 2))  # of each: credit * _w, exposure * _w (forwards spent in the pool)
         self._w = 1.0
 
     @property
@@ -224,15 +229,16 @@ class CreditPolicy(RetentionPolicy):
         """Per token."""
         return 0.5 ** (1.0 / max(1, self.budget if self.half_life is None else self.half_life))
 
-    def credit_of(self, t) -> float:
+    def credit_of(self, t, column: int = 0) -> float:
+        """Token t's decayed picks (column 1: its decayed exposure); 0 if it has none."""
         i = bisect_left(self._snap, t)
-        return float(self._cr[i]) / self._w if i < len(self._snap) and self._snap[i] == t else 0.0
+        return float(self._cr[i, column]) / self._w if i < len(self._snap) and self._snap[i] == t else 0.0
 
     def _align(self, resident: list) -> None:
         """Credits aligned with `resident` (sorted order keys), carried over by token."""
         if resident == self._snap:
             return
-        cr = np.zeros(len(resident))
+        cr = np.zeros((len(resident), 2))
         if self._snap and resident:
             old, new = np.asarray(self._snap, dtype=np.float64), np.asarray(resident, dtype=np.float64)
             i = np.minimum(np.searchsorted(old, new), len(old) - 1)
@@ -240,21 +246,25 @@ class CreditPolicy(RetentionPolicy):
             cr[same] = self._cr[i[same]]
         self._snap, self._cr = list(resident), cr
 
-    def observe_selection(self, resident: list, n_new: int, pool_start: int = 0, rows=(), counts=()) -> None:
-        """After a forward of the last n_new rows of `resident`: the rows at ranks pool_start +
-        `rows` were picked by a share `counts` of the selections. The new rows start without
-        credit (a token index that comes back after a rewind or a recall is a new row)."""
+    def observe_selection(self, resident: list, n_new: int, pool: tuple[int, int] = (0, 0), rows=(),
+                          counts=()) -> None:
+        """After a forward of the last n_new rows of `resident` whose pool was the ranks
+        [pool[0], pool[1]): the rows at ranks pool[0] + `rows` were picked by a share `counts`
+        of the selections. The new rows start without credit (a token index that comes back
+        after a rewind or a recall is a new row)."""
+        pool_start, pool_end = pool
         k = len(resident) - n_new
         if resident[:k] == self._snap:
             self._snap.extend(resident[k:])
-            self._cr = np.concatenate([self._cr, np.zeros(n_new)])
+            self._cr = np.concatenate([self._cr, np.zeros((n_new, 2))])
         else:
             self._align(resident)
             self._cr[k:] = 0.0
         self._w /= self.decay ** n_new
         if len(rows):
-            np.add.at(self._cr, pool_start + np.asarray(rows, dtype=np.int64),
+            np.add.at(self._cr[:, 0], pool_start + np.asarray(rows, dtype=np.int64),
                       np.asarray(counts, dtype=np.float64) * (self._w * n_new))
+        self._cr[pool_start:pool_end, 1] += self._w * n_new
         if self._w > 1e100:
             self._cr /= self._w
             self._w = 1.0
@@ -286,7 +296,9 @@ class CreditPolicy(RetentionPolicy):
             gone = np.concatenate(gone)
         else:
             cand = np.concatenate([np.arange(a, b) for a, b in older])
-            c = self._cr[cand]
+            c = self._cr[cand, 0]
+            if self.rate:
+                c = c / np.maximum(self._cr[cand, 1], 1e-300)
             thr = np.partition(c, excess - 1)[excess - 1]
             below = cand[c < thr]
             gone = np.sort(np.concatenate([below, cand[c == thr][: excess - len(below)]]))  # ties: the oldest

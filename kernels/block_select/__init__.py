@@ -146,5 +146,7 @@ def select_topk_blocks(q, k, candidate_start: int, candidate_end: int, block_siz
 
         return topk_rows_triton(scores, candidate_start, candidate_end, block_size, topk)
     kk = min(topk, scores.shape[-1])
-    blocks = scores.topk(kk, dim=-1, sorted=False).indices
+    # ties to the lowest blocks, as the Triton kernel breaks them (torch.topk's pick among
+    # equal scores is unspecified: a zero query ties every block)
+    blocks = scores.sort(dim=-1, descending=True, stable=True).indices[..., :kk]
     return blocks_to_rows(blocks, candidate_start, candidate_end, block_size, topk)

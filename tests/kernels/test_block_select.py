@@ -193,3 +193,17 @@ def test_fla_keeps_the_first_block_and_scales_like_attention():
     summ = block_summaries(k, 8, "fla")
     torch.testing.assert_close(score_blocks(q, summ, "fla"), score_blocks(q, summ, "fla", scale=16 ** -0.5))
     assert not torch.allclose(score_blocks(q, summ, "fla"), score_blocks(q, summ, "fla", scale=1.0))
+
+
+@pytest.mark.parametrize("kind", ["minmax", "mean", "fla"])
+def test_ties_go_to_the_lowest_blocks_on_every_backend(kind):
+    """A zero query ties every block: both backends take the lowest ones ("fla": the first
+    block, then the lowest others), so the engine picks the same rows on CPU and GPU."""
+    q = torch.zeros(1, 4, 1, 16)
+    k = torch.randn(1, 2, 60, 16, generator=torch.Generator().manual_seed(0))
+    want = [list(range(10, 22))] * 2
+    backends = ["reference"] + (["triton"] if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+                                else [])
+    for backend in backends:
+        rows = select_topk_blocks(q, k, 10, 60, 4, 3, kind, backend=backend)
+        assert rows[0].tolist() == want, backend

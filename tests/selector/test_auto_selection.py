@@ -217,7 +217,7 @@ def test_pick_counts_are_what_the_heads_attended(tiny_qwen35):
         plans.append(plan)
         return plan, positions
 
-    def observe(resident, n, pool_start, rows, counts):
+    def observe(resident, n, pool, rows, counts):
         a = plans[-1].auto
         if a is not None:
             base = set(a.base_rows.tolist())
@@ -230,7 +230,7 @@ def test_pick_counts_are_what_the_heads_attended(tiny_qwen35):
             assert a.selections == sum(idx.shape[0] * idx.shape[1] for idx in plans[-1].attended.values())
             assert dict(zip(rows, counts)) == {r - a.pool_start: h / a.selections for r, h in enumerate(hits[1:]) if h}
             checked.append(len(rows))
-        orig_observe(resident, n, pool_start, rows, counts)
+        orig_observe(resident, n, pool, rows, counts)
 
     s._plan = spy
     s.policy.observe_selection = observe

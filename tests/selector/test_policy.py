@@ -50,16 +50,24 @@ def test_rows_of():
 
 
 # ---------------------------------------------------------------------- the credit pool
-def _credit_policy(window=4, budget=20, sinks=0, probation=0, half_life=10 ** 9):
-    return CreditPolicy(window, budget, sinks, auto_topk=2, block_size=4, probation=probation, half_life=half_life)
+def _credit_policy(window=4, budget=20, sinks=0, probation=0, half_life=10 ** 18, rate=True):
+    return CreditPolicy(window, budget, sinks, auto_topk=2, block_size=4, probation=probation, half_life=half_life,
+                        rate=rate)
+
+
+def _kept(policy, resident, stream_len=None, n_new=1, pins=None):
+    stream_len = resident[-1] + 1 if stream_len is None else stream_len
+    rows = policy.keep_rows(resident, stream_len, n_new, Spans() if pins is None else pins)
+    return [resident[r] for a, b in rows for r in range(a, b)]
 
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), stream_len=st.integers(1, 80), window=st.integers(1, 12), sinks=st.integers(0, 3),
        n_new=st.integers(1, 6), budget_extra=st.integers(0, 30), reserve=st.integers(0, 4),
-       probation=st.sampled_from([0, 3, None]), half_life=st.sampled_from([10 ** 9, 7, None]))
+       probation=st.sampled_from([0, 3, None]), half_life=st.sampled_from([10 ** 18, 7, None]), rate=st.booleans())
 def test_credit_pool_keeps_the_fixed_rows_and_never_exceeds_the_budget(data, stream_len, window, sinks, n_new,
-                                                                       budget_extra, reserve, probation, half_life):
+                                                                       budget_extra, reserve, probation, half_life,
+                                                                       rate):
     """Whatever the credits: sinks, pins and the window stay; the rows kept plus the chunk and
     the reserve fit the budget (when the fixed rows do); the pool is as full as the budget
     allows; the same inputs give the same rows."""
@@ -68,14 +76,14 @@ def test_credit_pool_keeps_the_fixed_rows_and_never_exceeds_the_budget(data, str
     for a, length in data.draw(st.lists(st.tuples(st.integers(0, 90), st.integers(1, 6)), max_size=4)):
         pins.add(a, a + length)
     budget = window + sinks + budget_extra
-    steps = [sorted(set(data.draw(st.lists(st.integers(0, max(len(resident) - 1, 0)), max_size=8))))
-             for _ in range(data.draw(st.integers(0, 4)))]  # some forwards' picks
+    steps = [(sorted(set(data.draw(st.lists(st.integers(0, max(len(resident) - 1, 0)), max_size=8)))),
+              data.draw(st.integers(0, len(resident)))) for _ in range(data.draw(st.integers(0, 4)))]  # picks, pool
     runs = []
     for _ in range(2):
-        policy = _credit_policy(window, budget, sinks, probation, half_life)
-        for picked in steps:
+        policy = _credit_policy(window, budget, sinks, probation, half_life, rate)
+        for picked, pool_end in steps:
             if resident:
-                policy.observe_selection(resident, 1, 0, picked, [1.0] * len(picked))
+                policy.observe_selection(resident, 1, (0, pool_end), picked, [1.0] * len(picked))
         runs.append((policy, policy.keep_rows(resident, stream_len, n_new, pins, reserve)))
     (policy, rows), (_, again) = runs
     assert list(rows) == list(again)
@@ -88,61 +96,74 @@ def test_credit_pool_keeps_the_fixed_rows_and_never_exceeds_the_budget(data, str
 
 
 def test_credit_pool_keeps_a_repeatedly_picked_block_over_a_more_recent_one():
-    """Pool rows 0..15 (window: the last 4 tokens). Rows 0..3 were picked at each step, rows
-    8..11 never: when four rows must go, the fifo pool gives up 0..3, the credit pool the
-    oldest unpicked ones, 4..7."""
+    """Window 4, one new token: tokens 17..19 stay, the pool is 0..16. Rows 0..3 were picked
+    at every step, rows 4..11 never: when four rows must go, the fifo pool gives up 0..3, the
+    credit pool the oldest unpicked ones, 4..7."""
     resident = list(range(20))
     fifo = RetentionPolicy(4, 17, auto_topk=2, block_size=4)
-    assert [r for a, b in fifo.keep_rows(resident, 20, 1, Spans()) for r in range(a, b)] == list(range(4, 20))
-    policy = _credit_policy(window=4, budget=17)
-    for _ in range(5):
-        policy.observe_selection(resident, 1, 0, [0, 1, 2, 3, 12, 13], [3.0, 3.0, 3.0, 3.0, 1.0, 1.0])
-    kept = [resident[r] for a, b in policy.keep_rows(resident, 20, 1, Spans()) for r in range(a, b)]
-    assert kept == [0, 1, 2, 3, *range(8, 20)]
-    assert policy.credit_of(4) == 0.0 and 4 not in policy._snap  # gone, and forgotten
+    assert _kept(fifo, resident) == list(range(4, 20))
+    for rate in (True, False):
+        policy = _credit_policy(window=4, budget=17, rate=rate)
+        for _ in range(5):
+            policy.observe_selection(resident, 1, (0, 17), [0, 1, 2, 3, 12, 13], [0.75] * 4 + [0.25] * 2)
+        assert _kept(policy, resident) == [0, 1, 2, 3, *range(8, 20)]
+        assert policy.credit_of(4) == 0.0 and 4 not in policy._snap  # gone, and forgotten
+
+
+def test_credit_pool_ranks_by_pick_rate_not_by_time_in_the_pool():
+    """Rows 0..7 spent 10 forwards in the pool and were picked in 4 (rate 0.4); rows 8..15
+    came for the last 3 and were picked in each (rate 1); row 16 was never in it. Nine must
+    go: by rate 16 and 0..7, by credit alone (which favours the rows that were there longest)
+    16 and 8..15."""
+    resident = list(range(20))
+    for rate, want in ((True, [*range(8, 16), 17, 18, 19]), (False, [*range(8), 17, 18, 19])):
+        policy = _credit_policy(window=4, budget=12, rate=rate)
+        for step in range(7):
+            policy.observe_selection(resident, 1, (0, 8), list(range(8)) if step < 4 else [], [1.0] * 8 if step < 4 else [])
+        for _ in range(3):
+            policy.observe_selection(resident, 1, (0, 16), list(range(8, 16)), [1.0] * 8)
+        assert policy.credit_of(0) == 4.0 and policy.credit_of(0, column=1) == 10.0
+        assert policy.credit_of(8) == policy.credit_of(8, column=1) == 3.0
+        assert _kept(policy, resident) == want, rate
 
 
 def test_credit_pool_probation_and_decay():
-    """Window 4, one new token: tokens 17..19 stay, the pool is 0..16."""
     resident = list(range(20))
-
-    def kept(policy):
-        return [resident[r] for a, b in policy.keep_rows(resident, 20, 1, Spans()) for r in range(a, b)]
-
-    # six of 17 pool rows must go; rows 0..9 have credit. Without probation the unpicked go,
+    # six of 17 pool rows must go; rows 0..9 were picked. Without probation the unpicked go,
     # oldest first (10..15); with probation 6 the newest six (11..16) stay, so 10 and then
-    # the oldest credited rows go
+    # the oldest picked rows go
     for probation, want in ((0, [*range(10), *range(16, 20)]), (6, [*range(5, 10), *range(11, 20)])):
         policy = _credit_policy(window=4, budget=15, probation=probation)
-        policy.observe_selection(resident, 1, 0, list(range(10)), [1.0] * 10)
-        assert kept(policy) == want, probation
-    # decay: a block picked often long ago (0..3) loses to one picked once lately (4..7)
+        policy.observe_selection(resident, 1, (0, 17), list(range(10)), [1.0] * 10)
+        assert _kept(policy, resident) == want, probation
+    # decay: a block picked often long ago (0..3) loses to one picked once lately (4..16)
     policy = _credit_policy(window=4, budget=17, half_life=1)
     for _ in range(3):
-        policy.observe_selection(resident, 1, 0, [0, 1, 2, 3], [4.0] * 4)
+        policy.observe_selection(resident, 1, (0, 17), [0, 1, 2, 3], [1.0] * 4)
     for _ in range(6):
-        policy.observe_selection(resident, 1, 0, [], [])
-    policy.observe_selection(resident, 1, 0, list(range(4, 17)), [1.0] * 13)
+        policy.observe_selection(resident, 1, (0, 17), [], [])
+    policy.observe_selection(resident, 1, (0, 17), list(range(4, 17)), [0.25] * 13)
     assert 0 < policy.credit_of(0) < policy.credit_of(4)
-    assert kept(policy) == list(range(4, 20))
-    # a chunk's picks count once per token, and its tokens start without credit
-    policy.observe_selection(resident, 1, 0, [19 - 0], [7.0])  # (as if it had been picked)
-    assert policy.credit_of(19) > 0
-    policy.observe_selection(resident, 3, 2, [0], [2.0])
-    assert policy.credit_of(19) == 0.0
-    assert policy.credit_of(2) == pytest.approx(2.0 * 3)
+    assert _kept(policy, resident) == list(range(4, 20))
+    # a chunk's picks and exposure count once per token; its own tokens start afresh
+    policy = _credit_policy()
+    policy.observe_selection(resident, 1, (0, 20), [19], [0.5])
+    assert policy.credit_of(19) == 0.5
+    policy.observe_selection(resident, 3, (2, 10), [0], [0.5])
+    assert policy.credit_of(19) == 0.0 and policy.credit_of(2) == 1.5 and policy.credit_of(2, column=1) == 4.0
+    assert policy.credit_of(10, column=1) == 1.0  # outside the pool: no exposure
 
 
 def test_credit_pool_carries_its_credits_through_a_resize_and_renormalizes():
     policy = _credit_policy(half_life=1)
     resident = list(range(10))
-    policy.observe_selection(resident, 1, 0, [1], [1.0])
+    policy.observe_selection(resident, 1, (0, 9), [1], [1.0])
     bigger = policy.resized(6, 30)
     assert isinstance(bigger, CreditPolicy) and (bigger.window, bigger.budget, bigger.decay) == (6, 30, 0.5)
-    assert CreditPolicy(4, 64).decay == CreditPolicy(4, 64, half_life=64).decay == pytest.approx(0.5 ** (1 / 64))
     assert bigger.credit_of(1) == policy.credit_of(1) > 0
+    assert CreditPolicy(4, 64).decay == CreditPolicy(4, 64, half_life=64).decay == pytest.approx(0.5 ** (1 / 64))
     for _ in range(400):  # 2 ** 400 > 1e100: the lazy factor is folded back into the credits
-        bigger.observe_selection(resident, 1, 0, [2], [1.0])
+        bigger.observe_selection(resident, 1, (0, 9), [2], [1.0])
     assert bigger._w < 1e100 and bigger.credit_of(2) == pytest.approx(2.0)
     assert RetentionPolicy(4, 20).resized(5, 21) == RetentionPolicy(5, 21)
 
@@ -173,18 +194,26 @@ def test_script_config_accepts_the_pool_and_scoring_names():
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), window=st.integers(1, 6), budget_extra=st.integers(0, 14), probation=st.sampled_from([0, 2, None]),
-       half_life=st.sampled_from([10 ** 18, 1]))
-def test_credit_pool_equals_a_per_token_oracle(data, window, budget_extra, probation, half_life):
+       half_life=st.sampled_from([10 ** 18, 1]), rate=st.booleans())
+def test_credit_pool_equals_a_per_token_oracle(data, window, budget_extra, probation, half_life, rate):
     """The vectorized pool (credits aligned with the rows, one lazy decay factor) against the
     rule token by token, through forwards, picks and rows leaving behind its back (drops,
-    rewinds). Decay 1 or 1/2 per token and integer picks: every credit is exact."""
+    rewinds). Decay 1 or 1/2 per token and picks in quarters: every credit is exact."""
     budget = window + budget_extra
-    policy = CreditPolicy(window, budget, 0, auto_topk=2, block_size=3, probation=probation, half_life=half_life)
+    policy = CreditPolicy(window, budget, 0, auto_topk=2, block_size=3, probation=probation, half_life=half_life,
+                          rate=rate)
     decay, keep_new = policy.decay, 3 if probation is None else probation
-    oracle: dict[int, float] = {}
+    credit: dict[int, float] = {}
+    exposure: dict[int, float] = {}
     resident: list[int] = []
     stream = 0
     pins = Spans()
+
+    def value(t):
+        if not rate:
+            return credit.get(t, 0.0)
+        return credit.get(t, 0.0) / exposure[t] if exposure.get(t) else 0.0
+
     for _ in range(data.draw(st.integers(1, 25))):
         op = data.draw(st.sampled_from(["forward", "forward", "forward", "drop", "rewind"]))
         if op == "drop" and resident:
@@ -194,8 +223,7 @@ def test_credit_pool_equals_a_per_token_oracle(data, window, budget_extra, proba
             resident = [t for t in resident if t < stream]
         elif op == "forward":
             n_new = data.draw(st.integers(1, min(3, window)))
-            rows = policy.keep_rows(resident, stream, n_new, pins)
-            got = [resident[r] for a, b in rows for r in range(a, b)]
+            got = _kept(policy, resident, stream, n_new, pins)
             pool = [r for r, t in enumerate(resident) if not policy.always(t, stream, n_new, pins)]
             room = budget - n_new - (len(resident) - len(pool))
             gone = []
@@ -203,15 +231,20 @@ def test_credit_pool_equals_a_per_token_oracle(data, window, budget_extra, proba
                 excess = len(pool) - room
                 older = pool[: max(len(pool) - keep_new, 0)]
                 gone = pool[:excess] if excess >= len(older) else \
-                    sorted(older, key=lambda r: (oracle.get(resident[r], 0.0), r))[:excess]
+                    sorted(older, key=lambda r: (value(resident[r]), r))[:excess]
             assert got == [t for r, t in enumerate(resident) if r not in gone]
             resident = got + list(range(stream, stream + n_new))
             stream += n_new
-            picked = sorted(set(data.draw(st.lists(st.integers(0, max(len(got) - 1, 0)), max_size=5)))) if got else []
-            counts = [float(data.draw(st.integers(1, 3))) for _ in picked]
-            policy.observe_selection(resident, n_new, 0, picked, counts)
-            oracle = {t: c * decay ** n_new for t, c in oracle.items() if t in set(got)}
+            exposed = data.draw(st.integers(0, len(got)))
+            picked = sorted(set(data.draw(st.lists(st.integers(0, max(exposed - 1, 0)), max_size=5)))) if exposed else []
+            counts = [data.draw(st.integers(1, 4)) / 4 for _ in picked]
+            policy.observe_selection(resident, n_new, (0, exposed), picked, counts)
+            live = set(got)
+            credit = {t: c * decay ** n_new for t, c in credit.items() if t in live}
+            exposure = {t: c * decay ** n_new for t, c in exposure.items() if t in live}
+            for t in got[:exposed]:
+                exposure[t] = exposure.get(t, 0.0) + n_new
             for r, c in zip(picked, counts):
-                oracle[resident[r]] = oracle.get(resident[r], 0.0) + c * n_new
+                credit[resident[r]] = credit.get(resident[r], 0.0) + c * n_new
         for t in resident:
-            assert policy.credit_of(t) == oracle.get(t, 0.0)
+            assert policy.credit_of(t) == credit.get(t, 0.0) and policy.credit_of(t, 1) == exposure.get(t, 0.0)
