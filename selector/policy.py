@@ -221,7 +221,8 @@ class CreditPolicy(RetentionPolicy):
 
     def __post_init__(self):
         self._snap: list = []  # order keys the credits are aligned with
-        self._cr = np.zeros((0, 2))  # of each: credit * _w, exposure * _w (forwards spent in the pool)
+        self._c = np.zeros(0)  # of each: credit * _w
+        self._e = np.zeros(0)  # exposure * _w (tokens spent in the pool)
         self._w = 1.0
 
     @property
@@ -232,19 +233,20 @@ class CreditPolicy(RetentionPolicy):
     def credit_of(self, t, column: int = 0) -> float:
         """Token t's decayed picks (column 1: its decayed exposure); 0 if it has none."""
         i = bisect_left(self._snap, t)
-        return float(self._cr[i, column]) / self._w if i < len(self._snap) and self._snap[i] == t else 0.0
+        a = self._e if column else self._c
+        return float(a[i]) / self._w if i < len(self._snap) and self._snap[i] == t else 0.0
 
     def _align(self, resident: list) -> None:
         """Credits aligned with `resident` (sorted order keys), carried over by token."""
         if resident == self._snap:
             return
-        cr = np.zeros((len(resident), 2))
+        c, e = np.zeros(len(resident)), np.zeros(len(resident))
         if self._snap and resident:
             old, new = np.asarray(self._snap, dtype=np.float64), np.asarray(resident, dtype=np.float64)
             i = np.minimum(np.searchsorted(old, new), len(old) - 1)
             same = old[i] == new
-            cr[same] = self._cr[i[same]]
-        self._snap, self._cr = list(resident), cr
+            c[same], e[same] = self._c[i[same]], self._e[i[same]]
+        self._snap, self._c, self._e = list(resident), c, e
 
     def observe_selection(self, resident: list, n_new: int, pool: tuple[int, int] = (0, 0), rows=(),
                           counts=()) -> None:
@@ -256,18 +258,26 @@ class CreditPolicy(RetentionPolicy):
         k = len(resident) - n_new
         if resident[:k] == self._snap:
             self._snap.extend(resident[k:])
-            self._cr = np.concatenate([self._cr, np.zeros((n_new, 2))])
+            self._c = np.concatenate([self._c, np.zeros(n_new)])
+            self._e = np.concatenate([self._e, np.zeros(n_new)])
         else:
             self._align(resident)
-            self._cr[k:] = 0.0
+            self._c[k:] = self._e[k:] = 0.0
         self._w /= self.decay ** n_new
         if len(rows):
-            np.add.at(self._cr[:, 0], pool_start + np.asarray(rows, dtype=np.int64),
+            np.add.at(self._c, pool_start + np.asarray(rows, dtype=np.int64),
                       np.asarray(counts, dtype=np.float64) * (self._w * n_new))
-        self._cr[pool_start:pool_end, 1] += self._w * n_new
+        self._e[pool_start:pool_end] += self._w * n_new
         if self._w > 1e100:
-            self._cr /= self._w
+            self._c /= self._w
+            self._e /= self._w
             self._w = 1.0
+
+    def _value(self, a: int, b: int) -> np.ndarray:
+        """What rows [a, b) are ranked by: pick rate, or credit."""
+        if not self.rate:
+            return self._c[a:b]
+        return self._c[a:b] / np.maximum(self._e[a:b], 1e-300)
 
     def keep_rows(self, resident: list, stream_len: int, n_new: int, pins: Spans, reserve: int = 0) -> Spans:
         rows = self.always_rows(resident, stream_len, n_new, pins)
@@ -291,22 +301,19 @@ class CreditPolicy(RetentionPolicy):
         if excess >= n_older:  # more must go than is out of probation: the oldest go
             gone, left = [], excess
             for a, b in pool:
-                gone.append(np.arange(a, min(b, a + left)))
+                gone += range(a, a + min(b - a, left))
                 left -= min(b - a, left)
-            gone = np.concatenate(gone)
         else:
-            cand = np.concatenate([np.arange(a, b) for a, b in older])
-            c = self._cr[cand, 0]
-            if self.rate:
-                c = c / np.maximum(self._cr[cand, 1], 1e-300)
-            thr = np.partition(c, excess - 1)[excess - 1]
-            below = cand[c < thr]
-            gone = np.sort(np.concatenate([below, cand[c == thr][: excess - len(below)]]))  # ties: the oldest
-        keep = np.ones(len(resident), dtype=bool)
-        keep[gone] = False
-        self._cr = self._cr[keep]
+            v = np.concatenate([self._value(a, b) for a, b in older])
+            thr = np.partition(v, excess - 1)[excess - 1]
+            pick = np.flatnonzero(v < thr)
+            pick = np.sort(np.concatenate([pick, np.flatnonzero(v == thr)[: excess - len(pick)]]))  # ties: oldest
+            starts = np.cumsum([0] + [b - a for a, b in older])  # position in v -> rank
+            span = np.searchsorted(starts, pick, side="right") - 1
+            gone = (pick - starts[span] + np.asarray([a for a, _ in older])[span]).tolist()
+        self._c, self._e = np.delete(self._c, gone), np.delete(self._e, gone)
         out, at, snap = Spans(), 0, []  # every row but those that leave (the pool is the fixed rows' complement)
-        for g in [*gone.tolist(), len(resident)]:
+        for g in [*gone, len(resident)]:
             if g > at:
                 out.add(at, g)
                 snap += resident[at:g]

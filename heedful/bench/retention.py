@@ -5,7 +5,9 @@ the facts (the held-out recall episodes of the training corpus, regenerated). Ea
 runs through the real session engine, per policy and budget:
 full attention (upper bound), window only, sinks + window (StreamingLLM), heavy hitters
 (H2O: the most attended tokens), NSA-style block top-k, human pins (the facts pinned as a
-person or a replay script would), pins + top-k. Run on the embedded gated model and, with
+person or a replay script would), pins + top-k; top-k's pool and scoring can be named,
+"topk-fifo-fla", "pins+topk-credit" (heedful.train.retention.auto_variant; plain "topk" runs
+the session's defaults). Run on the embedded gated model and, with
 --twin, its ungated twin (not shipped: `heedful train --ungated` rebuilds it). Prints a
 table and writes a PNG: accuracy vs budget, one line per policy, one panel per model.
 
@@ -142,9 +144,10 @@ def retention(twin, budgets, episodes, filler, policies, png, as_json, episodes_
         what = f"episodes of {episodes_file}, streamed" if episodes_file else f"filler {filler} sentences"
         click.echo(f"\n{res['label']} ({'gated' if res['gated'] else 'ungated'}): recall accuracy, "
                    f"{res['episodes']} episodes, {what}")
-        click.echo(f"{'policy':<14}" + "".join(f"{'B=' + str(b):>8}" for b in bs))
+        width = max([14, *(len(p) + 2 for p in res["accuracy"])])
+        click.echo(f"{'policy':<{width}}" + "".join(f"{'B=' + str(b):>8}" for b in bs))
         for policy, accs in res["accuracy"].items():
-            click.echo(f"{policy:<14}" + "".join(f"{accs[str(b)]:>8.2f}" for b in bs))
+            click.echo(f"{policy:<{width}}" + "".join(f"{accs[str(b)]:>8.2f}" for b in bs))
         full = res["accuracy"].get("full")
         pins = res["accuracy"].get("pins")
         if full and pins:

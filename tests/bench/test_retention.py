@@ -54,3 +54,36 @@ def test_the_fold_policy_folds_the_filler(tiny_qwen35, monkeypatch):
     ep = recall_episode(random.Random(3), n_facts=2, n_filler=4).to_dict()
     run_episode(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, "fold", budget=256, gated=True, max_new=2)
     assert len(folds) == 4  # one gist per filler sentence
+
+
+def test_topk_variants_name_their_pool_and_scoring(tiny_qwen35):
+    import random
+
+    from heedful.train.retention import auto_variant, is_policy, policy_session
+    from heedful.train.synthetic import recall_episode
+
+    assert auto_variant("topk") == {} and auto_variant("pins+topk") == {}
+    assert auto_variant("topk-fifo-fla") == {"auto_pool": "fifo", "auto_score": "fla"}
+    assert auto_variant("pins+topk-minmax") == {"auto_score": "minmax"}
+    for bad in ("topk-lru", "topk-fifo-credit", "topk-fla-fla", "topkfifo", "pins", "h2o"):
+        assert auto_variant(bad) is None, bad
+    assert is_policy("pins") and is_policy("topk-credit") and not is_policy("topk-x")
+    ep = recall_episode(random.Random(3), n_facts=2, n_filler=4).to_dict()
+    s = policy_session(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, "topk-fifo-fla", 40, True)
+    assert (s.config.auto_topk, s.config.auto_pool, s.config.auto_score) == (2, "fifo", "fla")
+    assert type(s.policy).__name__ == "RetentionPolicy"
+    s = policy_session(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, "pins+topk", 40, True)
+    assert (s.config.auto_pool, s.config.auto_score) == ("credit", "minmax")  # the session's defaults
+
+
+def test_bench_retention_runs_topk_variants_and_refuses_unknown_ones(tiny_qwen35_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "retention", "--model", str(tiny_qwen35_dir), "--budgets", "40", "--episodes", "1",
+              "--filler", "2", "--policies", "topk-fifo,topk-credit-fla", "--png", str(tmp_path / "r.png"),
+              "--json", "--dtype", "float32"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 0, err
+    assert set(json.loads(out.strip().splitlines()[-1])[0]["accuracy"]) == {"topk-fifo", "topk-credit-fla"}
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "retention", "--policies", "topk-lru"])
+    assert e.value.code == 2 and "topk-lru" in capsys.readouterr().err

@@ -96,7 +96,7 @@ def test_maintained_summaries_select_what_recomputed_ones_do(tiny_qwen35, pool, 
     assert kept.cache.summaries  # they were used
     assert kept.stats().peak_resident <= 40
     if pool == "credit":
-        assert any(differs) and kept.policy._cr.any()
+        assert any(differs) and kept.policy._c.any()
 
 
 def test_below_the_budget_a_step_summarizes_only_the_last_block(tiny_qwen35):
