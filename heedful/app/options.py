@@ -109,3 +109,11 @@ def scale_options(f):
 def scale_settings(settings: dict) -> dict:
     """Pops the scale options out of a command's keyword arguments: those given, for load_model."""
     return {k: v for k in SCALE_SETTINGS if (v := settings.pop(k, None)) is not None}
+
+
+def check_picker(picker, auto_pin: bool, scale: dict) -> None:
+    """--picker / --auto-pin usage errors, the same for generate and replay."""
+    if auto_pin and not picker:
+        raise click.UsageError("--auto-pin needs --picker DIR")
+    if picker and "tp" in scale:
+        raise click.UsageError("--picker: not with --tp (a parallel run has no picker yet)")

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from heedful.app.options import given_settings, model_options, scale_options, scale_settings, session_options
+from heedful.app.options import check_picker, given_settings, model_options, scale_options, scale_settings, session_options
 from heedful.errors import TargetError
 from heedful.limits import MAX_GENERATE
 from heedful.spans import Spans
@@ -63,10 +63,7 @@ def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, p
     scale = scale_settings(settings)
     if prompt is None and session_id is None:
         raise click.UsageError("PROMPT is required (unless --session continues a stored session)")
-    if auto_pin and not picker:
-        raise click.UsageError("--auto-pin needs --picker DIR")
-    if picker and "tp" in scale:
-        raise click.UsageError("--picker: not with --tp (a parallel run has no picker yet)")
+    check_picker(picker, auto_pin, scale)
     # outside torchrun --tp is one line; under it, rank 0 alone speaks
     ranks = start(scale.get("tp"), device=device, adapter=adapter, **{k: v for k, v in scale.items() if k != "tp"})
     with ranks.guard():

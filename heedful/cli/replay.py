@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from heedful.app.options import model_options, scale_options, scale_settings
+from heedful.app.options import check_picker, model_options, scale_options, scale_settings
 from heedful.errors import HeedfulError
 from heedful.spans import Spans
 
@@ -39,10 +39,7 @@ def replay(scripts, db, model, dtype, device, trust_remote_code, picker, auto_pi
     from heedful.app.distributed import start
 
     scale = scale_settings(scale)
-    if auto_pin and not picker:
-        raise click.UsageError("--auto-pin needs --picker DIR")
-    if picker and "tp" in scale:
-        raise click.UsageError("--picker: not with --tp (a parallel run has no picker yet)")
+    check_picker(picker, auto_pin, scale)
     ranks = start(scale.get("tp"), device=device, adapter=adapter, **{k: v for k, v in scale.items() if k != "tp"})
     with ranks.guard():
         _replay(ranks, scripts, db, model, dtype, device, trust_remote_code, picker, auto_pin, adapter, as_json,
