@@ -1,6 +1,7 @@
-"""Automatic folding, NSA's compression branch mean-pooled: tokens that leave the window are
-folded into summary rows, one per block of `fold_block` tokens, whose key and value are the
-means of the block's position-free keys and values. The summaries sit in the resident order
+"""Automatic folding, NSA's compression branch: tokens that leave the window are folded into
+summary rows, one per block of `fold_block` tokens, whose key and value a compressor makes
+from the block's position-free keys and values (compressor.py: their means, or a learned
+pooling). A block's rows wait in `pending` until its last token has left. The summaries sit in the resident order
 right after their block (order key block_end - 0.5, so a compacted position puts them where
 the block stood) and are kept like pins, at most `fold_budget` of them: the oldest leave
 first. Pinned tokens of a block stay as they are and are not pooled.
@@ -15,13 +16,16 @@ import bisect
 
 import torch
 
+from heedful.selector.compressor import MeanPool
 from heedful.spans import Spans
 
 
 class AutoFold:
-    def __init__(self, rows: int, block: int):
+    def __init__(self, rows: int, block: int, compressor=None):
         self.rows, self.block = rows, block
-        self.pending: dict[int, list] = {}  # block -> [count, [(k_sum, v_sum) per attention layer]]
+        self.compressor = compressor if compressor is not None else MeanPool()
+        # block -> [places in the block, [(keys [B, H, n, D], values) per attention layer]]
+        self.pending: dict[int, list] = {}
         self.keys: list[float] = []  # order keys of the summary rows now resident, ascending
         self.last = -1  # the newest token that has left with the window
 
@@ -30,36 +34,49 @@ class AutoFold:
         return [(k, k + 0.25) for k in self.keys]
 
     def absorb(self, session, rows: list[int]) -> None:
-        """Adds the rows about to leave with the window (row numbers of int tokens) to their
-        blocks' sums, before the cache frees them."""
+        """Keeps the rows about to leave with the window (row numbers of int tokens) with their
+        blocks, before the cache frees them."""
         if not rows:
             return
         taken = session.cache.take(torch.tensor(rows, dtype=torch.long, device=session.device))
         tokens = [session.resident_tokens[r] for r in rows]
         blocks = [t // self.block for t in tokens]
         for b in sorted(set(blocks)):
-            idx = torch.tensor([i for i, x in enumerate(blocks) if x == b], device=session.device)
-            sums = [(k.index_select(2, idx).float().sum(2, keepdim=True),
-                     v.index_select(2, idx).float().sum(2, keepdim=True)) for k, v in taken]
+            picked = [i for i, x in enumerate(blocks) if x == b]
+            idx = torch.tensor(picked, device=session.device)
+            kv = [(k.index_select(2, idx), v.index_select(2, idx)) for k, v in taken]
+            places = [tokens[i] - b * self.block for i in picked]
             entry = self.pending.get(b)
             if entry is None:
-                self.pending[b] = [len(idx), sums]
+                self.pending[b] = [places, kv]
             else:
-                entry[0] += len(idx)
-                entry[1] = [(k0 + k1, v0 + v1) for (k0, v0), (k1, v1) in zip(entry[1], sums)]
+                entry[0] += places
+                entry[1] = [(torch.cat([k0, k1], 2), torch.cat([v0, v1], 2)) for (k0, v0), (k1, v1) in zip(entry[1], kv)]
         self.last = max(self.last, *tokens)
 
     def emit(self, session) -> None:
         """Turns every block whose last token has left into a summary row."""
         done = [b for b in sorted(self.pending) if (b + 1) * self.block - 1 <= self.last]
         for b in done:
-            count, sums = self.pending.pop(b)
+            places, rows = self.pending.pop(b)
             if len(self.keys) >= self.rows:
                 self._drop(session, self.keys[0])
             key = (b + 1) * self.block - 0.5
             layers = session.cache.attention_layers
-            self._insert(session, key, [((k / count).to(layer.keys.dtype), (v / count).to(layer.values.dtype))
-                                        for (k, v), layer in zip(sums, layers)])
+            self._insert(session, key, [tuple(x.to(layer.keys.dtype) for x in self._pool(i, k, v, places))
+                                        for i, ((k, v), layer) in enumerate(zip(rows, layers))])
+
+    def _pool(self, layer: int, k: torch.Tensor, v: torch.Tensor, places: list[int]):
+        """One block's rows ([B, H, n, D], in `places` of the block) -> its summary [B, H, 1, D]."""
+        shape = (*k.shape[:2], 1, self.block, k.shape[-1])
+        idx = torch.tensor(places, device=k.device)
+        kb = k.new_zeros(shape).index_copy_(3, idx, k[:, :, None])
+        vb = v.new_zeros(shape).index_copy_(3, idx, v[:, :, None])
+        present = torch.zeros(1, self.block, dtype=torch.bool, device=k.device)
+        present[0, idx] = True
+        with torch.no_grad():
+            pk, pv = self.compressor.pool(layer, kb, vb, present)
+        return pk, pv
 
     def _insert(self, session, key: float, kv: list) -> None:
         res = session.resident_tokens

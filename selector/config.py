@@ -24,6 +24,9 @@ class SessionConfig:
     prefill_chunk: int = 256
     fold_budget: int = 0  # rows of the budget for automatic fold summaries (autofold.py); 0 = off
     fold_block: int = 16  # tokens pooled into one summary row
+    # how a block becomes its summary row: "mean", or the folder of a learned compressor
+    # (compressor.py); the app resolves "auto" (the model folder's own compressor, if any)
+    fold_compressor: str = "mean"
 
     def to_dict(self) -> dict:
         return asdict(self)

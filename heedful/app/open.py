@@ -6,8 +6,12 @@ rebuilding an engine from the store happen in one place.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from heedful.app.script import check_config
-from heedful.models.loading import LoadedModel, load_model
+from heedful.models.loading import EMBEDDED_MODEL_DIR, LoadedModel, load_model
+from heedful.selector.compressor import FOLDER, META
 from heedful.selector.recorder import NullRecorder
 from heedful.selector.session import Session, SessionConfig
 
@@ -18,8 +22,28 @@ def open_session(model=None, dtype="auto", device=None, trust_remote_code=False,
     return session_for(lm, recorder=recorder, **settings)
 
 
+def fold_compressor_for(lm: LoadedModel, choice: str | None, block: int | None) -> str:
+    """What --fold-compressor names, resolved: "mean", or a compressor folder. auto (None):
+    the model folder's own fold_compressor/ when it pools blocks of this size, else mean."""
+    if choice not in (None, "auto"):
+        return choice if choice == "mean" else str(Path(choice).resolve())
+    folder = EMBEDDED_MODEL_DIR if lm.name == "default" else Path(lm.name)
+    meta = folder / FOLDER / META
+    try:
+        if meta.is_file() and json.loads(meta.read_text()).get("block") == (block or SessionConfig.fold_block):
+            return str((folder / FOLDER).resolve())
+    except (OSError, ValueError):
+        pass  # an unreadable folder of the model's: auto falls back to the mean
+    return "mean"
+
+
 def session_for(lm: LoadedModel, *, recorder=None, **settings) -> Session:
     """A new session over a loaded model; settings given as None keep their defaults."""
+    if settings.get("fold_budget"):
+        settings["fold_compressor"] = fold_compressor_for(lm, settings.get("fold_compressor"),
+                                                          settings.get("fold_block"))
+    else:
+        settings.pop("fold_compressor", None)
     config = SessionConfig(model=lm.name, **{k: v for k, v in settings.items() if v is not None})
     return Session(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated, config=config)
 
@@ -54,6 +78,8 @@ def resume(store, session_id: int | None = None, *, model: str | None = None, dt
         lm = load_model(model or cfg.get("model"), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     cfg["model"] = lm.name
     check_config(cfg, "resume")
+    if cfg.get("fold_budget") and cfg.get("fold_compressor", "mean") != "mean":  # absent: stored before, pooled by mean
+        cfg["fold_compressor"] = fold_compressor_for(lm, cfg["fold_compressor"], cfg.get("fold_block"))
     rec = store.reopen(info.id, atomic=atomic) if record else NullRecorder()
     n = len(data.token_ids)
     rec.event("resume", {"tokens": n, "config": cfg})

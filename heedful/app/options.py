@@ -14,7 +14,7 @@ from heedful.limits import MAX_INT
 from heedful.selector.policy import POOLS, SCORES
 
 SESSION_SETTINGS = ("window", "budget", "sinks", "auto_topk", "auto_pool", "auto_score", "fold_budget", "fold_block",
-                    "seed", "temperature", "top_p")
+                    "fold_compressor", "seed", "temperature", "top_p")
 
 
 class FiniteFloat(click.FloatRange):
@@ -73,6 +73,11 @@ def session_options(f):
                        "summary rows, the oldest leaving first (0 = off).")
     @click.option("--fold-block", type=click.IntRange(min=1), default=16, show_default=True,
                   help="Tokens pooled into one fold summary row.")
+    @click.option("--fold-compressor", default=None, metavar="auto|mean|DIR",
+                  help="With --fold-budget: how a block becomes its summary row: the mean of its keys and values "
+                       "(mean), a learned compressor's folder (heedful train compressor), or auto: the model "
+                       "folder's own fold_compressor/ when it pools blocks of --fold-block tokens, else mean "
+                       "[default: auto].")
     @click.option("--seed", type=click.IntRange(0, MAX_INT), default=0, show_default=True, help="Sampling seed.")
     @click.option("--temperature", type=FiniteFloat(min=0), default=0.0, show_default=True,
                   help="0 = greedy.")

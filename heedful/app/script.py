@@ -64,7 +64,7 @@ def check_config(cfg, where: str) -> None:
         if k not in fields:
             raise ValueError(f"{where}: unknown setting {k!r} (expected one of {', '.join(fields)})")
         kind = str(fields[k])
-        if k == "model":
+        if k in ("model", "fold_compressor"):
             ok = isinstance(v, str) and v != ""
         elif k in CHOICES:
             ok = v in CHOICES[k]

@@ -121,9 +121,11 @@ def ship(model_dir, bf16):
 
 
 def _add_corpus_command():
+    from heedful.train.compressor_cli import compressor
     from heedful.train.corpus_cli import corpus
 
     train.add_command(corpus)
+    train.add_command(compressor)
 
 
 _add_corpus_command()

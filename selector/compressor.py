@@ -1,0 +1,119 @@
+"""Fold compressors: how a block of position-free KV rows becomes one summary row
+(automatic fold, autofold.py; NSA's compression branch).
+
+- `MeanPool`: the block's mean key and mean value. No parameters.
+- `LearnedPool`: per attention layer and KV head, an attention pooling over the block's rows
+  (a learned weight per place in the block plus a learned query scored against each key)
+  followed by a linear map with bias, for keys and values separately. Initialised to the
+  mean (weights uniform, maps the identity), so training starts from MeanPool. It is trained
+  with the model frozen by heedful.train.compressor and stored as a folder:
+  `compressor.safetensors` (the tensors) and `compressor.json` (sizes, block, how it was
+  trained). About 2·D² parameters per layer and KV head (51k for the embedded model).
+
+Both take keys and values shaped [B, H, N, F, D] (N blocks of F rows; rows that are not
+there, the pinned tokens of a block, masked out by `present` [N, F]) and return [B, H, N, D].
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from heedful.errors import HeedfulError
+
+WEIGHTS, META = "compressor.safetensors", "compressor.json"
+FOLDER = "fold_compressor"  # a model folder's own compressor (used by default, see app/open.py)
+
+
+def _masked_mean(x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+    if present is None:
+        return x.mean(-2)
+    w = present.to(x.dtype)[..., None]  # [N, F, 1]
+    return (x * w).sum(-2) / w.sum(-2).clamp(min=1)
+
+
+class MeanPool:
+    name = "mean"
+
+    def pool(self, layer: int, keys: torch.Tensor, values: torch.Tensor, present: torch.Tensor | None = None):
+        return _masked_mean(keys.float(), present), _masked_mean(values.float(), present)
+
+
+class LearnedPool(nn.Module):
+    def __init__(self, layers: int, heads: int, head_dim: int, block: int):
+        super().__init__()
+        self.layers, self.heads, self.head_dim, self.block = layers, heads, head_dim, block
+        self.name = "learned"
+        self.source: str | None = None  # the folder it was loaded from
+        eye = torch.eye(head_dim).expand(layers, heads, head_dim, head_dim).clone()
+        for kind in ("k", "v"):
+            setattr(self, f"place_{kind}", nn.Parameter(torch.zeros(layers, heads, block)))
+            setattr(self, f"query_{kind}", nn.Parameter(torch.zeros(layers, heads, head_dim)))
+            setattr(self, f"proj_{kind}", nn.Parameter(eye.clone()))
+            setattr(self, f"bias_{kind}", nn.Parameter(torch.zeros(layers, heads, head_dim)))
+
+    def _pool_one(self, kind: str, layer: int, x: torch.Tensor, keys: torch.Tensor, present) -> torch.Tensor:
+        place = getattr(self, f"place_{kind}")[layer]  # [H, F]
+        query = getattr(self, f"query_{kind}")[layer]  # [H, D]
+        # scores [B, H, N, F]: the row's place in the block plus its key against a learned query
+        scores = place[None, :, None, :] + torch.einsum("bhnfd,hd->bhnf", keys, query)
+        if present is not None:
+            scores = scores.masked_fill(~present, float("-inf"))
+        pooled = torch.einsum("bhnf,bhnfd->bhnd", scores.softmax(-1), x)
+        proj, bias = getattr(self, f"proj_{kind}")[layer], getattr(self, f"bias_{kind}")[layer]
+        return torch.einsum("bhnd,hde->bhne", pooled, proj) + bias[None, :, None, :]
+
+    def pool(self, layer: int, keys: torch.Tensor, values: torch.Tensor, present: torch.Tensor | None = None):
+        k, v = keys.float(), values.float()
+        return self._pool_one("k", layer, k, k, present), self._pool_one("v", layer, v, k, present)
+
+    # ------------------------------------------------------------------ files
+    def save(self, folder: str | Path, trained: dict | None = None) -> Path:
+        """Writes the folder atomically (files written aside, then renamed)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"kind": "learned", "layers": self.layers, "heads": self.heads, "head_dim": self.head_dim,
+                "block": self.block, "trained": trained or {}}
+        tmp_w, tmp_m = folder / (WEIGHTS + ".tmp"), folder / (META + ".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp_w))
+        tmp_m.write_text(json.dumps(meta, indent=1) + "\n")
+        tmp_w.replace(folder / WEIGHTS)
+        tmp_m.replace(folder / META)
+        return folder
+
+
+def load_compressor(folder: str | Path, *, layers: int, heads: int, head_dim: int, block: int,
+                    device=None) -> LearnedPool:
+    """A LearnedPool from its folder, checked against the model's attention layers and the
+    session's fold block (one-line errors naming the file)."""
+    folder = Path(folder)
+    meta_path, weights_path = folder / META, folder / WEIGHTS
+    if not meta_path.is_file() or not weights_path.is_file():
+        raise HeedfulError(f"--fold-compressor {folder}: not a compressor folder (needs {META} and {WEIGHTS})")
+    try:
+        meta = json.loads(meta_path.read_text())
+        sizes = tuple(int(meta[k]) for k in ("layers", "heads", "head_dim", "block"))
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise HeedfulError(f"{meta_path}: unreadable compressor description ({e})") from None
+    want = (layers, heads, head_dim, block)
+    if sizes[:3] != want[:3]:
+        raise HeedfulError(f"{meta_path}: made for {sizes[0]} layers x {sizes[1]} KV heads x {sizes[2]} dims, "
+                           f"the model has {layers} x {heads} x {head_dim}")
+    if sizes[3] != block:
+        raise HeedfulError(f"{meta_path}: pools blocks of {sizes[3]} tokens, the session's --fold-block is {block}")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    c = LearnedPool(*sizes)
+    try:
+        c.load_state_dict(load_file(str(weights_path)))
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise HeedfulError(f"{weights_path}: {str(e).splitlines()[0]}") from None
+    c.requires_grad_(False)
+    c.source = str(folder.resolve())
+    return c.to(device) if device is not None else c

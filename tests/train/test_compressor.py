@@ -1,0 +1,153 @@
+"""Fold compressors: training's one-forward fold attention equals the engine streaming token by
+token, the learned pooling starts as the mean, training lowers the loss, folders round-trip,
+and sessions pick a compressor by --fold-compressor (auto: the model folder's own)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import heedful.cli
+from heedful.app.open import session_for
+from heedful.errors import HeedfulError
+from heedful.selector.compressor import FOLDER, LearnedPool, MeanPool, load_compressor
+from heedful.train.compressor import FoldPattern, fold_logits, fold_loss, model_sizes, token_rows, train
+from tests.tiny_models import CORPUS
+
+
+def _noisy(lm, block, seed=0):
+    """A LearnedPool away from its start (every parameter moved), so nothing passes by accident."""
+    c = LearnedPool(**model_sizes(lm.model), block=block)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in c.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    return c.requires_grad_(False)
+
+
+def _stream(lm, ids, W, R, Fb, compressor=None, **kw):
+    """The engine's next-token logits after each token of ids, fed one per step."""
+    s = session_for(lm, window=W, budget=W + R, fold_budget=R, fold_block=Fb, prefill_chunk=1, **kw)
+    if compressor is not None:
+        s._autofold.compressor = compressor
+    out = []
+    for t in ids:
+        s._append_and_run([t], "prompt")
+        out.append(s.next_logits.clone())
+    return torch.stack(out), s
+
+
+@pytest.mark.parametrize("kind", ["mean", "learned"])
+@pytest.mark.parametrize("W,R,Fb", [(8, 3, 4), (5, 6, 3)])
+def test_fold_logits_equal_the_engine_token_by_token(tiny_qwen35, kind, W, R, Fb):
+    ids = tiny_qwen35.tokenizer(CORPUS)["input_ids"][:70]
+    comp = MeanPool() if kind == "mean" else _noisy(tiny_qwen35, Fb)
+    with torch.no_grad():
+        ref = fold_logits(tiny_qwen35.model, torch.tensor([ids]), FoldPattern(W, R, Fb), comp)[0]
+    got, s = _stream(tiny_qwen35, ids, W, R, Fb, comp)
+    assert sum(type(t) is float for t in s.resident_tokens) == R  # summaries were in play, R of them
+    torch.testing.assert_close(got, ref.float(), atol=2e-4, rtol=1e-4)
+    # and the summaries matter: the same stream without them differs
+    plain = fold_logits(tiny_qwen35.model, torch.tensor([ids]), FoldPattern(W, 0, Fb))[0]
+    assert (plain[-1] - ref[-1]).abs().max() > 1e-3
+
+
+def test_learned_pool_starts_as_the_mean():
+    c, m = LearnedPool(layers=2, heads=2, head_dim=8, block=4), MeanPool()
+    k, v = torch.randn(1, 2, 3, 4, 8), torch.randn(1, 2, 3, 4, 8)
+    present = torch.tensor([[True] * 4, [True, False, True, False], [False, False, False, True]])
+    for mask in (None, present):
+        for a, b in zip(c.pool(1, k, v, mask), m.pool(1, k, v, mask)):
+            torch.testing.assert_close(a, b)
+    assert torch.allclose(m.pool(0, k, v, present)[0][0, 0, 1], k[0, 0, 1, [0, 2]].mean(0))
+
+
+def test_training_lowers_the_fold_loss(tiny_qwen35):
+    rows = token_rows(tiny_qwen35.tokenizer, CORPUS * 3, 48)
+    pattern = FoldPattern(8, 4, 4)
+    before = fold_loss(tiny_qwen35.model, rows, pattern, MeanPool()).item()
+    comp, record = train(tiny_qwen35.model, tiny_qwen35.tokenizer, pattern, train_rows=rows, eval_rows=rows[:4],
+                         steps=25, batch=4, lr=1e-2)
+    after = fold_loss(tiny_qwen35.model, rows, pattern, comp).item()
+    assert after < before - 0.05, (before, after)
+    assert record["eval_loss"]["mean"] > record["eval_loss"]["learned"]
+    assert not any(p.requires_grad for p in tiny_qwen35.model.parameters())  # the model stayed frozen
+    assert not any(p.requires_grad for p in comp.parameters())
+
+
+def test_folder_round_trip_and_its_errors(tiny_qwen35, tmp_path):
+    sizes = model_sizes(tiny_qwen35.model)
+    c = _noisy(tiny_qwen35, 4)
+    c.save(tmp_path / "c", {"steps": 3})
+    back = load_compressor(tmp_path / "c", **sizes, block=4)
+    for (name, a), (_, b) in zip(c.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert json.loads((tmp_path / "c" / "compressor.json").read_text())["trained"] == {"steps": 3}
+    with pytest.raises(HeedfulError, match="pools blocks of 4 tokens, the session's --fold-block is 8"):
+        load_compressor(tmp_path / "c", **sizes, block=8)
+    with pytest.raises(HeedfulError, match="made for"):
+        load_compressor(tmp_path / "c", **{**sizes, "layers": sizes["layers"] + 1}, block=4)
+    with pytest.raises(HeedfulError, match="not a compressor folder"):
+        load_compressor(tmp_path, **sizes, block=4)
+    (tmp_path / "c" / "compressor.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(HeedfulError, match="compressor.safetensors"):
+        load_compressor(tmp_path / "c", **sizes, block=4)
+
+
+def test_sessions_choose_the_compressor(tiny_qwen35, tiny_qwen35_dir, tmp_path):
+    ids = tiny_qwen35.tokenizer(CORPUS)["input_ids"][:40]
+    c = _noisy(tiny_qwen35, 4)
+    c.save(tmp_path / "c")
+    direct, _ = _stream(tiny_qwen35, ids, 8, 3, 4, c)
+    by_path, s = _stream(tiny_qwen35, ids, 8, 3, 4, fold_compressor=str(tmp_path / "c"))
+    torch.testing.assert_close(by_path, direct)
+    assert s.config.fold_compressor == str((tmp_path / "c").resolve())
+    mean, s = _stream(tiny_qwen35, ids, 8, 3, 4, fold_compressor="mean")
+    assert s.config.fold_compressor == "mean" and (mean - direct).abs().max() > 1e-3
+    # auto: the model folder's own compressor, when it pools blocks of the session's size
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_qwen35_dir, model_dir)
+    c.save(model_dir / FOLDER)
+    from heedful.models.loading import load_model
+
+    lm = load_model(str(model_dir), dtype="float32", device="cpu")
+    auto = session_for(lm, window=8, budget=11, fold_budget=3, fold_block=4)
+    assert auto.config.fold_compressor == str((model_dir / FOLDER).resolve())
+    other = session_for(lm, window=8, budget=11, fold_budget=3, fold_block=5)
+    assert other.config.fold_compressor == "mean"
+    with pytest.raises(HeedfulError, match="--fold-block is 5"):
+        session_for(lm, window=8, budget=11, fold_budget=3, fold_block=5, fold_compressor=str(model_dir / FOLDER))
+
+
+def test_cli_trains_a_compressor_and_generate_uses_it(tiny_qwen35_dir, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text(CORPUS * 2)
+    out = tmp_path / "comp"
+    with pytest.raises(SystemExit) as e:
+        heedful.cli.main(["train", "compressor", "--model", str(tiny_qwen35_dir), "--out", str(out), "--text",
+                          str(text), "--no-synthetic", "--eval-text", str(text), "--window", "8", "--fold-rows",
+                          "4", "--fold-block", "4", "--seq-len", "32", "--steps", "3", "--batch", "2", "--json"])
+    res = capsys.readouterr()
+    assert e.value.code == 0, res.err
+    record = json.loads(res.out.splitlines()[-1])
+    assert set(record["ppl"]) == {"full", "window", "mean", "learned", "learned_other_text"}
+    assert (out / "compressor.safetensors").is_file() and record["steps"] == 3
+    db = tmp_path / "s.db"
+    with pytest.raises(SystemExit) as e:
+        heedful.cli.main(["generate", "The vault code is", "--model", str(tiny_qwen35_dir), "-n", "30",
+                          "--window", "8", "--budget", "12", "--fold-budget", "4", "--fold-block", "4",
+                          "--fold-compressor", str(out), "--db", str(db), "--json"])
+    res = capsys.readouterr()
+    assert e.value.code == 0, res.err
+    from heedful.store import Store
+
+    assert Store.open(str(db), create=False).load(None).info.config["fold_compressor"] == str(out.resolve())
+    with pytest.raises(SystemExit) as e:
+        heedful.cli.main(["generate", "x", "--model", str(tiny_qwen35_dir), "-n", "2", "--window", "8",
+                          "--budget", "12", "--fold-budget", "4", "--fold-block", "4", "--fold-compressor",
+                          str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "not a compressor folder" in err
