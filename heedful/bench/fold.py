@@ -1,7 +1,10 @@
 """`heedful bench fold`: perplexity of a text streamed through the engine token by token
 (teacher-forced, each token's rows computed under the policy in force), with full attention,
 with the window alone at B rows, and with a window W plus automatic fold summaries at the
-same B rows (selector/autofold.py). The last line is one JSON object with --json."""
+same B rows (selector/autofold.py), made by the session's fold compressor and, when that is a
+learned one, by the mean as well. The text is cut into segments of the model's context
+length, each streamed from an empty session; the figures pool their tokens. The last line is
+one JSON object with --json."""
 
 from __future__ import annotations
 
@@ -36,19 +39,25 @@ def stream_nll(session, ids: list[int], bar=None) -> float:
 @click.command()
 @click.option("--text", "path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Plain text to stream (cut to the model's context length).")
-@click.option("--synthetic", type=click.Choice(["stories", "drills"]), default=None,
-              help="Instead of --text: held-out generated stories or copy drills (seeded, reproducible).")
+@click.option("--synthetic", type=click.Choice(["stories", "drills", "mix"]), default=None,
+              help="Instead of --text: held-out generated stories, copy drills, or the mix compressors are "
+                   "trained on (stories, recall episodes, drills; another seed than training's).")
 @click.option("--window", type=click.IntRange(min=1), default=64, show_default=True, help="W of the fold run.")
 @click.option("--budget", type=click.IntRange(min=2), default=128, show_default=True,
               help="KV rows for the window-only and the fold runs (the fold run keeps B - W summaries).")
 @click.option("--fold-block", type=click.IntRange(min=1), default=16, show_default=True,
               help="Tokens pooled into one summary row.")
-@click.option("--tokens", type=click.IntRange(min=16), default=None, help="Stream at most this many tokens.")
+@click.option("--fold-compressor", default=None, metavar="auto|mean|DIR",
+              help="How blocks become summary rows (see generate --help) [default: auto].")
+@click.option("--segments", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Segments of the text, each of the model's context length, streamed one after another.")
+@click.option("--tokens", type=click.IntRange(min=16), default=None, help="Stream at most this many tokens per segment.")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object (last line).")
-def fold(path, synthetic, window, budget, fold_block, tokens, model, dtype, device, trust_remote_code, as_json):
+def fold(path, synthetic, window, budget, fold_block, fold_compressor, segments, tokens, model, dtype, device,
+         trust_remote_code, as_json):
     """Perplexity: full attention vs window only vs window + automatic fold, at equal rows."""
-    from heedful.app.open import session_for
+    from heedful.app.open import fold_compressor_for, session_for
     from heedful.models.loading import load_model
 
     if window >= budget:
@@ -59,39 +68,60 @@ def fold(path, synthetic, window, budget, fold_block, tokens, model, dtype, devi
     if synthetic is not None:
         import random
 
+        from heedful.train.compressor import synthetic_text
         from heedful.train.synthetic import copy_drill, story
 
         rng = random.Random(12345)  # not a training seed: held-out text
-        text = "\n".join(story(rng) if synthetic == "stories" else copy_drill(rng) for _ in range(40))
+        if synthetic == "mix":
+            text = synthetic_text(12345, 1000 * segments)
+        else:
+            text = "\n".join(story(rng) if synthetic == "stories" else copy_drill(rng) for _ in range(40 * segments))
         path = f"synthetic {synthetic} (seed 12345)"
     else:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     ids = lm.tokenizer(text)["input_ids"]
     limit = getattr(lm.model.config.get_text_config(decoder=True), "max_position_embeddings", None) or len(ids)
-    ids = ids[: min(len(ids), limit - 1, tokens or len(ids))]
-    runs = {"full": dict(window=len(ids), budget=len(ids) + 1, sinks=0),
+    size = min(limit - 1, tokens or limit)
+    pieces = [ids[i: i + size] for i in range(0, len(ids), size)][:segments]
+    pieces = [p for p in pieces if len(p) > 1]
+    if not pieces:
+        raise HeedfulError(f"{path}: too short (fewer than 2 tokens)")
+    compressor = fold_compressor_for(lm, fold_compressor, fold_block)
+    fold_run = dict(window=window, budget=budget, fold_budget=budget - window, fold_block=fold_block)
+    runs = {"full": dict(window=size, budget=size + 1, sinks=0),
             "window": dict(window=budget, budget=budget),
-            "fold": dict(window=window, budget=budget, fold_budget=budget - window, fold_block=fold_block)}
+            "fold": dict(fold_run, fold_compressor=compressor)}
+    if compressor != "mean":
+        runs["fold_mean"] = dict(fold_run, fold_compressor="mean")
     figures, seconds = {}, {}
+    count = sum(len(p) - 1 for p in pieces)
     for name, settings in runs.items():
-        s = session_for(lm, prefill_chunk=1, **settings)
-        t0 = time.perf_counter()
-        with click.progressbar(length=len(ids) - 1, label=f"{name:<7}", file=sys.stderr) as bar:
-            nll = stream_nll(s, ids, bar)
+        t0, total = time.perf_counter(), 0.0
+        with click.progressbar(length=count, label=f"{name:<9}", file=sys.stderr) as bar:
+            for piece in pieces:
+                s = session_for(lm, prefill_chunk=1, **settings)
+                total += stream_nll(s, piece, bar) * (len(piece) - 1)
         seconds[name] = round(time.perf_counter() - t0, 1)
-        figures[name] = round(math.exp(nll), 3)
+        figures[name] = round(math.exp(total / count), 3)
     gap = figures["window"] - figures["full"]
-    closed = (figures["window"] - figures["fold"]) / gap if gap > 0 else None
-    result = {"ppl": figures, "tokens": len(ids), "window": window, "budget": budget, "fold_block": fold_block,
-              "gap_closed": None if closed is None else round(closed, 3), "seconds": seconds, "model": lm.name,
-              "text": str(path)}
+
+    def closed(name):
+        return round((figures["window"] - figures[name]) / gap, 3) if gap > 0 and name in figures else None
+
+    result = {"ppl": figures, "tokens": count + len(pieces), "segments": len(pieces), "window": window,
+              "budget": budget, "fold_block": fold_block, "fold_compressor": compressor,
+              "gap_closed": closed("fold"), "gap_closed_mean": closed("fold_mean") if compressor != "mean"
+              else closed("fold"), "seconds": seconds, "model": lm.name, "text": str(path)}
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"{len(ids)} tokens of {path}; model {lm.name}; budget {budget} rows")
-    click.echo(f"full attention        ppl {figures['full']:.3f}")
-    click.echo(f"window {budget:<5} only     ppl {figures['window']:.3f}")
-    click.echo(f"window {window:<5} + fold   ppl {figures['fold']:.3f}  ({budget - window} summaries of "
-               f"{fold_block} tokens)")
-    if closed is not None:
-        click.echo(f"fold closes {closed:.0%} of the gap between window only and full attention")
+    click.echo(f"{result['tokens']} tokens of {path} in {len(pieces)} segments; model {lm.name}; budget {budget} rows")
+    click.echo(f"full attention          ppl {figures['full']:.3f}")
+    click.echo(f"window {budget:<5} only       ppl {figures['window']:.3f}")
+    label = "mean" if compressor == "mean" else "learned"
+    click.echo(f"window {window:<5} + fold     ppl {figures['fold']:.3f}  ({budget - window} summaries of "
+               f"{fold_block} tokens, {label})")
+    if "fold_mean" in figures:
+        click.echo(f"window {window:<5} + fold     ppl {figures['fold_mean']:.3f}  (mean pooling)")
+    if result["gap_closed"] is not None:
+        click.echo(f"fold closes {result['gap_closed']:.0%} of the gap between window only and full attention")

@@ -38,3 +38,33 @@ def test_bench_fold_refuses_a_window_that_leaves_no_room(capsys, tmp_path, tiny_
         heedful.cli.main(["bench", "fold", "--text", str(text), "--model", str(tiny_qwen35_dir), "--window", "24",
                           "--budget", "24"])
     assert e.value.code == 2 and "must be smaller" in capsys.readouterr().err
+
+
+def test_bench_fold_with_a_learned_compressor_matches_training_forward(capsys, tmp_path, tiny_qwen35,
+                                                                       tiny_qwen35_dir):
+    """The fold figure through the engine equals the one-forward fold attention that trains the
+    compressor (heedful/train/compressor.py), and the mean-pooled run is reported beside it."""
+    from heedful.selector.compressor import LearnedPool
+    from heedful.train.compressor import FoldPattern, fold_loss, model_sizes
+
+    comp = LearnedPool(**model_sizes(tiny_qwen35.model), block=4)
+    with torch.no_grad():
+        for p in comp.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.2)
+    comp.save(tmp_path / "c")
+    text = tmp_path / "t.txt"
+    text.write_text("The vault code is 4821. Remember it. Alice met Bob at the station at noon. " * 2)
+    with pytest.raises(SystemExit) as e:
+        heedful.cli.main(["bench", "fold", "--text", str(text), "--model", str(tiny_qwen35_dir), "--window", "8",
+                          "--budget", "14", "--fold-block", "4", "--fold-compressor", str(tmp_path / "c"),
+                          "--dtype", "float32", "--json"])
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    r = json.loads(out.out.splitlines()[-1])
+    assert set(r["ppl"]) == {"full", "window", "fold", "fold_mean"} and r["segments"] == 1
+    ids = torch.tensor([tiny_qwen35.tokenizer(text.read_text())["input_ids"][: r["tokens"]]])
+    for name, c in (("fold", comp.requires_grad_(False)), ("fold_mean", None)):
+        with torch.no_grad():
+            nll = fold_loss(tiny_qwen35.model, ids, FoldPattern(8, 6, 4), c, only_folded=False)
+        assert r["ppl"][name] == pytest.approx(math.exp(float(nll)), rel=1e-3), name
+    assert r["ppl"]["fold"] != r["ppl"]["fold_mean"]
