@@ -29,3 +29,5 @@ def test_wheel_contains_every_package_and_the_model(tmp_path):
     assert not any(n.startswith(("kernels/", "store/", "tui/", "selector/")) for n in names), "top-level modules"
     if (ROOT / "heedful/models/default_model/config.json").exists():
         assert "heedful/models/default_model/model.safetensors" in names
+    for f in (ROOT / "heedful/models/default_model/fold_compressor").glob("*"):
+        assert f"heedful/models/default_model/fold_compressor/{f.name}" in names

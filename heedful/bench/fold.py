@@ -79,7 +79,7 @@ def fold(path, synthetic, window, budget, fold_block, fold_compressor, segments,
         path = f"synthetic {synthetic} (seed 12345)"
     else:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
-    ids = lm.tokenizer(text)["input_ids"]
+    ids = lm.tokenizer(text, verbose=False)["input_ids"]  # cut into segments below
     limit = getattr(lm.model.config.get_text_config(decoder=True), "max_position_embeddings", None) or len(ids)
     size = min(limit - 1, tokens or limit)
     pieces = [ids[i: i + size] for i in range(0, len(ids), size)][:segments]

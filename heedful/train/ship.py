@@ -11,6 +11,7 @@ from pathlib import Path
 
 from heedful.errors import HeedfulError
 from heedful.models.loading import EMBEDDED_MODEL_DIR
+from heedful.selector.compressor import FOLDER, META
 
 FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
          "special_tokens_map.json", "training.json"]
@@ -47,6 +48,11 @@ def ship(model_dir: str | Path, dest: str | Path = EMBEDDED_MODEL_DIR, bf16: boo
     for old in dest.iterdir():
         if old.is_file() and old.name != "__init__.py":
             old.unlink()
+    # a fold compressor was trained against the old weights: it goes with them (the new
+    # model's own, if its folder has one, comes along)
+    shutil.rmtree(dest / FOLDER, ignore_errors=True)
+    if (src / FOLDER / META).is_file():
+        shutil.copytree(src / FOLDER, dest / FOLDER)
     for f in FILES:
         if (src / f).is_file():
             shutil.copy2(src / f, dest / f)

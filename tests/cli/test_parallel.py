@@ -123,7 +123,12 @@ def test_settings_that_would_differ_between_ranks_are_refused():
         ranks.check_settings({"auto_topk": 4, "auto_pool": "credit"})
     ranks.check_settings({"auto_topk": 4, "auto_pool": "fifo"})
     ranks.check_settings({"auto_topk": 0, "auto_pool": "credit"})
+    with pytest.raises(HeedfulError, match="--fold-compressor /c: not with --tp"):
+        ranks.check_settings({"fold_budget": 8, "fold_compressor": "/c"})
+    ranks.check_settings({"fold_budget": 8, "fold_compressor": "mean"})
+    ranks.check_settings({"fold_budget": 0, "fold_compressor": "/c"})
     Ranks().check_settings({"auto_topk": 4, "auto_pool": "credit"})  # one process: anything goes
+    Ranks().check_settings({"fold_budget": 8, "fold_compressor": "/c"})
 
 
 def test_torchrun_generate_matches_one_process_and_records_once(cli, qwen3_dir, tmp_path):

@@ -105,7 +105,10 @@ def test_ship_bf16_and_load(corpus, tmp_path):
     train(cfg, log=lambda *_: None, progress=False)
     fp32 = (tmp_path / "m" / "model.safetensors").stat().st_size
     dest = tmp_path / "shipped"
+    (dest / "fold_compressor").mkdir(parents=True)  # trained against weights that are going
+    (dest / "fold_compressor" / "compressor.json").write_text("{}")
     ship(tmp_path / "m", dest, bf16=True)
+    assert not (dest / "fold_compressor").exists()
     sd = load_file(str(dest / "model.safetensors"))
     assert {v.dtype for v in sd.values()} == {torch.bfloat16}
     assert (dest / "model.safetensors").stat().st_size < 0.55 * fp32
