@@ -81,8 +81,10 @@ def retention(twin, budgets, episodes, filler, policies, png, as_json, episodes_
     """Recall accuracy under a KV budget for each retention policy (table + PNG)."""
     import torch
 
+    from heedful.app.open import fold_compressor_for
+    from heedful.errors import HeedfulError
     from heedful.models.loading import load_model
-    from heedful.train.retention import POLICIES, heldout_episodes, is_policy, run_episode
+    from heedful.train.retention import AUTOFOLD_BLOCK, POLICIES, heldout_episodes, is_policy, run_episode
 
     known = POLICIES + ["learned"]
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
@@ -117,6 +119,7 @@ def retention(twin, budgets, episodes, filler, policies, png, as_json, episodes_
             pk = Picker.load(picker, lm)
         if adapter and name is model:
             label += f" + adapter {adapter}"
+        compressor = fold_compressor_for(lm, None, AUTOFOLD_BLOCK)  # the model's own, for "autofold"
         torch.manual_seed(0)
         acc: dict[str, dict[str, float]] = {}
         total = len(chosen) * len(bs) * len(eps)
@@ -132,8 +135,9 @@ def retention(twin, budgets, episodes, filler, policies, png, as_json, episodes_
                             elif streamed:
                                 ok, _ = run_text_episode(lm.model, lm.tokenizer, ep, policy, b, lm.gated, pk)
                             else:
-                                ok, _ = run_episode(lm.model, lm.tokenizer, ep, policy, b, lm.gated)
-                        except Exception:  # a pin the budget cannot hold: a miss, as for a person
+                                ok, _ = run_episode(lm.model, lm.tokenizer, ep, policy, b, lm.gated,
+                                                    fold_compressor=compressor)
+                        except HeedfulError:  # a pin the budget cannot hold: a miss, as for a person
                             ok = False
                         hits += ok
                         bar.update(1)

@@ -23,11 +23,15 @@ import re
 from heedful.selector.policy import POOLS, SCORES
 from heedful.train.evaluate import answer_correct
 
-POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk", "recall", "recall-append", "fold"]
+POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk", "recall", "recall-append", "fold",
+            "autofold", "autofold-mean"]
 # recall / recall-append: the person marks the facts late, after they were evicted (just
 # before the question): re-encoded in place, or as a pinned copy at the end of the stream.
 # fold: the facts pinned as they stream in, each filler sentence folded into its first two
 # words as soon as it has streamed in (the person's gist), so the budget holds gists, not prose.
+# autofold / autofold-mean: nobody marks anything; half the budget is the window, the other half
+# automatic fold summaries of 16 tokens (the session's compressor, or the mean).
+AUTOFOLD_BLOCK = 16
 
 
 def auto_variant(policy: str) -> dict | None:
@@ -61,10 +65,11 @@ def heldout_episodes(n: int, seed: int = 2, n_filler: int | None = 10) -> list[d
 
 
 def policy_session(model, tok, ep: dict, policy: str, budget: int, gated: bool, chunk: int = 16,
-                   reserve: int = 0):
+                   reserve: int = 0, fold_compressor: str = "mean"):
     """A Session with the settings a policy runs under: its budget, sinks, window and auto
     selection; with pins (pins, recall, fold) the window gets what the facts' pins and
-    `reserve` other fixed rows (a fold's gists) leave of the budget; H2O's policy."""
+    `reserve` other fixed rows (a fold's gists) leave of the budget; H2O's policy;
+    automatic fold's rows and compressor ("autofold": `fold_compressor`)."""
     from heedful.selector.session import Session
 
     settings = dict(prefill_chunk=chunk, seed=0)
@@ -80,6 +85,9 @@ def policy_session(model, tok, ep: dict, policy: str, budget: int, gated: bool, 
             settings.update(auto_topk=2, block_size=8, window=budget // 2, **auto_variant(policy))
         elif policy == "learned":  # the picker's pins take the rest of the budget
             settings.update(window=max(8, budget // 4))
+        elif policy.startswith("autofold"):
+            settings.update(window=budget // 2, fold_budget=budget - budget // 2, fold_block=AUTOFOLD_BLOCK,
+                            fold_compressor="mean" if policy == "autofold-mean" else fold_compressor)
     if policy.startswith(("pins", "recall")) or policy == "fold":
         pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
         settings["window"] = max(4, min(settings["window"], budget - pinned - reserve))
@@ -93,11 +101,11 @@ def policy_session(model, tok, ep: dict, policy: str, budget: int, gated: bool, 
 
 
 def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chunk: int = 16,
-                max_new: int = 8) -> tuple[bool, str]:
+                max_new: int = 8, fold_compressor: str = "mean") -> tuple[bool, str]:
     sentences = [x for x in re.split(r"(?<=[.!?]) ", ep["filler"]) if x]
     gists = [" " + " ".join(x.split()[:2]) for x in sentences] if policy == "fold" else []
     rows = sum(len(tok(g, add_special_tokens=False)["input_ids"]) for g in gists)
-    s = policy_session(model, tok, ep, policy, budget, gated, chunk, reserve=rows)
+    s = policy_session(model, tok, ep, policy, budget, gated, chunk, reserve=rows, fold_compressor=fold_compressor)
     context = "Facts: " + " ".join(ep["facts"]) + "\n" + ep["filler"] + "\n"
     if policy == "fold":
         s.prompt("Facts: " + " ".join(ep["facts"]), pin=list(ep["facts"]))

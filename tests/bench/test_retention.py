@@ -33,12 +33,32 @@ def test_bench_retention_rejects_unknown_policies(capsys):
 def test_late_recall_and_fold_policies_run(tiny_qwen35_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "retention", "--model", str(tiny_qwen35_dir), "--budgets", "64", "--episodes", "2",
-              "--filler", "3", "--policies", "recall,recall-append,fold", "--png", str(tmp_path / "r.png"),
+              "--filler", "3", "--policies", "recall,recall-append,fold,autofold", "--png", str(tmp_path / "r.png"),
               "--json", "--dtype", "float32"])
     out, err = capsys.readouterr()
     assert e.value.code == 0, err
     res = json.loads(out.strip().splitlines()[-1])[0]
-    assert set(res["accuracy"]) == {"recall", "recall-append", "fold"}
+    assert set(res["accuracy"]) == {"recall", "recall-append", "fold", "autofold"}
+
+
+def test_autofold_policies_fold_with_the_compressor_named(tiny_qwen35, tmp_path):
+    import random
+
+    from heedful.selector.compressor import LearnedPool, MeanPool
+    from heedful.train.compressor import model_sizes
+    from heedful.train.retention import AUTOFOLD_BLOCK, policy_session, run_episode
+    from heedful.train.synthetic import recall_episode
+
+    LearnedPool(**model_sizes(tiny_qwen35.model), block=AUTOFOLD_BLOCK).save(tmp_path / "c")
+    ep = recall_episode(random.Random(3), n_facts=2, n_filler=6).to_dict()
+    learned = policy_session(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, "autofold", 32, True,
+                             fold_compressor=str(tmp_path / "c"))
+    mean = policy_session(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, "autofold-mean", 32, True,
+                          fold_compressor=str(tmp_path / "c"))
+    assert (learned.config.window, learned.config.fold_budget) == (16, 16)
+    assert isinstance(learned._autofold.compressor, LearnedPool) and isinstance(mean._autofold.compressor, MeanPool)
+    run_episode(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, "autofold", 32, True, max_new=2,
+                fold_compressor=str(tmp_path / "c"))
 
 
 def test_the_fold_policy_folds_the_filler(tiny_qwen35, monkeypatch):
