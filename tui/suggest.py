@@ -167,13 +167,21 @@ class SuggestActions:
         args = {"range": [a, b], **({"score": round(float(score), 4)} if score is not None else {})}
         tagging(self.session).note(op, args, streaming=self.generating)
 
-    def action_accept_suggestions(self) -> None:
+    def _judged(self):
+        """The suggestions and auto-pins an accept or reject applies to, or None (after saying
+        why) when there is no picker or nothing to judge."""
         if self._no_picker():
-            return
+            return None
         hit, auto = self._targets()
         if not hit and not auto:
             self.notify("No suggestion here or in view (suggestions are underlined)", severity="warning")
+            return None
+        return hit, auto
+
+    def action_accept_suggestions(self) -> None:
+        if (judged := self._judged()) is None:
             return
+        hit, auto = judged
         done = 0
         for a, b, score in hit:
             if not self._apply(lambda: self._mark("pin", (a, b))):
@@ -190,12 +198,9 @@ class SuggestActions:
         self.notify("accepted: " + ", ".join(what))
 
     def action_reject_suggestions(self) -> None:
-        if self._no_picker():
+        if (judged := self._judged()) is None:
             return
-        hit, auto = self._targets()
-        if not hit and not auto:
-            self.notify("No suggestion here or in view (suggestions are underlined)", severity="warning")
-            return
+        hit, auto = judged
         for a, b, score in hit:
             self._note("reject", a, b, score)
         rejected = {(a, b) for a, b, _ in hit}
