@@ -1,13 +1,14 @@
 """Automatic folding, NSA's compression branch: tokens that leave the window are folded into
 summary rows, one per block of `fold_block` tokens, whose key and value a compressor makes
 from the block's position-free keys and values (compressor.py: their means, or a learned
-pooling). A block's rows wait in `pending` until its last token has left. The summaries sit in the resident order
-right after their block (order key block_end - 0.5, so a compacted position puts them where
+pooling). A block's rows wait in `pending` until its last token has left. The summaries sit
+in the resident order right after their block (order key block_end - 0.5, so a compacted position puts them where
 the block stood) and are kept like pins, at most `fold_budget` of them: the oldest leave
 first. Pinned tokens of a block stay as they are and are not pooled.
 
 Summaries are the engine's own, like the window: nothing is logged (the config says
-fold_budget and fold_block, so a replay pools the same rows); a resume starts without them.
+fold_budget, fold_block and fold_compressor, so a replay pools the same rows); a resume
+rebuilds them by streaming the tail again (restore.py).
 """
 
 from __future__ import annotations

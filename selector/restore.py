@@ -35,7 +35,10 @@ def restore(cls, model, tokenizer, *, config: SessionConfig | dict, token_ids: l
             folded.add(a, b)
         keep = [t for t in range(n) if (t >= lo or s.policy.is_fixed(t, s._pins)) and t not in s._dropped
                 and t not in folded]
-        s._reencode(keep)
+        if s._autofold is None:
+            s._reencode(keep)
+        else:
+            _stream_tail(s, keep, lo, n, folded)
         for a, b, gist in folds:  # the span returns to be read, then its gist replaces it
             s._reencode(list(range(a, b)))
             ids = tuple(tokenizer(gist, add_special_tokens=False)["input_ids"])
@@ -44,3 +47,20 @@ def restore(cls, model, tokenizer, *, config: SessionConfig | dict, token_ids: l
     if recorder is not None:
         s.recorder = recorder
     return s
+
+
+def _stream_tail(s, keep: list[int], lo: int, n: int, folded: Spans) -> None:
+    """With automatic fold, the summary rows are rebuilt too: the fixed rows before the tail
+    are re-encoded, then the tail (the R blocks the summaries stand for, a window before
+    them, and the window) streams through the window again, as it first did, so its blocks
+    are pooled by the session's compressor. The first window of the tail reads less than it
+    first did (nothing before it but the fixed rows): the summaries are close, not equal."""
+    c = s.config
+    start = max(0, lo - c.fold_budget * c.fold_block - c.window) // c.fold_block * c.fold_block
+    s._reencode([t for t in keep if t < start])
+    tail = [t for t in range(start, n) if t not in s._dropped and t not in folded]
+    step = s._chunk()
+    for i in range(0, len(tail), step):
+        part = tail[i : i + step]
+        s._run(part, [s.stream.ids[t] for t in part], evict=True)
+    s._evicted = 0  # the stream's evictions were counted by the session that made them
