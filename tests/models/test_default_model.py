@@ -38,3 +38,28 @@ def test_loads_offline_by_default_and_generates(monkeypatch):
     assert len(toks) == 12
     text = s.text()
     assert text.startswith("One day Mia went to the park with") and len(text) > 40
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "fold_compressor" / "compressor.json").is_file(),
+                    reason="no fold compressor in this build")
+def test_the_shipped_fold_compressor_is_the_default_and_beats_the_mean():
+    """--fold-budget on the embedded model pools with its own compressor, and on held-out text
+    (another seed than training's) that compressor's fold loss is below mean pooling's and
+    below the window alone at the same rows."""
+    import torch
+
+    from heedful.app.open import session_for
+    from heedful.models.loading import load_model
+    from heedful.selector.compressor import LearnedPool
+    from heedful.train.compressor import FoldPattern, fold_loss, synthetic_text, token_rows
+
+    lm = load_model(None, dtype="float32", device="cpu")
+    s = session_for(lm, window=32, budget=64, fold_budget=32)
+    assert isinstance(s._autofold.compressor, LearnedPool)
+    assert s.config.fold_compressor == str((DEFAULT_MODEL_DIR / "fold_compressor").resolve())
+    rows = token_rows(lm.tokenizer, synthetic_text(777, 6000), 256)[:4]
+    with torch.no_grad():
+        learned = fold_loss(lm.model, rows, FoldPattern(32, 32, 16), s._autofold.compressor, only_folded=False)
+        mean = fold_loss(lm.model, rows, FoldPattern(32, 32, 16), None, only_folded=False)
+        window = fold_loss(lm.model, rows, FoldPattern(64, 0, 16), None, only_folded=False)
+    assert learned < mean and learned < window, (float(learned), float(mean), float(window))
