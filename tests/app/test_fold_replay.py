@@ -65,3 +65,33 @@ def test_folds_are_logged_stored_exported_and_replayed(tiny_qwen35, tmp_path):
     list(r.generate(5))
     r.recorder.close()
     _assert_store_matches(store, sid, r)
+
+
+def test_automatic_fold_with_a_learned_compressor_replays_and_resumes(tiny_qwen35, tmp_path):
+    """The config names the compressor: a replay pools with it (the same tokens, sampled), a
+    resume rebuilds its summaries with it."""
+    import torch
+
+    from heedful.selector.compressor import LearnedPool
+    from heedful.train.compressor import model_sizes
+
+    comp = LearnedPool(**model_sizes(tiny_qwen35.model), block=4)
+    with torch.no_grad():
+        for p in comp.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.3)
+    comp.save(tmp_path / "c")
+    store = Store.open(tmp_path / "a.db")
+    rec = store.new_session(title="autofold")
+    s = Session(tiny_qwen35.model, tiny_qwen35.tokenizer, recorder=rec, gated=True, window=16, budget=28,
+                fold_budget=8, fold_block=4, fold_compressor=str(tmp_path / "c"), temperature=0.9, seed=3)
+    s.prompt(PROMPT + MORE)
+    list(s.generate(60))
+    rec.flush()
+    sid = rec.session_id
+    assert store.session(sid).config["fold_compressor"] == str(tmp_path / "c")
+    result, _, _ = _replay(tmp_path, store, sid, tiny_qwen35)
+    assert result.session.token_ids == s.token_ids
+    assert result.session.resident_tokens == s.resident_tokens  # the summaries too
+    r = resume(store, sid, lm=tiny_qwen35)
+    assert isinstance(r._autofold.compressor, LearnedPool)
+    assert sum(type(t) is float for t in r.resident_tokens) == 8
