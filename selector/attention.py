@@ -22,6 +22,7 @@ Paths:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -117,7 +118,6 @@ def heedful_attention(module, query, key, value, attention_mask=None, scaling=No
                       heedful_plan: StepPlan | None = None, **kwargs):
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     plan = heedful_plan
-    n_new = query.shape[-2]
     indices = None
     if plan is None:
         out = _dense_causal_tail(query, key, value, scale)
@@ -168,3 +168,15 @@ def register() -> None:
 
     AttentionInterface.register(NAME, heedful_attention)
     _registered = True
+
+
+@contextlib.contextmanager
+def implementation(model, name: str):
+    """The model's attention implementation for the steps inside (transformers reads
+    `config._attn_implementation` at every forward), restored after."""
+    before = model.config._attn_implementation
+    model.config._attn_implementation = name
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = before

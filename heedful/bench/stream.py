@@ -6,7 +6,6 @@ is flat and its memory constant, while the full cache grows until the model's co
 
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 import sys
@@ -16,6 +15,7 @@ import click
 import torch
 
 from heedful.app.options import model_options
+from heedful.selector.attention import implementation  # the runs share one model
 from heedful.bench.presets import PRESETS, preset_model, synthetic_model
 from heedful.limits import MAX_GENERATE
 
@@ -54,16 +54,6 @@ def _op_counter():
     return Count()
 
 
-@contextlib.contextmanager
-def _attention(model, name: str):
-    """The model's attention implementation for the steps inside (the runs share one model)."""
-    before = model.config._attn_implementation
-    model.config._attn_implementation = name
-    try:
-        yield
-    finally:
-        model.config._attn_implementation = before
-
 
 class StockRun:
     """transformers' own decode loop: a DynamicCache holding every token, SDPA, greedy."""
@@ -73,7 +63,7 @@ class StockRun:
 
         self.model, self.limit = model, model.config.max_position_embeddings
         self.length = len(ids)
-        with _attention(model, "sdpa"), torch.inference_mode():
+        with implementation(model, "sdpa"), torch.inference_mode():
             self.cache = DynamicCache(config=model.config)
             out = model(input_ids=torch.tensor([ids], device=model.device), past_key_values=self.cache,
                         use_cache=True, logits_to_keep=1)
@@ -84,7 +74,7 @@ class StockRun:
         return self.length + 1 >= self.limit
 
     def step(self) -> None:
-        with _attention(self.model, "sdpa"), torch.inference_mode():
+        with implementation(self.model, "sdpa"), torch.inference_mode():
             out = self.model(input_ids=torch.tensor([[self.next]], device=self.model.device),
                              past_key_values=self.cache, use_cache=True)
             self.next = int(out.logits[0, -1].argmax())
@@ -103,7 +93,7 @@ class HeedfulRun:
 
         self.session = s = Session(model, tok, window=window, budget=budget,
                                    gated=getattr(model.config, "model_type", "") in GATED_TYPES)
-        with _attention(model, "heedful"):
+        with implementation(model, "heedful"):
             s.prompt(PROMPT)
             if pins:
                 s.pin((0, min(pins, len(s))))
@@ -111,7 +101,7 @@ class HeedfulRun:
         self._it = s.generate(MAX_GENERATE)
 
     def step(self) -> None:
-        with _attention(self.model, "heedful"):
+        with implementation(self.model, "heedful"):
             next(self._it)
 
     def kv_bytes(self) -> int:

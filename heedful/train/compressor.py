@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from heedful.selector.attention import implementation
 from heedful.selector.compressor import LearnedPool, MeanPool
 from heedful.selector.rope import Rotary
 
@@ -106,12 +107,8 @@ def fold_attention_on(model):
 
         AttentionInterface.register(ATTENTION, fold_attention)
         _registered = True
-    before = model.config._attn_implementation
-    model.config._attn_implementation = ATTENTION
-    try:
+    with implementation(model, ATTENTION):
         yield
-    finally:
-        model.config._attn_implementation = before
 
 
 def fold_logits(model, ids: torch.Tensor, pattern: FoldPattern, compressor=None, swap_rows: bool = False) -> torch.Tensor:

@@ -3,8 +3,6 @@ real loader, and it generates."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from heedful.models.loading import EMBEDDED_MODEL_DIR as DEFAULT_MODEL_DIR
