@@ -48,7 +48,8 @@ class SidePanel(Static):
         t.append(f"pinned {st.pinned}\n")
         t.append(f"folds {len(folds)}  gist rows {gist_rows}\n")
         if len(extra) > gist_rows or getattr(session.config, "fold_budget", 0):
-            t.append(f"summary rows {len(extra) - gist_rows}\n")
+            pooled = "mean" if getattr(session.config, "fold_compressor", "mean") == "mean" else "learned"
+            t.append(f"summary rows {len(extra) - gist_rows} ({pooled})\n")
         if show_speed:
             t.append(f"speed {st.tokens_per_s:.1f} tok/s\n")
         gate = getattr(session, "gate_mean", None)

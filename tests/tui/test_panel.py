@@ -51,3 +51,22 @@ async def test_evicted_in_the_panel_is_the_stores_figure_before_and_after_a_resu
         figures = _store_figures(store, sid)
         assert _panel_figure(app2, "evicted") == figures["evicted"] > 0
         assert _panel_figure(app2, "dropped") == figures["dropped"] == 2
+
+
+async def test_the_panel_counts_summary_rows_and_names_their_compressor(tiny_qwen35, store, tmp_path):
+    from heedful.selector.compressor import LearnedPool
+    from heedful.selector.session import Session
+    from heedful.train.compressor import model_sizes
+
+    LearnedPool(**model_sizes(tiny_qwen35.model), block=4).save(tmp_path / "c")
+    for compressor, word in ((str(tmp_path / "c"), "learned"), ("mean", "mean")):
+        rec = store.new_session(title="fold")
+        s = Session(tiny_qwen35.model, tiny_qwen35.tokenizer, recorder=rec, gated=True, window=16, budget=24,
+                    fold_budget=6, fold_block=4, fold_compressor=compressor)
+        app = HeedfulApp(s, store=store, recorder=rec, chunk=40, show_speed=False, export_dir=tmp_path)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.press(*"The vault code is 4821.", "enter")
+            await settle(app, pilot)
+            summaries = sum(type(t) is float for t in s.resident_tokens)
+            assert summaries > 0
+            assert f"summary rows {summaries} ({word})" in str(app.query_one(SidePanel).content)
