@@ -121,7 +121,7 @@ def ship(model_dir, bf16):
 
 
 def _add_corpus_command():
-    from heedful.train.compressor_cli import compressor
+    from heedful.cli.train_compressor import compressor
     from heedful.train.corpus_cli import corpus
 
     train.add_command(corpus)
