@@ -121,6 +121,11 @@ class Encoder:
         observe = getattr(self.policy, "observe_selection", None)  # ... or from auto selection's picks
         if observe is not None:
             a, rows, counts = plan.auto, (), ()
+            # tensor parallel: the picks of the heads on other ranks count too
+            share = getattr(self.model, "heedful_sum_across_ranks", None)
+            if share is not None and a is not None and a.hits is not None:
+                both = share(torch.cat([a.hits, a.hits.new_tensor([a.selections])]))
+                a.hits, a.selections = both[:-1], int(both[-1])
             if a is not None and a.hits is not None and a.selections:
                 h = a.hits[1 + a.pool_start : 1 + a.pool_end].cpu()
                 rows = h.nonzero().flatten()

@@ -90,14 +90,11 @@ class Ranks:
         return NullRecorder()
 
     def check_settings(self, config: dict) -> None:
-        """Refuses (one line) a session setting whose decisions would differ between ranks
-        (the credit pool of auto selection keeps the rows that this rank's own heads picked)
-        or that needs every KV head on each rank (a learned fold compressor)."""
+        """Refuses (one line) a session setting that needs every KV head on each rank (a
+        learned fold compressor). (Auto selection's credit pool sums its picks over the
+        ranks: heedful.models.parallel.SUM_ACROSS_RANKS.)"""
         if not self.parallel:
             return
-        if (config.get("auto_topk") or 0) > 0 and config.get("auto_pool", "credit") == "credit":
-            raise HeedfulError("--auto-pool credit: not with --tp (each rank would credit the picks of its own "
-                               "heads and keep different rows); use --auto-pool fifo")
         if (config.get("fold_budget") or 0) > 0 and config.get("fold_compressor", "mean") not in ("mean", None):
             raise HeedfulError(f"--fold-compressor {config['fold_compressor']}: not with --tp (a learned compressor "
                                "pools every KV head, a rank holds some of them); use --fold-compressor mean")

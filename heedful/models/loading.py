@@ -262,6 +262,8 @@ def load_model(
     if placement:  # already where it runs: each rank's shard, or accelerate's placement
         if device_map is not None:
             dev = parallel.check_placement(model, device_map)
+        else:  # tensor parallel: each rank holds some heads
+            setattr(model, parallel.SUM_ACROSS_RANKS, parallel.sum_across_ranks)
         model.eval()
     else:
         model.to(dev).eval()

@@ -116,6 +116,20 @@ def connect(world: World) -> None:
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=TP_TIMEOUT_S))
 
 
+def sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The elementwise sum of `t` over the ranks (every rank calls it at the same point)."""
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+# The attribute a tensor-parallel model carries for the engine: what each rank's heads saw
+# is summed over the ranks with it (selector/encoding.py: the credit pool's picks), so every
+# rank keeps the rows one process holding all the heads would keep.
+SUM_ACROSS_RANKS = "heedful_sum_across_ranks"
+
+
 # what a collective raises when a peer is gone (its connections closed, or it hangs)
 _LOST = re.compile(r"connection (closed|reset) by peer|broken pipe|socket timeout|timed out|nccl (error|"
                    r"communicator)|aborted", re.IGNORECASE)

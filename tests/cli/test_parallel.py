@@ -111,18 +111,15 @@ def test_a_world_of_one_is_one_process(cli, qwen3_dir, tmp_path, monkeypatch):
     assert not dist.is_initialized()  # left the group when the run ended
 
 
-def test_settings_that_would_differ_between_ranks_are_refused():
-    """Auto selection's credit pool keeps what the rank's own heads picked: refused under
-    --tp (the fifo pool, by position, is the same on every rank)."""
+def test_settings_that_need_every_head_are_refused():
+    """A learned fold compressor has parameters for every KV head: refused under --tp (the
+    mean works; auto selection's credit pool sums its picks over the ranks)."""
     from heedful.app.distributed import Ranks
     from heedful.errors import HeedfulError
     from heedful.models.parallel import World
 
     ranks = Ranks(World(rank=0, size=2, local_rank=0))
-    with pytest.raises(HeedfulError, match="--auto-pool credit: not with --tp"):
-        ranks.check_settings({"auto_topk": 4, "auto_pool": "credit"})
-    ranks.check_settings({"auto_topk": 4, "auto_pool": "fifo"})
-    ranks.check_settings({"auto_topk": 0, "auto_pool": "credit"})
+    ranks.check_settings({"auto_topk": 4, "auto_pool": "credit"})
     with pytest.raises(HeedfulError, match="--fold-compressor /c: not with --tp"):
         ranks.check_settings({"fold_budget": 8, "fold_compressor": "/c"})
     ranks.check_settings({"fold_budget": 8, "fold_compressor": "mean"})
@@ -159,8 +156,9 @@ def test_two_ranks_continue_a_stored_session_and_each_keeps_its_own_heads(cli, q
     args = ["generate", PROMPT, "--model", qwen3_dir, "--pin", "/Alice/", "-n", "12", "--json", *SETTINGS]
     assert cli(*args, "--db", tmp_path / "one.db")[0] == 0
     (tmp_path / "tp.db").write_bytes((tmp_path / "one.db").read_bytes())
-    more = ["generate", " Then", "--session", "1", "-n", "15", "--json", "--ignore-eos",  # auto selection's path too
-            "--budget", "40", "--auto-topk", "1", "--auto-pool", "fifo"]
+    # auto selection's path too, with the credit pool: the picks of both ranks' heads summed
+    more = ["generate", " Then", "--session", "1", "-n", "15", "--json", "--ignore-eos",
+            "--budget", "40", "--auto-topk", "1"]
     code, out, err = cli(*more, "--db", tmp_path / "one.db")
     assert code == 0, err
     results, _ = launch(tmp_path, [*more, "--db", tmp_path / "tp.db", "--tp", "auto"],
@@ -194,17 +192,23 @@ def test_replay_two_ranks_qwen3_and_hybrid_match_one_process(cli, qwen3_dir, hyb
         {"op": "recall", "text": "station", "append": True}, {"op": "generate", "n": 10, **stop}])
     odd = _script(tmp_path / "kv1.jsonl", build_tiny_model(tmp_path / "kv1", "qwen3", num_key_value_heads=1),
                   [{"op": "prompt", "text": PROMPT}, {"op": "generate", "n": 4, **stop}])
-    code, out, err = cli("replay", a, b, "--json", "--db", tmp_path / "one.db")
+    # auto selection with the credit pool, small blocks: what stays depends on the picks of
+    # both key/value heads, one per rank, summed over the ranks
+    auto = tmp_path / "auto.jsonl"
+    auto.write_text("\n".join(json.dumps(o) for o in [
+        {"op": "config", "model": str(qwen3_dir), "window": 8, "budget": 32, "auto_topk": 2, "block_size": 4,
+         "seed": 0}, {"op": "prompt", "text": PROMPT}, {"op": "generate", "n": 60, **stop}]) + "\n")
+    code, out, err = cli("replay", a, b, auto, "--json", "--db", tmp_path / "one.db")
     assert code == 0, err
-    results, _ = launch(tmp_path, ["replay", a, odd, b, "--json", "--db", tmp_path / "tp.db", "--tp", "auto"])
+    results, _ = launch(tmp_path, ["replay", a, odd, b, auto, "--json", "--db", tmp_path / "tp.db", "--tp", "auto"])
     (c0, out0, err0), (c1, out1, err1) = results
     assert (c0, c1) == (2, 2) and out1 == err1 == ""
     assert [x for x in err0.splitlines() if not x.startswith("[transformers]")] == [  # the hybrid's kernel notes
         f"heedful: error: {odd}:1: --tp auto: --model {tmp_path / 'kv1'} has 1 key/value heads, which 2 ranks cannot "
         "share equally (--nproc-per-node must divide 1)",
-        f"heedful: error: 1 of 3 scripts failed and were not written: {odd}"], err0
+        f"heedful: error: 1 of 4 scripts failed and were not written: {odd}"], err0
     gen = [[r["ids"] for r in map(json.loads, o.splitlines()) if r.get("op") == "generate"] for o in (out, out0)]
-    assert gen[0] == gen[1] and len(gen[0]) == 5
+    assert gen[0] == gen[1] and len(gen[0]) == 6
     assert _stored(tmp_path / "tp.db") == _stored(tmp_path / "one.db")
 
 
