@@ -91,6 +91,9 @@ def load_compressor(folder: str | Path, *, layers: int, heads: int, head_dim: in
                     device=None) -> LearnedPool:
     """A LearnedPool from its folder, checked against the model's attention layers and the
     session's fold block (one-line errors naming the file)."""
+    if str(folder) == "auto":  # the app resolves it (it knows where the model came from)
+        raise HeedfulError("--fold-compressor auto: resolve it with heedful.app.open.fold_compressor_for; "
+                           "a Session takes mean or a compressor folder")
     folder = Path(folder)
     meta_path, weights_path = folder / META, folder / WEIGHTS
     if not meta_path.is_file() or not weights_path.is_file():

@@ -92,6 +92,8 @@ def test_folder_round_trip_and_its_errors(tiny_qwen35, tmp_path):
         load_compressor(tmp_path / "c", **{**sizes, "layers": sizes["layers"] + 1}, block=4)
     with pytest.raises(HeedfulError, match="not a compressor folder"):
         load_compressor(tmp_path, **sizes, block=4)
+    with pytest.raises(HeedfulError, match="auto: resolve it"):
+        load_compressor("auto", **sizes, block=4)
     (tmp_path / "c" / "compressor.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(HeedfulError, match="compressor.safetensors"):
         load_compressor(tmp_path / "c", **sizes, block=4)
