@@ -7,6 +7,7 @@ rebuilding an engine from the store happen in one place.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from heedful.app.script import check_config
@@ -29,11 +30,16 @@ def fold_compressor_for(lm: LoadedModel, choice: str | None, block: int | None) 
         return choice if choice == "mean" else str(Path(choice).resolve())
     folder = EMBEDDED_MODEL_DIR if lm.name == "default" else Path(lm.name)
     meta = folder / FOLDER / META
+    block = block or SessionConfig.fold_block
     try:
-        if meta.is_file() and json.loads(meta.read_text()).get("block") == (block or SessionConfig.fold_block):
-            return str((folder / FOLDER).resolve())
+        theirs = json.loads(meta.read_text()).get("block") if meta.is_file() else None
     except (OSError, ValueError):
-        pass  # an unreadable folder of the model's: auto falls back to the mean
+        theirs = None  # an unreadable folder of the model's: auto falls back to the mean
+    if theirs == block:
+        return str((folder / FOLDER).resolve())
+    if theirs is not None:  # say why the model's own compressor is not used
+        sys.stderr.write(f"heedful: note: {meta.parent} pools blocks of {theirs} tokens, not --fold-block {block}: "
+                         "summaries are means\n")
     return "mean"
 
 

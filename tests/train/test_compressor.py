@@ -99,7 +99,7 @@ def test_folder_round_trip_and_its_errors(tiny_qwen35, tmp_path):
         load_compressor(tmp_path / "c", **sizes, block=4)
 
 
-def test_sessions_choose_the_compressor(tiny_qwen35, tiny_qwen35_dir, tmp_path):
+def test_sessions_choose_the_compressor(tiny_qwen35, tiny_qwen35_dir, tmp_path, capsys):
     ids = tiny_qwen35.tokenizer(CORPUS)["input_ids"][:40]
     c = _noisy(tiny_qwen35, 4)
     c.save(tmp_path / "c")
@@ -120,6 +120,7 @@ def test_sessions_choose_the_compressor(tiny_qwen35, tiny_qwen35_dir, tmp_path):
     assert auto.config.fold_compressor == str((model_dir / FOLDER).resolve())
     other = session_for(lm, window=8, budget=11, fold_budget=3, fold_block=5)
     assert other.config.fold_compressor == "mean"
+    assert "pools blocks of 4 tokens, not --fold-block 5: summaries are means" in capsys.readouterr().err
     with pytest.raises(HeedfulError, match="--fold-block is 5"):
         session_for(lm, window=8, budget=11, fold_budget=3, fold_block=5, fold_compressor=str(model_dir / FOLDER))
 
