@@ -70,6 +70,13 @@ class LearnedPool(nn.Module):
         k, v = keys.float(), values.float()
         return self._pool_one("k", layer, k, k, present), self._pool_one("v", layer, v, k, present)
 
+    def select_heads(self, start: int, end: int) -> "LearnedPool":
+        """The compressor of KV heads start..end-1 only (a tensor-parallel rank's share)."""
+        part = LearnedPool(self.layers, end - start, self.head_dim, self.block)
+        part.load_state_dict({k: v[:, start:end] for k, v in self.state_dict().items()})
+        part.source, part.name = self.source, self.name
+        return part.requires_grad_(False).to(next(self.parameters()).device)
+
     # ------------------------------------------------------------------ files
     def save(self, folder: str | Path, trained: dict | None = None) -> Path:
         """Writes the folder atomically (files written aside, then renamed)."""

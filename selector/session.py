@@ -102,8 +102,13 @@ class Session(Encoder, Folding):
         text_cfg = self.model.config.get_text_config(decoder=True)
         heads = getattr(text_cfg, "num_key_value_heads", None) or text_cfg.num_attention_heads
         head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
-        return load_compressor(name, layers=layers, heads=heads, head_dim=head_dim, block=self.config.fold_block,
-                               device=self.device)
+        c = load_compressor(name, layers=layers, heads=heads, head_dim=head_dim, block=self.config.fold_block,
+                            device=self.device)
+        share = getattr(self.model, "heedful_rank_heads", None)  # tensor parallel: this rank's heads
+        if share is not None:
+            rank, ranks = share
+            c = c.select_heads(rank * heads // ranks, (rank + 1) * heads // ranks)
+        return c
 
     # ------------------------------------------------------------------ reading
     @property

@@ -89,16 +89,6 @@ class Ranks:
 
         return NullRecorder()
 
-    def check_settings(self, config: dict) -> None:
-        """Refuses (one line) a session setting that needs every KV head on each rank (a
-        learned fold compressor). (Auto selection's credit pool sums its picks over the
-        ranks: heedful.models.parallel.SUM_ACROSS_RANKS.)"""
-        if not self.parallel:
-            return
-        if (config.get("fold_budget") or 0) > 0 and config.get("fold_compressor", "mean") not in ("mean", None):
-            raise HeedfulError(f"--fold-compressor {config['fold_compressor']}: not with --tp (a learned compressor "
-                               "pools every KV head, a rank holds some of them); use --fold-compressor mean")
-
     # ------------------------------------------------------------------ agreement
     def agree(self, what: str, value) -> None:
         """Every rank must hold the same `value` (JSON-able); raises RankError where one

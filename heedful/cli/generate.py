@@ -83,7 +83,6 @@ def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, p
                                  **given_settings(ctx, settings))
             else:
                 session = session_for(lm, recorder=rec.new_recorder(), **settings)
-            ranks.check_settings(session.config.to_dict())
             summary = None
             try:
                 summary = _run(session, prompt, pins, n, as_json, ignore_eos, pk, auto_pin,

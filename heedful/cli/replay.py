@@ -90,7 +90,6 @@ def _replay(ranks, scripts, db, model, dtype, device, trust_remote_code, picker,
     for script, steps in parsed:
         error = None
         try:
-            ranks.check_settings(steps[0].args if steps[0].op == "config" else {})
             lm = model_for(steps, script, model=model, dtype=dtype, device=device,
                            trust_remote_code=trust_remote_code, cache=models, adapter=adapter, **scale)
             pinner = None

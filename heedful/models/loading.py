@@ -264,6 +264,7 @@ def load_model(
             dev = parallel.check_placement(model, device_map)
         else:  # tensor parallel: each rank holds some heads
             setattr(model, parallel.SUM_ACROSS_RANKS, parallel.sum_across_ranks)
+            setattr(model, parallel.RANK_HEADS, (world.rank, world.size))
         model.eval()
     else:
         model.to(dev).eval()

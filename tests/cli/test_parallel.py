@@ -111,23 +111,6 @@ def test_a_world_of_one_is_one_process(cli, qwen3_dir, tmp_path, monkeypatch):
     assert not dist.is_initialized()  # left the group when the run ended
 
 
-def test_settings_that_need_every_head_are_refused():
-    """A learned fold compressor has parameters for every KV head: refused under --tp (the
-    mean works; auto selection's credit pool sums its picks over the ranks)."""
-    from heedful.app.distributed import Ranks
-    from heedful.errors import HeedfulError
-    from heedful.models.parallel import World
-
-    ranks = Ranks(World(rank=0, size=2, local_rank=0))
-    ranks.check_settings({"auto_topk": 4, "auto_pool": "credit"})
-    with pytest.raises(HeedfulError, match="--fold-compressor /c: not with --tp"):
-        ranks.check_settings({"fold_budget": 8, "fold_compressor": "/c"})
-    ranks.check_settings({"fold_budget": 8, "fold_compressor": "mean"})
-    ranks.check_settings({"fold_budget": 0, "fold_compressor": "/c"})
-    Ranks().check_settings({"auto_topk": 4, "auto_pool": "credit"})  # one process: anything goes
-    Ranks().check_settings({"fold_budget": 8, "fold_compressor": "/c"})
-
-
 def test_torchrun_generate_matches_one_process_and_records_once(cli, qwen3_dir, tmp_path):
     """`torchrun --nproc-per-node 2 -m heedful generate ... --tp auto`, as a user runs it:
     the same greedy tokens as one process, with a pin and eviction; rank 0 alone prints,
@@ -198,17 +181,34 @@ def test_replay_two_ranks_qwen3_and_hybrid_match_one_process(cli, qwen3_dir, hyb
     auto.write_text("\n".join(json.dumps(o) for o in [
         {"op": "config", "model": str(qwen3_dir), "window": 8, "budget": 32, "auto_topk": 2, "block_size": 4,
          "seed": 0}, {"op": "prompt", "text": PROMPT}, {"op": "generate", "n": 60, **stop}]) + "\n")
-    code, out, err = cli("replay", a, b, auto, "--json", "--db", tmp_path / "one.db")
+    # automatic fold with a learned compressor: each rank pools its own heads with their parameters
+    import torch
+
+    from heedful.selector.compressor import LearnedPool
+
+    cfg = json.loads((Path(qwen3_dir) / "config.json").read_text())
+    comp = LearnedPool(cfg["num_hidden_layers"], cfg["num_key_value_heads"], cfg["head_dim"], block=4)
+    with torch.no_grad():
+        for p in comp.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(4)) * 0.3)
+    comp.save(tmp_path / "comp")
+    fold = tmp_path / "fold.jsonl"
+    fold.write_text("\n".join(json.dumps(o) for o in [
+        {"op": "config", "model": str(qwen3_dir), "window": 8, "budget": 24, "fold_budget": 6, "fold_block": 4,
+         "fold_compressor": str(tmp_path / "comp"), "seed": 0},
+        {"op": "prompt", "text": PROMPT}, {"op": "generate", "n": 40, **stop}]) + "\n")
+    code, out, err = cli("replay", a, b, auto, fold, "--json", "--db", tmp_path / "one.db")
     assert code == 0, err
-    results, _ = launch(tmp_path, ["replay", a, odd, b, auto, "--json", "--db", tmp_path / "tp.db", "--tp", "auto"])
+    results, _ = launch(tmp_path, ["replay", a, odd, b, auto, fold, "--json", "--db", tmp_path / "tp.db", "--tp",
+                                   "auto"])
     (c0, out0, err0), (c1, out1, err1) = results
     assert (c0, c1) == (2, 2) and out1 == err1 == ""
     assert [x for x in err0.splitlines() if not x.startswith("[transformers]")] == [  # the hybrid's kernel notes
         f"heedful: error: {odd}:1: --tp auto: --model {tmp_path / 'kv1'} has 1 key/value heads, which 2 ranks cannot "
         "share equally (--nproc-per-node must divide 1)",
-        f"heedful: error: 1 of 4 scripts failed and were not written: {odd}"], err0
+        f"heedful: error: 1 of 5 scripts failed and were not written: {odd}"], err0
     gen = [[r["ids"] for r in map(json.loads, o.splitlines()) if r.get("op") == "generate"] for o in (out, out0)]
-    assert gen[0] == gen[1] and len(gen[0]) == 6
+    assert gen[0] == gen[1] and len(gen[0]) == 7
     assert _stored(tmp_path / "tp.db") == _stored(tmp_path / "one.db")
 
 

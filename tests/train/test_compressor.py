@@ -65,6 +65,19 @@ def test_learned_pool_starts_as_the_mean():
     assert torch.allclose(m.pool(0, k, v, present)[0][0, 0, 1], k[0, 0, 1, [0, 2]].mean(0))
 
 
+def test_a_share_of_the_heads_pools_as_the_whole_does():
+    """A tensor-parallel rank keeps its heads' parameters (select_heads): its summaries are the
+    whole compressor's for those heads."""
+    c = LearnedPool(layers=2, heads=4, head_dim=8, block=4)
+    with torch.no_grad():
+        for p in c.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) * 0.3)
+    k, v = torch.randn(1, 4, 3, 4, 8), torch.randn(1, 4, 3, 4, 8)
+    whole, part = c.pool(1, k, v), c.select_heads(2, 4).pool(1, k[:, 2:4], v[:, 2:4])
+    for a, b in zip(part, whole):
+        torch.testing.assert_close(a, b[:, 2:4])
+
+
 def test_training_lowers_the_fold_loss(tiny_qwen35):
     rows = token_rows(tiny_qwen35.tokenizer, CORPUS * 3, 48)
     pattern = FoldPattern(8, 4, 4)
