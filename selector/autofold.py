@@ -25,10 +25,13 @@ class AutoFold:
     def __init__(self, rows: int, block: int, compressor=None):
         self.rows, self.block = rows, block
         self.compressor = compressor if compressor is not None else MeanPool()
-        # block -> [places in the block, [(keys [B, H, n, D], values) per attention layer]]
+        # block -> [places in the block, [[(keys [B, H, n, D], values) per attention layer] per absorb]]
         self.pending: dict[int, list] = {}
         self.keys: list[float] = []  # order keys of the summary rows now resident, ascending
         self.last = -1  # the newest token that has left with the window
+        # the newest block summarized (blocks are, in order): a token of it or of an older one
+        # that leaves again later (recalled, then unpinned) is not pooled twice
+        self.done = -1
 
     def spans(self) -> list[tuple[float, float]]:
         """Where the policy finds the summary rows (kept like pins)."""
@@ -37,6 +40,7 @@ class AutoFold:
     def absorb(self, session, rows: list[int]) -> None:
         """Keeps the rows about to leave with the window (row numbers of int tokens) with their
         blocks, before the cache frees them."""
+        rows = [r for r in rows if session.resident_tokens[r] // self.block > self.done]
         if not rows:
             return
         taken = session.cache.take(torch.tensor(rows, dtype=torch.long, device=session.device))
@@ -47,22 +51,22 @@ class AutoFold:
             idx = torch.tensor(picked, device=session.device)
             kv = [(k.index_select(2, idx), v.index_select(2, idx)) for k, v in taken]
             places = [tokens[i] - b * self.block for i in picked]
-            entry = self.pending.get(b)
-            if entry is None:
-                self.pending[b] = [places, kv]
-            else:
-                entry[0] += places
-                entry[1] = [(torch.cat([k0, k1], 2), torch.cat([v0, v1], 2)) for (k0, v0), (k1, v1) in zip(entry[1], kv)]
+            entry = self.pending.setdefault(b, [[], []])
+            entry[0] += places
+            entry[1].append(kv)  # joined once, when the block is pooled
         self.last = max(self.last, *tokens)
 
     def emit(self, session) -> None:
         """Turns every block whose last token has left into a summary row."""
         done = [b for b in sorted(self.pending) if (b + 1) * self.block - 1 <= self.last]
         for b in done:
-            places, rows = self.pending.pop(b)
+            places, parts = self.pending.pop(b)
+            rows = [(torch.cat([p[i][0] for p in parts], 2), torch.cat([p[i][1] for p in parts], 2))
+                    for i in range(len(parts[0]))]
             if len(self.keys) >= self.rows:
                 self._drop(session, self.keys[0])
             key = (b + 1) * self.block - 0.5
+            self.done = b
             layers = session.cache.attention_layers
             self._insert(session, key, [tuple(x.to(layer.keys.dtype) for x in self._pool(i, k, v, places))
                                         for i, ((k, v), layer) in enumerate(zip(rows, layers))])
@@ -92,8 +96,10 @@ class AutoFold:
         self.keys.remove(key)
 
     def cut(self, limit: int) -> None:
-        """A rewind that keeps rows before `limit`: blocks and summaries from there on go
-        (their rows are cut by the rewind itself)."""
+        """A rewind to a stream whose window starts at `limit`: only blocks wholly before it
+        keep their summaries (the rewind cuts the others' rows); a block the window starts in
+        is pooled again, from its tokens that leave again."""
         self.pending = {b: e for b, e in self.pending.items() if (b + 1) * self.block <= limit}
         self.keys = [k for k in self.keys if k < limit]
         self.last = min(self.last, limit - 1)
+        self.done = min(self.done, limit // self.block - 1)

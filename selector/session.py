@@ -413,8 +413,8 @@ class Session(Encoder, Folding):
             last = index - 1
             for a, b in [span for span in self._folds if span[1] > max(last, 0)]:  # folds past the cut go
                 del self._folds[(a, b)]
-            if self._autofold is not None:
-                self._autofold.cut(max(last, 0))
+            if self._autofold is not None:  # summaries of blocks the re-read window reaches go
+                self._autofold.cut(max(0, index - self.config.window))
             summaries = set(self._autofold.keys) if self._autofold is not None else set()
             self._cut_resident([t for t in self.resident_tokens if t < max(last, 0)
                                 and (type(t) is int or t in summaries or any(a <= t < b for a, b in self._folds))],

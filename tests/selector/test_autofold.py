@@ -96,3 +96,29 @@ def test_a_restored_session_rebuilds_its_summaries(tiny_qwen35):
     plain = restored(fold_budget=0, budget=W + 3)
     ours, theirs = r.next_logits, s.next_logits
     assert (ours - theirs).abs().max() < 0.6 * (plain.next_logits - theirs).abs().max()
+
+
+def _summary_keys(s):
+    return [t for t in s.resident_tokens if type(t) is float]
+
+
+def test_rewind_and_unpin_never_pool_a_block_twice(tiny_qwen35):
+    """After a rewind, the blocks the re-read window reaches are pooled again once their
+    tokens leave; a recalled token of a pooled block that is unpinned leaves without being
+    pooled again. Summary keys stay distinct, each where its block ends."""
+    F, W, R = 8, 16, 8
+    s = _session(tiny_qwen35, window=W, budget=W + R + 4, fold_budget=R, fold_block=F)
+    s.prompt(TEXT)
+    list(s.generate(80))
+    before = _summary_keys(s)
+    at = len(s) - 10
+    s.rewind(at)
+    keys = _summary_keys(s)
+    assert keys == [k for k in before if k < at - W] and keys  # only blocks wholly before the window stay
+    list(s.generate(40))
+    s.recall((10, 12))  # in place, pinned; then let go: it leaves with the window
+    s.unpin((10, 12))
+    list(s.generate(20))
+    keys = _summary_keys(s)
+    assert len(keys) == len(set(keys)) and 0 < len(keys) <= R
+    assert all((k + 0.5) % F == 0 for k in keys)
