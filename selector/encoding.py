@@ -90,7 +90,11 @@ class Encoder:
         """One forward over a chunk of tokens that will sit after every resident row."""
         n = len(ids)
         if evict:
-            self._cut_rows(self.policy.keep_rows(self.resident_tokens, token_indices[0], n, self._kept()), "window")
+            # automatic fold's summaries arrive within the cut: their free rows stay free (auto
+            # selection's pool would fill them)
+            room = self._autofold.rows - len(self._autofold.keys) if self._autofold is not None else 0
+            self._cut_rows(self.policy.keep_rows(self.resident_tokens, token_indices[0], n, self._kept(),
+                                                 reserve=room), "window")
         plan, position_ids = self._plan(token_indices[0], n)
         try:
             out = self.model(

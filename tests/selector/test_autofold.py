@@ -122,3 +122,16 @@ def test_rewind_and_unpin_never_pool_a_block_twice(tiny_qwen35):
     keys = _summary_keys(s)
     assert len(keys) == len(set(keys)) and 0 < len(keys) <= R
     assert all((k + 0.5) % F == 0 for k in keys)
+
+
+@pytest.mark.parametrize("pool", ["credit", "fifo"])
+def test_auto_selection_and_automatic_fold_share_the_budget(tiny_qwen35, pool):
+    """Auto selection's pool fills what the window and the summaries leave: a summary arriving
+    within a cut still fits (it overflowed the budget before)."""
+    s = _session(tiny_qwen35, window=16, budget=48, fold_budget=8, fold_block=4, auto_topk=2, block_size=4,
+                 auto_pool=pool)
+    s.prompt(TEXT)
+    for _ in s.generate(60):
+        assert s.cache.resident() <= 48
+    assert sum(type(t) is float for t in s.resident_tokens) == 8
+    assert len(s.resident_tokens) > 16 + 8  # the pool holds rows too
