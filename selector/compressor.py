@@ -17,6 +17,7 @@ there, the pinned tokens of a block, masked out by `present` [N, F]) and return 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -48,6 +49,7 @@ class LearnedPool(nn.Module):
         self.layers, self.heads, self.head_dim, self.block = layers, heads, head_dim, block
         self.name = "learned"
         self.source: str | None = None  # the folder it was loaded from
+        self.digest: str | None = None  # its weights' short sha256 (digest()), once loaded
         eye = torch.eye(head_dim).expand(layers, heads, head_dim, head_dim).clone()
         for kind in ("k", "v"):
             setattr(self, f"place_{kind}", nn.Parameter(torch.zeros(layers, heads, block)))
@@ -88,16 +90,33 @@ class LearnedPool(nn.Module):
                 "block": self.block, "trained": trained or {}}
         tmp_w, tmp_m = folder / (WEIGHTS + ".tmp"), folder / (META + ".tmp")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp_w))
+        os.chmod(tmp_w, 0o644)  # safetensors writes 0600: a shared model folder must be readable
         tmp_m.write_text(json.dumps(meta, indent=1) + "\n")
         tmp_w.replace(folder / WEIGHTS)
         tmp_m.replace(folder / META)
         return folder
 
 
+def digest(folder: str | Path) -> str | None:
+    """A short sha256 of a compressor folder's weights (None when there are none): what a
+    session's config records, so a replay or resume pools with the same compressor."""
+    import hashlib
+
+    path = Path(folder) / WEIGHTS
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def load_compressor(folder: str | Path, *, layers: int, heads: int, head_dim: int, block: int,
-                    device=None) -> LearnedPool:
-    """A LearnedPool from its folder, checked against the model's attention layers and the
-    session's fold block (one-line errors naming the file)."""
+                    device=None, expect: str | None = None) -> LearnedPool:
+    """A LearnedPool from its folder, checked against the model's attention layers, the
+    session's fold block and, given `expect`, the digest a session recorded (one-line errors
+    naming the file)."""
     if str(folder) == "auto":  # the app resolves it (it knows where the model came from)
         raise HeedfulError("--fold-compressor auto: resolve it with heedful.app.open.fold_compressor_for; "
                            "a Session takes mean or a compressor folder")
@@ -107,9 +126,11 @@ def load_compressor(folder: str | Path, *, layers: int, heads: int, head_dim: in
         raise HeedfulError(f"--fold-compressor {folder}: not a compressor folder (needs {META} and {WEIGHTS})")
     try:
         meta = json.loads(meta_path.read_text())
-        sizes = tuple(int(meta[k]) for k in ("layers", "heads", "head_dim", "block"))
+        sizes = tuple(meta[k] for k in ("layers", "heads", "head_dim", "block"))
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise HeedfulError(f"{meta_path}: unreadable compressor description ({e})") from None
+    if not all(type(x) is int and x > 0 for x in sizes):
+        raise HeedfulError(f"{meta_path}: layers, heads, head_dim and block must be positive integers")
     want = (layers, heads, head_dim, block)
     if sizes[:3] != want[:3]:
         raise HeedfulError(f"{meta_path}: made for {sizes[0]} layers x {sizes[1]} KV heads x {sizes[2]} dims, "
@@ -119,11 +140,21 @@ def load_compressor(folder: str | Path, *, layers: int, heads: int, head_dim: in
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    found = digest(folder)
+    if expect is not None and found != expect:
+        raise HeedfulError(f"{weights_path}: not the compressor the session was recorded with (sha256 {found}, "
+                           f"recorded {expect})")
     c = LearnedPool(*sizes)
     try:
         c.load_state_dict(load_file(str(weights_path)))
-    except (SafetensorError, RuntimeError, OSError) as e:
+    except (SafetensorError, OSError) as e:
         raise HeedfulError(f"{weights_path}: {str(e).splitlines()[0]}") from None
+    except RuntimeError as e:  # the first line is a header: the mismatches follow
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        raise HeedfulError(f"{weights_path}: {' '.join(lines[:2])}") from None
+    if not all(torch.isfinite(t).all() for t in c.state_dict().values()):
+        raise HeedfulError(f"{weights_path}: holds NaN or infinite values")
     c.requires_grad_(False)
     c.source = str(folder.resolve())
+    c.digest = found
     return c.to(device) if device is not None else c

@@ -27,6 +27,7 @@ class SessionConfig:
     # how a block becomes its summary row: "mean", or the folder of a learned compressor
     # (compressor.py); the app resolves "auto" (the model folder's own compressor, if any)
     fold_compressor: str = "mean"
+    fold_compressor_digest: str | None = None  # its weights' sha256 (set when loaded; checked on replay)
 
     def to_dict(self) -> dict:
         return asdict(self)

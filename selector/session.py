@@ -69,7 +69,11 @@ class Session(Encoder, Folding):
         if c.fold_budget:
             if c.fold_budget < 0 or c.fold_block < 1:
                 raise BudgetError(f"--fold-budget {c.fold_budget} / --fold-block {c.fold_block}: must be >= 0 / >= 1")
-            self.policy.check_pins(Spans(), extra=c.fold_budget)  # the window must still fit
+            if c.window + c.sinks + c.fold_budget > c.budget:  # the window must still fit
+                raise BudgetError(f"--fold-budget {c.fold_budget}: window {c.window} + sinks {c.sinks} + "
+                                  f"{c.fold_budget} summary rows is more than --budget {c.budget}")
+            if c.fold_block > c.budget:  # a block's rows wait outside the budget until it has left
+                raise BudgetError(f"--fold-block {c.fold_block}: at most --budget {c.budget}")
             if self.cache.has_recurrent_layers:
                 raise HeedfulError("--fold-budget needs a model whose layers are all full attention")
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
@@ -103,7 +107,8 @@ class Session(Encoder, Folding):
         heads = getattr(text_cfg, "num_key_value_heads", None) or text_cfg.num_attention_heads
         head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
         c = load_compressor(name, layers=layers, heads=heads, head_dim=head_dim, block=self.config.fold_block,
-                            device=self.device)
+                            device=self.device, expect=self.config.fold_compressor_digest)
+        self.config.fold_compressor_digest = c.digest
         share = getattr(self.model, "heedful_rank_heads", None)  # tensor parallel: this rank's heads
         if share is not None:
             rank, ranks = share

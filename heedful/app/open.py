@@ -12,7 +12,9 @@ from pathlib import Path
 
 from heedful.app.script import check_config
 from heedful.models.loading import EMBEDDED_MODEL_DIR, LoadedModel, load_model
+from heedful.errors import HeedfulError
 from heedful.selector.compressor import FOLDER, META
+from heedful.selector.compressor import digest as compressor_digest
 from heedful.selector.recorder import NullRecorder
 from heedful.selector.session import Session, SessionConfig
 
@@ -23,33 +25,66 @@ def open_session(model=None, dtype="auto", device=None, trust_remote_code=False,
     return session_for(lm, recorder=recorder, **settings)
 
 
-def fold_compressor_for(lm: LoadedModel, choice: str | None, block: int | None) -> str:
+def _model_folder(lm: LoadedModel) -> Path | None:
+    """The local folder the model was loaded from (None for a hub id)."""
+    if lm.name == "default":
+        return EMBEDDED_MODEL_DIR
+    folder = Path(lm.name).expanduser()
+    return folder if folder.is_dir() else None
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(f"heedful: note: {text}\n")
+
+
+def fold_compressor_for(lm: LoadedModel, choice: str | None, block: int | None, digest: str | None = None) -> str:
     """What --fold-compressor names, resolved: "mean", or a compressor folder. auto (None):
-    the model folder's own fold_compressor/ when it pools blocks of this size, else mean."""
+    the model folder's own fold_compressor/ when it pools blocks of this size, else mean. A
+    recorded folder that is gone (a session from another install) is the model's own when
+    that has the recorded digest."""
+    folder = _model_folder(lm)
+    own = folder / FOLDER if folder is not None else None
     if choice not in (None, "auto"):
-        return choice if choice == "mean" else str(Path(choice).resolve())
-    folder = EMBEDDED_MODEL_DIR if lm.name == "default" else Path(lm.name)
-    meta = folder / FOLDER / META
+        if choice == "mean":
+            return choice
+        path = Path(choice).expanduser()
+        if not path.exists() and digest is not None and own is not None and compressor_digest(own) == digest:
+            return str(own.resolve())
+        return str(path.resolve())
     block = block or SessionConfig.fold_block
+    if own is None or not (own / META).is_file():
+        return "mean"
     try:
-        theirs = json.loads(meta.read_text()).get("block") if meta.is_file() else None
-    except (OSError, ValueError):
-        theirs = None  # an unreadable folder of the model's: auto falls back to the mean
+        theirs = json.loads((own / META).read_text()).get("block")
+    except (OSError, ValueError) as e:
+        _note(f"{own / META} is unreadable ({e}): summaries are means")
+        return "mean"
     if theirs == block:
-        return str((folder / FOLDER).resolve())
-    if theirs is not None:  # say why the model's own compressor is not used
-        sys.stderr.write(f"heedful: note: {meta.parent} pools blocks of {theirs} tokens, not --fold-block {block}: "
-                         "summaries are means\n")
+        return str(own.resolve())
+    _note(f"{own} pools blocks of {theirs} tokens, not --fold-block {block}: summaries are means")
     return "mean"
+
+
+def resolve_fold_settings(lm: LoadedModel, settings: dict, given: bool = True) -> dict:
+    """Settings with --fold-compressor resolved (fold_compressor_for) when automatic fold is
+    on; refused in one line when one is named without --fold-budget. `given`: the settings
+    hold what a person asked for (a stored config's "mean" without fold is no request)."""
+    out = dict(settings)
+    choice = out.get("fold_compressor")
+    if not out.get("fold_budget"):
+        if given and choice not in (None, "auto", "mean"):
+            raise HeedfulError(f"--fold-compressor {choice}: only with --fold-budget R > 0 (automatic fold)")
+        out.pop("fold_compressor", None)
+        return out
+    out["fold_compressor"] = fold_compressor_for(lm, choice, out.get("fold_block"), out.get("fold_compressor_digest"))
+    if out["fold_compressor"] == "mean":
+        out.pop("fold_compressor_digest", None)
+    return out
 
 
 def session_for(lm: LoadedModel, *, recorder=None, **settings) -> Session:
     """A new session over a loaded model; settings given as None keep their defaults."""
-    if settings.get("fold_budget"):
-        settings["fold_compressor"] = fold_compressor_for(lm, settings.get("fold_compressor"),
-                                                          settings.get("fold_block"))
-    else:
-        settings.pop("fold_compressor", None)
+    settings = resolve_fold_settings(lm, settings)
     config = SessionConfig(model=lm.name, **{k: v for k, v in settings.items() if v is not None})
     return Session(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated, config=config)
 
@@ -84,8 +119,10 @@ def resume(store, session_id: int | None = None, *, model: str | None = None, dt
         lm = load_model(model or cfg.get("model"), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     cfg["model"] = lm.name
     check_config(cfg, "resume")
+    if settings.get("fold_budget") and not info.config.get("fold_budget") and "fold_compressor" not in settings:
+        cfg["fold_compressor"] = "auto"  # automatic fold turned on now: the CLI's default
     if cfg.get("fold_budget") and cfg.get("fold_compressor", "mean") != "mean":  # absent: stored before, pooled by mean
-        cfg["fold_compressor"] = fold_compressor_for(lm, cfg["fold_compressor"], cfg.get("fold_block"))
+        cfg = resolve_fold_settings(lm, cfg)
     rec = store.reopen(info.id, atomic=atomic) if record else NullRecorder()
     n = len(data.token_ids)
     rec.event("resume", {"tokens": n, "config": cfg})

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from heedful.app.open import clip_spans, restore_session
+from heedful.app.open import clip_spans, resolve_fold_settings, restore_session
 from heedful.app.script import NOTE_OPS, TARGET_OPS, Step
 from heedful.errors import HeedfulError
 from heedful.models.loading import load_model
@@ -55,6 +55,8 @@ class _Runner:
 
     def config(self, step: Step) -> None:
         cfg = {**step.args, "model": self.lm.name}
+        if "fold_compressor" in cfg:  # "auto", a folder relative to here, or one recorded elsewhere
+            cfg = resolve_fold_settings(self.lm, cfg)
         self.session = Session(self.lm.model, self.lm.tokenizer, recorder=self.rec, gated=self.lm.gated,
                                config=SessionConfig(**cfg))
         self.emit(step, config=self.session.config.to_dict())

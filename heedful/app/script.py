@@ -66,6 +66,8 @@ def check_config(cfg, where: str) -> None:
         kind = str(fields[k])
         if k in ("model", "fold_compressor"):
             ok = isinstance(v, str) and v != ""
+        elif k == "fold_compressor_digest":
+            ok = v is None or (isinstance(v, str) and v != "")
         elif k in CHOICES:
             ok = v in CHOICES[k]
         elif "float" in kind:

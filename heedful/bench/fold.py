@@ -68,15 +68,15 @@ def fold(path, synthetic, window, budget, fold_block, fold_compressor, segments,
     if synthetic is not None:
         import random
 
-        from heedful.train.compressor import synthetic_text
+        from heedful.train.compressor import EVAL_SEED, synthetic_text
         from heedful.train.synthetic import copy_drill, story
 
-        rng = random.Random(12345)  # not a training seed: held-out text
+        rng = random.Random(EVAL_SEED)  # not a training seed: held-out text
         if synthetic == "mix":
-            text = synthetic_text(12345, 1000 * segments)
+            text = synthetic_text(EVAL_SEED, 1000 * segments)
         else:
             text = "\n".join(story(rng) if synthetic == "stories" else copy_drill(rng) for _ in range(40 * segments))
-        path = f"synthetic {synthetic} (seed 12345)"
+        path = f"synthetic {synthetic} (seed {EVAL_SEED})"
     else:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     ids = lm.tokenizer(text, verbose=False)["input_ids"]  # cut into segments below
@@ -87,12 +87,15 @@ def fold(path, synthetic, window, budget, fold_block, fold_compressor, segments,
     if not pieces:
         raise HeedfulError(f"{path}: too short (fewer than 2 tokens)")
     compressor = fold_compressor_for(lm, fold_compressor, fold_block)
-    fold_run = dict(window=window, budget=budget, fold_budget=budget - window, fold_block=fold_block)
+    # no sinks in any run (ungated models too): the window-only run holds B tokens, as the
+    # compressor's training pattern does
+    fold_run = dict(window=window, budget=budget, fold_budget=budget - window, fold_block=fold_block, sinks=0)
     runs = {"full": dict(window=size, budget=size + 1, sinks=0),
-            "window": dict(window=budget, budget=budget),
+            "window": dict(window=budget, budget=budget, sinks=0),
             "fold": dict(fold_run, fold_compressor=compressor)}
     if compressor != "mean":
         runs["fold_mean"] = dict(fold_run, fold_compressor="mean")
+    session_for(lm, **runs["fold"])  # a bad compressor is refused before any run
     figures, seconds = {}, {}
     count = sum(len(p) - 1 for p in pieces)
     for name, settings in runs.items():

@@ -66,12 +66,19 @@ def compressor(out_dir, model, dtype, device, trust_remote_code, window, fold_ro
     import torch
 
     from heedful.models.loading import load_model
-    from heedful.train.compressor import FoldPattern, synthetic_text, token_rows, train
+    from heedful.train.compressor import EVAL_SEED, FoldPattern, synthetic_text, token_rows, train
 
     if threads:
         torch.set_num_threads(threads)
     if not texts and not synthetic:
         raise click.UsageError("no training text: give --text FILE or leave --synthetic on")
+    out = Path(out_dir)
+    try:  # before any training: a folder that cannot be written is found now, not after minutes
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HeedfulError(f"--out {out_dir}: {e.strerror}") from None
+    if synthetic and seed + 1 == EVAL_SEED:
+        raise HeedfulError(f"--seed {seed}: its generated text is the held-out text (seed {EVAL_SEED}); pick another")
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     cfg = lm.model.config.get_text_config(decoder=True)
     if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
@@ -80,11 +87,12 @@ def compressor(out_dir, model, dtype, device, trust_remote_code, window, fold_ro
     seq_len = seq_len or min(256, limit)
     if seq_len > limit:
         raise HeedfulError(f"--seq-len {seq_len}: longer than the model's context ({limit})")
-    if seq_len < window + fold_block:
-        raise HeedfulError(f"--seq-len {seq_len}: no block leaves a window of {window} (needs >= window + fold block)")
+    if seq_len <= window + fold_block:
+        raise HeedfulError(f"--seq-len {seq_len}: no token would see a summary (needs > --window {window} + "
+                           f"--fold-block {fold_block})")
     corpus = _texts(texts, max_chars) + ([synthetic_text(seed + 1, 400_000)] if synthetic else [])
     rows = torch.cat([token_rows(lm.tokenizer, t, seq_len) for t in corpus])
-    held = _texts([eval_text], max_chars) if eval_text else [synthetic_text(12345, 60_000)]
+    held = _texts([eval_text], max_chars) if eval_text else [synthetic_text(EVAL_SEED, 60_000)]
     eval_rows = token_rows(lm.tokenizer, held[0], seq_len)[:16]
     if len(rows) == 0 or len(eval_rows) == 0:
         raise HeedfulError(f"not enough text for one row of {seq_len} tokens")
@@ -99,9 +107,9 @@ def compressor(out_dir, model, dtype, device, trust_remote_code, window, fold_ro
         comp, record = train(lm.model, lm.tokenizer, pattern, train_rows=rows, eval_rows=eval_rows, steps=steps,
                              batch=batch, lr=lr, seed=seed, progress=progress)
     record.update(model=lm.name, texts=[str(t) for t in texts], synthetic=synthetic,
-                  eval_text=str(eval_text) if eval_text else "synthetic (seed 12345)")
+                  eval_text=str(eval_text) if eval_text else f"synthetic (seed {EVAL_SEED})")
     comp.save(out_dir, record)
-    ppl = {k: round(math.exp(v), 3) for k, v in record["eval_loss"].items()}
+    ppl = {k: None if v is None else round(math.exp(v), 3) for k, v in record["eval_loss"].items()}
     if as_json:
         click.echo(json.dumps({"out": str(Path(out_dir)), "ppl": ppl, **record}))
         return

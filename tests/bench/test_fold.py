@@ -68,3 +68,15 @@ def test_bench_fold_with_a_learned_compressor_matches_training_forward(capsys, t
             nll = fold_loss(tiny_qwen35.model, ids, FoldPattern(8, 6, 4), c, only_folded=False)
         assert r["ppl"][name] == pytest.approx(math.exp(float(nll)), rel=1e-3), name
     assert r["ppl"]["fold"] != r["ppl"]["fold_mean"]
+
+
+def test_bench_fold_runs_an_ungated_model_without_sinks(capsys, tmp_path, tiny_llama_dir):
+    """Sinks (an ungated model's default) would take rows of the window-only run: no run has any."""
+    text = tmp_path / "t.txt"
+    text.write_text("The vault code is 4821. Remember it. Alice met Bob at the station at noon. " * 2)
+    with pytest.raises(SystemExit) as e:
+        heedful.cli.main(["bench", "fold", "--text", str(text), "--model", str(tiny_llama_dir), "--window", "8",
+                          "--budget", "16", "--fold-block", "4", "--dtype", "float32", "--json"])
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    assert set(json.loads(out.out.splitlines()[-1])["ppl"]) == {"full", "window", "fold"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +168,97 @@ def test_cli_trains_a_compressor_and_generate_uses_it(tiny_qwen35_dir, tmp_path,
                           str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "not a compressor folder" in err
+
+
+def test_sessions_record_the_compressors_digest_and_replays_check_it(tiny_qwen35, tiny_qwen35_dir, tmp_path):
+    """The config records the weights' sha256: a replay with other weights at that path is
+    refused; a recorded folder that is gone (another install) is the model's own when that
+    has the recorded digest; a script may say "auto"."""
+    import os
+
+    from heedful.app.open import resolve_fold_settings
+    from heedful.selector.compressor import digest
+
+    c = _noisy(tiny_qwen35, 4)
+    c.save(tmp_path / "c")
+    assert os.stat(tmp_path / "c" / "compressor.safetensors").st_mode & 0o644 == 0o644
+    s = session_for(tiny_qwen35, window=8, budget=11, fold_budget=3, fold_block=4, fold_compressor=str(tmp_path / "c"))
+    recorded = s.config.to_dict()
+    assert recorded["fold_compressor_digest"] == digest(tmp_path / "c") and len(recorded["fold_compressor_digest"]) == 16
+    _noisy(tiny_qwen35, 4, seed=9).save(tmp_path / "c")  # retrained in place
+    with pytest.raises(HeedfulError, match="not the compressor the session was recorded with"):
+        session_for(tiny_qwen35, **{k: v for k, v in recorded.items() if k != "model"})
+    # the model's own folder holds the recorded weights; the recorded path is gone
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_qwen35_dir, model_dir)
+    c.save(model_dir / FOLDER)
+    from heedful.models.loading import load_model
+
+    lm = load_model(str(model_dir), dtype="float32", device="cpu")
+    moved = {**recorded, "fold_compressor": str(tmp_path / "gone")}
+    assert resolve_fold_settings(lm, moved)["fold_compressor"] == str((model_dir / FOLDER).resolve())
+    assert resolve_fold_settings(lm, {**recorded, "fold_compressor": "auto"})["fold_compressor"] == \
+        str((model_dir / FOLDER).resolve())
+    with pytest.raises(HeedfulError, match="only with --fold-budget"):
+        resolve_fold_settings(lm, {"fold_budget": 0, "fold_compressor": str(tmp_path / "c")})
+    assert "fold_compressor" not in resolve_fold_settings(lm, {"fold_budget": 0, "fold_compressor": "mean"})
+
+
+def test_bad_compressor_files_are_refused_in_one_line(tiny_qwen35, tmp_path, capsys):
+    import json as _json
+
+    from heedful.models.loading import load_model
+
+    sizes = model_sizes(tiny_qwen35.model)
+    c = LearnedPool(**sizes, block=4)
+    with torch.no_grad():
+        c.proj_k[0, 0, 0, 0] = float("nan")
+    c.save(tmp_path / "nan")
+    with pytest.raises(HeedfulError, match="NaN or infinite"):
+        load_compressor(tmp_path / "nan", **sizes, block=4)
+    LearnedPool(**{**sizes, "head_dim": sizes["head_dim"] * 2}, block=4).save(tmp_path / "shape")
+    meta = _json.loads((tmp_path / "shape" / "compressor.json").read_text())
+    (tmp_path / "shape" / "compressor.json").write_text(_json.dumps({**meta, "head_dim": sizes["head_dim"]}))
+    with pytest.raises(HeedfulError, match="size mismatch") as e:
+        load_compressor(tmp_path / "shape", **sizes, block=4)
+    assert "\n" not in str(e.value)
+    (tmp_path / "shape" / "compressor.json").write_text(_json.dumps({**meta, "block": 4.5}))
+    with pytest.raises(HeedfulError, match="positive integers"):
+        load_compressor(tmp_path / "shape", **sizes, block=4)
+    # a model's own compressor.json that cannot be read: auto says so and uses the mean
+    model_dir = tmp_path / "model"
+    shutil.copytree(Path(tiny_qwen35.name), model_dir)
+    (model_dir / FOLDER).mkdir()
+    (model_dir / FOLDER / "compressor.json").write_text("{not json")
+    lm = load_model(str(model_dir), dtype="float32", device="cpu")
+    assert session_for(lm, window=8, budget=11, fold_budget=3, fold_block=4).config.fold_compressor == "mean"
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_train_compressor_refuses_before_training(tiny_qwen35_dir, tmp_path, capsys):
+    """--out that cannot be a folder, a row too short for any summary, the held-out seed: one
+    line, exit 2, before any step."""
+    (tmp_path / "afile").write_text("x")
+    base = ["train", "compressor", "--model", str(tiny_qwen35_dir), "--steps", "1", "--batch", "1",
+            "--window", "8", "--fold-rows", "4", "--fold-block", "4"]
+    cases = [(["--out", str(tmp_path / "afile" / "sub"), "--seq-len", "32"], "--out"),
+             (["--out", str(tmp_path / "o"), "--seq-len", "12"], "no token would see a summary"),
+             (["--out", str(tmp_path / "o"), "--seq-len", "32", "--seed", "12344"], "held-out text")]
+    for extra, match in cases:
+        with pytest.raises(SystemExit) as e:
+            heedful.cli.main([*base, *extra])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and match in err, err
+        assert not (tmp_path / "o" / "compressor.json").exists()
+
+
+def test_the_control_never_pairs_a_row_with_itself(tiny_qwen35):
+    """learned_other_text swaps blocks between rows: a batch of one would read its own blocks
+    (the control equal to learned), so batches keep two rows at least."""
+    from heedful.train.compressor import evaluate
+
+    rows = token_rows(tiny_qwen35.tokenizer, CORPUS * 3, 40)[:3]
+    comp = _noisy(tiny_qwen35, 4)
+    r = evaluate(tiny_qwen35.model, rows, FoldPattern(8, 4, 4), comp, batch=2)
+    assert r["learned_other_text"] != pytest.approx(r["learned"], abs=1e-6)
+    assert evaluate(tiny_qwen35.model, rows[:1], FoldPattern(8, 4, 4), comp)["learned_other_text"] is None
