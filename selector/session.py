@@ -21,8 +21,7 @@ import torch
 from heedful.errors import BudgetError, HeedfulError, TargetError
 from heedful.limits import MAX_GENERATE, MAX_INT, check_text
 from heedful.selector.attention import register
-from heedful.selector.autofold import AutoFold
-from heedful.selector.compressor import load_compressor
+from heedful.selector.autofold import AutoFold, compressor_for
 from heedful.selector.cache import HeedfulCache
 from heedful.selector.config import SessionConfig, Stats, Token, check_sampling
 from heedful.selector.encoding import Encoder
@@ -85,7 +84,7 @@ class Session(Encoder, Folding):
         self.resident_tokens: list[int] = []  # token index of each cache row, ascending
         self._pins = Spans()
         self._folds: dict[tuple[int, int], Fold] = {}
-        self._autofold = AutoFold(c.fold_budget, c.fold_block, self._compressor()) if c.fold_budget else None
+        self._autofold = AutoFold(c.fold_budget, c.fold_block, compressor_for(self)) if c.fold_budget else None
         self._dropped = Spans()
         self.next_logits: torch.Tensor | None = None
         self.last_attention: dict | None = None
@@ -96,24 +95,6 @@ class Session(Encoder, Folding):
         self._generated = 0
         self._gen_seconds = 0.0
         self.recorder.event("config", self.config.to_dict())
-
-    def _compressor(self):
-        """The fold compressor the config names (compressor.py), checked against the model."""
-        name = self.config.fold_compressor
-        if name in (None, "mean"):
-            return None
-        layers = len(self.cache.attention_layers)
-        text_cfg = self.model.config.get_text_config(decoder=True)
-        heads = getattr(text_cfg, "num_key_value_heads", None) or text_cfg.num_attention_heads
-        head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
-        c = load_compressor(name, layers=layers, heads=heads, head_dim=head_dim, block=self.config.fold_block,
-                            device=self.device, expect=self.config.fold_compressor_digest)
-        self.config.fold_compressor_digest = c.digest
-        share = getattr(self.model, "heedful_rank_heads", None)  # tensor parallel: this rank's heads
-        if share is not None:
-            rank, ranks = share
-            c = c.select_heads(rank * heads // ranks, (rank + 1) * heads // ranks)
-        return c
 
     # ------------------------------------------------------------------ reading
     @property
