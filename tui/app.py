@@ -194,12 +194,11 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         self.action_generate()
 
     def _ends_with_space(self) -> bool:
-        """Whether the stream's text is empty or ends with whitespace (its last non-empty piece)."""
+        """Whether the stream's text is empty or ends with whitespace. A last token with no text
+        yet is part of a character still being written (byte-level BPE): the stream ends
+        inside it, not in a space, whatever the pieces before it end with."""
         texts = self.session.token_texts
-        for i in range(len(texts) - 1, max(-1, len(texts) - 64), -1):
-            if texts[i]:
-                return texts[i][-1].isspace()
-        return not texts
+        return not texts or texts[-1][-1:].isspace()
 
     def action_generate(self) -> None:
         if self.generating:

@@ -62,3 +62,21 @@ async def test_a_refused_prompt_keeps_its_text_and_marks(tiny_qwen35, store, tmp
         assert any("budget" in n.message for n in app._notifications)
         assert len(s) == 0 and box.value == PROMPT and box.marks == ["4821. Remember it."]
         assert app.focused is box
+
+
+async def test_a_prompt_after_half_a_character_is_not_glued_to_it(tiny_qwen35, store, tmp_path):
+    """The stream ends in the first byte of a multi-byte character (its token has no text yet)
+    after a space: the prompt still gets its leading space."""
+    from tests.tui.conftest import chat_app, settle
+
+    app = chat_app(tiny_qwen35, store, tmp_path, chunk=1)
+    s = app.session
+    async with app.run_test(size=(100, 30)) as pilot:
+        s.prompt("Hello ")
+        lead = s.tokenizer.convert_tokens_to_ids("â")  # byte 0xE2: starts a three-byte character
+        s._append_and_run([lead], "generated")
+        assert s.token_texts[-1] == "" and s.token_texts[-2].endswith(" ")
+        app.query_one("#prompt").value = "Ann"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert "\ufffd Ann" in s.text()
