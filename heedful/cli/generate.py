@@ -171,6 +171,16 @@ def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=Fa
     return {"prompt_tokens": prompt_tokens, "picked": picked}
 
 
+def _fold_summary(session) -> dict | None:
+    """Automatic fold's part of the summary: the summary rows now resident, and by what."""
+    c = session.config
+    if not c.fold_budget:
+        return None
+    return {"summary_rows": sum(1 for t in session.resident_tokens if type(t) is float and
+                                not any(a <= t < b for a, b, _ in session.folds())),
+            "block": c.fold_block, "compressor": c.fold_compressor}
+
+
 def _summarize(session, summary: dict, sid: int | None, as_json: bool) -> None:
     """The run's last line: a JSON summary on stdout, or a bracketed line on stderr."""
     out, picked = sys.stdout, summary["picked"]
@@ -180,6 +190,9 @@ def _summarize(session, summary: dict, sid: int | None, as_json: bool) -> None:
                 "peak_resident": st.peak_resident, "evicted": st.evicted,
                 "tokens_per_s": round(st.tokens_per_s, 2), "prompt_tokens": summary["prompt_tokens"],
                 "pins": [list(p) for p in session.pins()], **picked}
+        fold = _fold_summary(session)
+        if fold:
+            line["fold"] = fold
         if sid is not None:
             line["session"] = sid
         out.write(json.dumps(line) + "\n")
@@ -187,6 +200,10 @@ def _summarize(session, summary: dict, sid: int | None, as_json: bool) -> None:
         out.write("\n")
         click.echo(f"[{st.generated} tokens, {st.tokens_per_s:.1f} tok/s, resident {st.resident}/"
                    f"{st.budget} KV rows, peak {st.peak_resident}, evicted {st.evicted}]", err=True)
+        fold = _fold_summary(session)
+        if fold:
+            click.echo(f"[automatic fold: {fold['summary_rows']} summary rows of {fold['block']} tokens, "
+                       f"{fold['compressor']}]", err=True)
         for key, spans in picked.items():
             if key != "scoring_ms_per_token":
                 shown = "; ".join(repr(session.text(a, b)) for a, b in spans) or "none"

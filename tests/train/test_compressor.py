@@ -159,6 +159,8 @@ def test_cli_trains_a_compressor_and_generate_uses_it(tiny_qwen35_dir, tmp_path,
                           "--fold-compressor", str(out), "--db", str(db), "--json"])
     res = capsys.readouterr()
     assert e.value.code == 0, res.err
+    fold = json.loads(res.out.splitlines()[-1])["fold"]
+    assert fold["compressor"] == str(out.resolve()) and fold["block"] == 4 and 0 < fold["summary_rows"] <= 4
     from heedful.store import Store
 
     assert Store.open(str(db), create=False).load(None).info.config["fold_compressor"] == str(out.resolve())
