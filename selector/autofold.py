@@ -17,7 +17,8 @@ import bisect
 
 import torch
 
-from heedful.selector.compressor import MeanPool, load_compressor
+from heedful.selector.compressor import MeanPool, load_compressor, model_sizes
+from heedful.selector.config import RANK_HEADS
 from heedful.spans import Spans
 
 
@@ -28,15 +29,13 @@ def compressor_for(session):
     config = session.config
     if config.fold_compressor in (None, "mean"):
         return None
-    text_cfg = session.model.config.get_text_config(decoder=True)
-    heads = getattr(text_cfg, "num_key_value_heads", None) or text_cfg.num_attention_heads
-    head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
-    c = load_compressor(config.fold_compressor, layers=len(session.cache.attention_layers), heads=heads,
-                        head_dim=head_dim, block=config.fold_block, device=session.device,
+    sizes = model_sizes(session.model)  # all layers attend: fold refuses recurrent ones
+    c = load_compressor(config.fold_compressor, **sizes, block=config.fold_block, device=session.device,
                         expect=config.fold_compressor_digest)
     config.fold_compressor_digest = c.digest
-    share = getattr(session.model, "heedful_rank_heads", None)  # set by the tensor-parallel loader
+    share = getattr(session.model, RANK_HEADS, None)
     if share is not None:
+        heads = sizes["heads"]
         rank, ranks = share
         c = c.select_heads(rank * heads // ranks, (rank + 1) * heads // ranks)
     return c

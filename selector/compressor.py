@@ -36,9 +36,15 @@ def _masked_mean(x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
     return (x * w).sum(-2) / w.sum(-2).clamp(min=1)
 
 
-class MeanPool:
-    name = "mean"
+def model_sizes(model) -> dict:
+    """The sizes a compressor for `model` has: attention layers, key/value heads, head dim."""
+    cfg = model.config.get_text_config(decoder=True)
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return {"layers": cfg.num_hidden_layers, "heads": heads, "head_dim": head_dim}
 
+
+class MeanPool:
     def pool(self, layer: int, keys: torch.Tensor, values: torch.Tensor, present: torch.Tensor | None = None):
         return _masked_mean(keys.float(), present), _masked_mean(values.float(), present)
 
@@ -47,8 +53,6 @@ class LearnedPool(nn.Module):
     def __init__(self, layers: int, heads: int, head_dim: int, block: int):
         super().__init__()
         self.layers, self.heads, self.head_dim, self.block = layers, heads, head_dim, block
-        self.name = "learned"
-        self.source: str | None = None  # the folder it was loaded from
         self.digest: str | None = None  # its weights' short sha256 (digest()), once loaded
         eye = torch.eye(head_dim).expand(layers, heads, head_dim, head_dim).clone()
         for kind in ("k", "v"):
@@ -76,7 +80,7 @@ class LearnedPool(nn.Module):
         """The compressor of KV heads start..end-1 only (a tensor-parallel rank's share)."""
         part = LearnedPool(self.layers, end - start, self.head_dim, self.block)
         part.load_state_dict({k: v[:, start:end] for k, v in self.state_dict().items()})
-        part.source, part.name = self.source, self.name
+        part.digest = self.digest
         return part.requires_grad_(False).to(next(self.parameters()).device)
 
     # ------------------------------------------------------------------ files
@@ -155,6 +159,5 @@ def load_compressor(folder: str | Path, *, layers: int, heads: int, head_dim: in
     if not all(torch.isfinite(t).all() for t in c.state_dict().values()):
         raise HeedfulError(f"{weights_path}: holds NaN or infinite values")
     c.requires_grad_(False)
-    c.source = str(folder.resolve())
     c.digest = found
     return c.to(device) if device is not None else c

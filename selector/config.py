@@ -8,6 +8,17 @@ from heedful.errors import HeedfulError
 from heedful.limits import is_finite_number
 
 
+# Attributes the tensor-parallel loader (heedful/models/parallel.py) sets on a model whose
+# heads are split over ranks, read by the engine:
+# - a function summing a tensor over the ranks: auto selection's credit pool adds the picks of
+#   the other ranks' heads (encoding.py), so every rank keeps the rows one process would;
+# - (rank, ranks): this rank holds the rank-th of `ranks` equal, contiguous shares of every
+#   layer's key/value heads (transformers' colwise split of k_proj / v_proj); a learned fold
+#   compressor keeps those heads' parameters (autofold.py).
+SUM_ACROSS_RANKS = "heedful_sum_across_ranks"
+RANK_HEADS = "heedful_rank_heads"
+
+
 @dataclass
 class SessionConfig:
     model: str = "default"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from heedful.selector.attention import AutoSelect, StepPlan
+from heedful.selector.config import SUM_ACROSS_RANKS
 from heedful.selector.policy import rows_of
 from heedful.spans import Spans, runs
 
@@ -126,7 +127,7 @@ class Encoder:
         if observe is not None:
             a, rows, counts = plan.auto, (), ()
             # tensor parallel: the picks of the heads on other ranks count too
-            share = getattr(self.model, "heedful_sum_across_ranks", None)
+            share = getattr(self.model, SUM_ACROSS_RANKS, None)
             if share is not None and a is not None and a.hits is not None:
                 both = share(torch.cat([a.hits, a.hits.new_tensor([a.selections])]))
                 a.hits, a.selections = both[:-1], int(both[-1])

@@ -40,6 +40,11 @@ class Folding:
         with self._op():
             return [(a, b, f.gist) for (a, b), f in sorted(self._folds.items())]
 
+    def summary_rows(self) -> int:
+        """Automatic fold's summary rows now resident (autofold.py)."""
+        with self._op():
+            return len(self._autofold.keys) if self._autofold is not None else 0
+
     def _folded(self) -> Spans:
         out = Spans()
         for a, b in self._folds:

@@ -67,3 +67,16 @@ def build_tiny_model(out: Path, kind: str, max_positions: int = 512, layers: int
         raise ValueError(kind)
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def moved_compressor(sizes: dict, block: int, seed: int = 0, scale: float = 0.2):
+    """A LearnedPool (heedful.selector.compressor) with every parameter moved away from its
+    start, the mean, so a test that needs the learned path cannot pass on the mean."""
+    from heedful.selector.compressor import LearnedPool
+
+    c = LearnedPool(**sizes, block=block)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in c.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return c.requires_grad_(False)

@@ -176,9 +176,7 @@ def _fold_summary(session) -> dict | None:
     c = session.config
     if not c.fold_budget:
         return None
-    return {"summary_rows": sum(1 for t in session.resident_tokens if type(t) is float and
-                                not any(a <= t < b for a, b, _ in session.folds())),
-            "block": c.fold_block, "compressor": c.fold_compressor}
+    return {"summary_rows": session.summary_rows(), "block": c.fold_block, "compressor": c.fold_compressor}
 
 
 def _summarize(session, summary: dict, sid: int | None, as_json: bool) -> None:

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 
 from heedful.errors import ModelLoadError
+from heedful.selector.config import RANK_HEADS, SUM_ACROSS_RANKS
 from heedful.selector.gates import GATED_TYPES
 
 # Architectures whose attention calls transformers' attention interface and uses
@@ -263,8 +264,8 @@ def load_model(
         if device_map is not None:
             dev = parallel.check_placement(model, device_map)
         else:  # tensor parallel: each rank holds some heads
-            setattr(model, parallel.SUM_ACROSS_RANKS, parallel.sum_across_ranks)
-            setattr(model, parallel.RANK_HEADS, (world.rank, world.size))
+            setattr(model, SUM_ACROSS_RANKS, parallel.sum_across_ranks)
+            setattr(model, RANK_HEADS, (world.rank, world.size))
         model.eval()
     else:
         model.to(dev).eval()

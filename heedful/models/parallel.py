@@ -124,14 +124,6 @@ def sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-# The attribute a tensor-parallel model carries for the engine: what each rank's heads saw
-# is summed over the ranks with it (selector/encoding.py: the credit pool's picks), so every
-# rank keeps the rows one process holding all the heads would keep.
-SUM_ACROSS_RANKS = "heedful_sum_across_ranks"
-# ... and which share of every layer's key/value heads this rank holds: (rank, ranks), the
-# rank-th of `ranks` equal, contiguous shares (transformers' colwise split of k_proj/v_proj);
-# a learned fold compressor keeps the parameters of those heads (selector/session.py)
-RANK_HEADS = "heedful_rank_heads"
 
 
 # what a collective raises when a peer is gone (its connections closed, or it hangs)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from heedful.errors import HeedfulError
 from heedful.selector.attention import implementation
-from heedful.selector.compressor import LearnedPool, MeanPool
+from heedful.selector.compressor import LearnedPool, MeanPool, model_sizes
 from heedful.selector.rope import Rotary
 
 ATTENTION = "heedful_fold_train"
@@ -152,13 +152,6 @@ def token_rows(tokenizer, text: str, seq_len: int) -> torch.Tensor:
     ids = tokenizer(text, verbose=False)["input_ids"]  # longer than the context on purpose: no warning
     n = len(ids) // seq_len
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).reshape(n, seq_len)
-
-
-def model_sizes(model) -> dict:
-    cfg = model.config.get_text_config(decoder=True)
-    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return {"layers": cfg.num_hidden_layers, "heads": heads, "head_dim": head_dim}
 
 
 @torch.no_grad()

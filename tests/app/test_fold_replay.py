@@ -70,15 +70,10 @@ def test_folds_are_logged_stored_exported_and_replayed(tiny_qwen35, tmp_path):
 def test_automatic_fold_with_a_learned_compressor_replays_and_resumes(tiny_qwen35, tmp_path):
     """The config names the compressor: a replay pools with it (the same tokens, sampled), a
     resume rebuilds its summaries with it."""
-    import torch
+    from heedful.selector.compressor import LearnedPool, model_sizes
+    from tests.tiny_models import moved_compressor
 
-    from heedful.selector.compressor import LearnedPool
-    from heedful.train.compressor import model_sizes
-
-    comp = LearnedPool(**model_sizes(tiny_qwen35.model), block=4)
-    with torch.no_grad():
-        for p in comp.parameters():
-            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.3)
+    comp = moved_compressor(model_sizes(tiny_qwen35.model), block=4, seed=2, scale=0.3)
     comp.save(tmp_path / "c")
     store = Store.open(tmp_path / "a.db")
     rec = store.new_session(title="autofold")

@@ -30,22 +30,26 @@ def test_bench_retention_rejects_unknown_policies(capsys):
     assert e.value.code == 2 and "nope" in capsys.readouterr().err
 
 
-def test_late_recall_and_fold_policies_run(tiny_qwen35_dir, tmp_path, capsys):
+def _accuracy(capsys, tmp_path, model_dir, budgets: str, episodes: int, filler: int, policies: str) -> dict:
+    """Runs `heedful bench retention --json` (float32); the first model's accuracy table."""
     with pytest.raises(SystemExit) as e:
-        main(["bench", "retention", "--model", str(tiny_qwen35_dir), "--budgets", "64", "--episodes", "2",
-              "--filler", "3", "--policies", "recall,recall-append,fold,autofold", "--png", str(tmp_path / "r.png"),
-              "--json", "--dtype", "float32"])
+        main(["bench", "retention", "--model", str(model_dir), "--budgets", budgets, "--episodes", str(episodes),
+              "--filler", str(filler), "--policies", policies, "--png", str(tmp_path / "r.png"), "--json",
+              "--dtype", "float32"])
     out, err = capsys.readouterr()
     assert e.value.code == 0, err
-    res = json.loads(out.strip().splitlines()[-1])[0]
-    assert set(res["accuracy"]) == {"recall", "recall-append", "fold", "autofold"}
+    return json.loads(out.strip().splitlines()[-1])[0]["accuracy"]
+
+
+def test_late_recall_and_fold_policies_run(tiny_qwen35_dir, tmp_path, capsys):
+    accuracy = _accuracy(capsys, tmp_path, tiny_qwen35_dir, "64", 2, 3, "recall,recall-append,fold,autofold")
+    assert set(accuracy) == {"recall", "recall-append", "fold", "autofold"}
 
 
 def test_autofold_policies_fold_with_the_compressor_named(tiny_qwen35, tmp_path):
     import random
 
-    from heedful.selector.compressor import LearnedPool, MeanPool
-    from heedful.train.compressor import model_sizes
+    from heedful.selector.compressor import LearnedPool, MeanPool, model_sizes
     from heedful.train.retention import AUTOFOLD_BLOCK, policy_session, run_episode
     from heedful.train.synthetic import recall_episode
 
@@ -97,13 +101,8 @@ def test_topk_variants_name_their_pool_and_scoring(tiny_qwen35):
 
 
 def test_bench_retention_runs_topk_variants_and_refuses_unknown_ones(tiny_qwen35_dir, tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["bench", "retention", "--model", str(tiny_qwen35_dir), "--budgets", "40", "--episodes", "1",
-              "--filler", "2", "--policies", "topk-fifo,topk-credit-fla", "--png", str(tmp_path / "r.png"),
-              "--json", "--dtype", "float32"])
-    out, err = capsys.readouterr()
-    assert e.value.code == 0, err
-    assert set(json.loads(out.strip().splitlines()[-1])[0]["accuracy"]) == {"topk-fifo", "topk-credit-fla"}
+    accuracy = _accuracy(capsys, tmp_path, tiny_qwen35_dir, "40", 1, 2, "topk-fifo,topk-credit-fla")
+    assert set(accuracy) == {"topk-fifo", "topk-credit-fla"}
     with pytest.raises(SystemExit) as e:
         main(["bench", "retention", "--policies", "topk-lru"])
     assert e.value.code == 2 and "topk-lru" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import build_tiny_model
+from tests.tiny_models import build_tiny_model, moved_compressor
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).resolve().parent / "tp_child.py"
@@ -182,15 +182,9 @@ def test_replay_two_ranks_qwen3_and_hybrid_match_one_process(cli, qwen3_dir, hyb
         {"op": "config", "model": str(qwen3_dir), "window": 8, "budget": 32, "auto_topk": 2, "block_size": 4,
          "seed": 0}, {"op": "prompt", "text": PROMPT}, {"op": "generate", "n": 60, **stop}]) + "\n")
     # automatic fold with a learned compressor: each rank pools its own heads with their parameters
-    import torch
-
-    from heedful.selector.compressor import LearnedPool
-
     cfg = json.loads((Path(qwen3_dir) / "config.json").read_text())
-    comp = LearnedPool(cfg["num_hidden_layers"], cfg["num_key_value_heads"], cfg["head_dim"], block=4)
-    with torch.no_grad():
-        for p in comp.parameters():
-            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(4)) * 0.3)
+    comp = moved_compressor({"layers": cfg["num_hidden_layers"], "heads": cfg["num_key_value_heads"],
+                             "head_dim": cfg["head_dim"]}, block=4, seed=4, scale=0.3)
     comp.save(tmp_path / "comp")
     fold = tmp_path / "fold.jsonl"
     fold.write_text("\n".join(json.dumps(o) for o in [

@@ -14,19 +14,13 @@ import torch
 import heedful.cli
 from heedful.app.open import session_for
 from heedful.errors import HeedfulError
-from heedful.selector.compressor import FOLDER, LearnedPool, MeanPool, load_compressor
-from heedful.train.compressor import FoldPattern, fold_logits, fold_loss, model_sizes, token_rows, train
-from tests.tiny_models import CORPUS
+from heedful.selector.compressor import FOLDER, LearnedPool, MeanPool, load_compressor, model_sizes
+from heedful.train.compressor import FoldPattern, fold_logits, fold_loss, token_rows, train
+from tests.tiny_models import CORPUS, moved_compressor
 
 
 def _noisy(lm, block, seed=0):
-    """A LearnedPool away from its start (every parameter moved), so nothing passes by accident."""
-    c = LearnedPool(**model_sizes(lm.model), block=block)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in c.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.2)
-    return c.requires_grad_(False)
+    return moved_compressor(model_sizes(lm.model), block, seed)
 
 
 def _stream(lm, ids, W, R, Fb, compressor=None, **kw):
@@ -69,10 +63,7 @@ def test_learned_pool_starts_as_the_mean():
 def test_a_share_of_the_heads_pools_as_the_whole_does():
     """A tensor-parallel rank keeps its heads' parameters (select_heads): its summaries are the
     whole compressor's for those heads."""
-    c = LearnedPool(layers=2, heads=4, head_dim=8, block=4)
-    with torch.no_grad():
-        for p in c.parameters():
-            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) * 0.3)
+    c = moved_compressor({"layers": 2, "heads": 4, "head_dim": 8}, block=4, seed=5, scale=0.3)
     k, v = torch.randn(1, 4, 3, 4, 8), torch.randn(1, 4, 3, 4, 8)
     whole, part = c.pool(1, k, v), c.select_heads(2, 4).pool(1, k[:, 2:4], v[:, 2:4])
     for a, b in zip(part, whole):

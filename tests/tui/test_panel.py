@@ -54,9 +54,8 @@ async def test_evicted_in_the_panel_is_the_stores_figure_before_and_after_a_resu
 
 
 async def test_the_panel_counts_summary_rows_and_names_their_compressor(tiny_qwen35, store, tmp_path):
-    from heedful.selector.compressor import LearnedPool
+    from heedful.selector.compressor import LearnedPool, model_sizes
     from heedful.selector.session import Session
-    from heedful.train.compressor import model_sizes
 
     LearnedPool(**model_sizes(tiny_qwen35.model), block=4).save(tmp_path / "c")
     for compressor, word in ((str(tmp_path / "c"), "learned"), ("mean", "mean")):
