@@ -42,7 +42,7 @@ class AutoSelect:
     pool_end: int
     topk: int  # blocks
     block_size: int
-    summary: str = "minmax"  # how blocks are scored: "minmax", "mean" or "fla" (kernels/block_select)
+    summary: str = "minmax"  # how blocks are scored: "minmax", "mean" or "fla" (heedful/kernels/block_select)
     # Per layer index, the BlockSummaries kept from step to step (HeedfulCache.summaries),
     # and the first row whose key changed since they were last updated (None: no row
     # moved; rows appended since are summarized anyway). summaries=None recomputes the

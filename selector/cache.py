@@ -17,6 +17,7 @@ transformers' own layer class; eviction does not apply to them.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,19 @@ from transformers.cache_utils import Cache, CacheLayerMixin, LinearAttentionLaye
 
 from heedful.selector.rope import Rotary
 from heedful.selector.slots import Slots
+
+def cache_kwargs(model, cache) -> dict:
+    """The keyword a model's forward takes its cache by: `cache` since transformers renamed
+    `past_key_values` (the old name warns on every forward until 5.40), else the old one."""
+    cls = type(model)
+    name = _CACHE_KEYWORD.get(cls)
+    if name is None:
+        params = inspect.signature(model.forward).parameters
+        name = _CACHE_KEYWORD[cls] = "cache" if "cache" in params else "past_key_values"
+    return {name: cache}
+
+
+_CACHE_KEYWORD: dict[type, str] = {}
 
 ATTENTION_LAYER_TYPES = {"full_attention", "sliding_attention", "chunked_attention"}
 

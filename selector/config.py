@@ -31,7 +31,7 @@ class SessionConfig:
     auto_topk: int = 0  # NSA-style blocks picked per step; 0 = off
     block_size: int = 64
     auto_pool: str = "credit"  # auto selection's pool: "credit" (what selection picks stays) or "fifo" (recent)
-    auto_score: str = "minmax"  # block scoring: "minmax" (Quest bound), "mean", "fla" (kernels/block_select)
+    auto_score: str = "minmax"  # block scoring: "minmax" (Quest bound), "mean", "fla" (heedful/kernels/block_select)
     prefill_chunk: int = 256
     fold_budget: int = 0  # rows of the budget for automatic fold summaries (autofold.py); 0 = off
     fold_block: int = 16  # tokens pooled into one summary row

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from heedful.selector.attention import AutoSelect, StepPlan
+from heedful.selector.cache import cache_kwargs
 from heedful.selector.config import SUM_ACROSS_RANKS
 from heedful.selector.policy import rows_of
 from heedful.spans import Spans, runs
@@ -101,7 +102,7 @@ class Encoder:
             out = self.model(
                 input_ids=torch.tensor([ids], device=self.device),
                 position_ids=position_ids,
-                past_key_values=self.cache,
+                **cache_kwargs(self.model, self.cache),
                 use_cache=True,
                 logits_to_keep=1,
                 heedful_plan=plan,

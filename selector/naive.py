@@ -23,6 +23,8 @@ import torch
 from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from heedful.selector.cache import cache_kwargs
+
 NAME = "heedful_reference"
 
 
@@ -105,7 +107,8 @@ class ReferenceEngine:
         self.model.config._attn_implementation = NAME
         try:
             out = self.model(input_ids=torch.tensor([ids]), position_ids=self.new_positions[None],
-                             past_key_values=self.cache, use_cache=True, ref_allowed=allowed)
+                             **cache_kwargs(self.model, self.cache), use_cache=True,
+                             ref_allowed=allowed)
         finally:
             self.model.config._attn_implementation = impl
         self.logits = out.logits[0, -1].float()

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = {"heedful": "heedful", "selector": "heedful/selector", "kernels": "heedful/kernels",
+PARTS = {"heedful": "heedful", "selector": "heedful/selector", "heedful/kernels": "heedful/kernels",
          "store": "heedful/store", "tui": "heedful/tui"}
 
 

@@ -81,7 +81,7 @@ def _child(which: str, shape: str, hidden: int, tokens: int, prompt: int, window
         with torch.inference_mode():
             out = model.generate(torch.tensor([ids]), max_new_tokens=tokens - prompt, min_new_tokens=tokens - prompt,
                                  do_sample=False, return_dict_in_generate=True)
-        cache = out.past_key_values
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
         kv = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
         n = out.sequences.shape[1]
     seconds = time.perf_counter() - t0

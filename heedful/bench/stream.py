@@ -16,6 +16,7 @@ import torch
 
 from heedful.app.options import model_options
 from heedful.selector.attention import implementation  # the runs share one model
+from heedful.selector.cache import cache_kwargs
 from heedful.bench.presets import PRESETS, preset_model, synthetic_model
 from heedful.limits import MAX_GENERATE
 
@@ -65,7 +66,7 @@ class StockRun:
         self.length = len(ids)
         with implementation(model, "sdpa"), torch.inference_mode():
             self.cache = DynamicCache(config=model.config)
-            out = model(input_ids=torch.tensor([ids], device=model.device), past_key_values=self.cache,
+            out = model(input_ids=torch.tensor([ids], device=model.device), **cache_kwargs(model, self.cache),
                         use_cache=True, logits_to_keep=1)
         self.next = int(out.logits[0, -1].argmax())
 
@@ -76,7 +77,7 @@ class StockRun:
     def step(self) -> None:
         with implementation(self.model, "sdpa"), torch.inference_mode():
             out = self.model(input_ids=torch.tensor([[self.next]], device=self.model.device),
-                             past_key_values=self.cache, use_cache=True)
+                             **cache_kwargs(self.model, self.cache), use_cache=True)
             self.next = int(out.logits[0, -1].argmax())
         self.length += 1
 
