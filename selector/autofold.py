@@ -24,7 +24,7 @@ from heedful.spans import Spans
 
 def compressor_for(session):
     """The compressor a session's config names (compressor.py), checked against its model and
-    the digest the config recorded (which it records, the first time); None: the mean. Under
+    the digest the config holds (config.resolve reads it the first time); None: the mean. Under
     tensor parallelism, the share of the rank's key/value heads."""
     config = session.config
     if config.fold_compressor in (None, "mean"):
@@ -32,7 +32,6 @@ def compressor_for(session):
     sizes = model_sizes(session.model)  # all layers attend: fold refuses recurrent ones
     c = load_compressor(config.fold_compressor, **sizes, block=config.fold_block, device=session.device,
                         expect=config.fold_compressor_digest)
-    config.fold_compressor_digest = c.digest
     share = getattr(session.model, RANK_HEADS, None)
     if share is not None:
         heads = sizes["heads"]

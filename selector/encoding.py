@@ -141,15 +141,17 @@ class Encoder:
     def _chunk(self) -> int:
         return max(1, min(self.config.prefill_chunk, self.config.window))
 
-    def _append_and_run(self, ids: list[int], source: str) -> range:
-        """Appends tokens to the stream and encodes them, a chunk per forward."""
+    def _append_and_run(self, ids: list[int], source: str | list[str]) -> range:
+        """Appends tokens to the stream and encodes them, a chunk per forward. `source`: of
+        every token, or a list, one for each."""
         start = len(self.stream)
         step = self._chunk()
+        sources = [source] * len(ids) if isinstance(source, str) else source
         for a in range(0, len(ids), step):
             part = ids[a : a + step]
             first = len(self.stream)
             self._run(list(range(first, first + len(part))), part, evict=True)
-            self.recorder.tokens([self.stream.append(tid, source) for tid in part])
+            self.recorder.tokens([self.stream.append(tid, src) for tid, src in zip(part, sources[a : a + step])])
         return range(start, len(self.stream))
 
     # ------------------------------------------------------------------ re-encoding

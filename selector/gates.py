@@ -9,20 +9,6 @@ from __future__ import annotations
 
 import torch
 
-def sliding_window_of(text_config) -> int | None:
-    """The sliding window of a model with windowed attention layers (Mistral's sliding_window,
-    or layer_types naming sliding or chunked layers), else None."""
-    types = getattr(text_config, "layer_types", None) or []
-    windowed = any(t in ("sliding_attention", "chunked_attention") for t in types)
-    if windowed or (not types and getattr(text_config, "model_type", "") == "mistral"):
-        return getattr(text_config, "sliding_window", None) or getattr(text_config, "attention_chunk_size", None)
-    return None
-
-
-# model_type of the transformers architectures whose attention output is gated (no sink).
-GATED_TYPES = {"qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_next"}
-
-
 def gated_attention_modules(model) -> list:
     """(layer index, attention module) for every attention whose q_proj also emits a gate."""
     inner = getattr(model, "model", model)

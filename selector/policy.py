@@ -39,11 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heedful.errors import BudgetError, HeedfulError
+from heedful.errors import BudgetError
+from heedful.selector.config import POOLS, SCORES  # noqa: F401  (the names' one place is config)
 from heedful.spans import Spans
-
-POOLS = ("credit", "fifo")  # auto selection's candidate pool: most valued by selection, or most recent
-SCORES = ("minmax", "mean", "fla")  # block scoring: heedful.kernels.block_select.KINDS (checked by a test)
 
 
 @dataclass
@@ -53,29 +51,6 @@ class RetentionPolicy:
     sinks: int = 0
     auto_topk: int = 0  # blocks picked per step per KV head; 0 = auto selection off
     block_size: int = 64
-
-    def validate(self, max_positions: int | None = None, sliding_window: int | None = None) -> None:
-        if self.window < 1:
-            raise BudgetError(f"--window {self.window}: must be at least 1")
-        if self.sinks < 0:
-            raise BudgetError(f"--sinks {self.sinks}: must be >= 0")
-        if self.budget < self.window + self.sinks:
-            raise BudgetError(
-                f"--budget {self.budget} is smaller than window {self.window} + sinks {self.sinks}"
-            )
-        if max_positions is not None and self.budget > max_positions:
-            raise BudgetError(
-                f"--budget {self.budget} exceeds the model's max_position_embeddings ({max_positions}): "
-                "compacted positions run from 0 to budget - 1"
-            )
-        if sliding_window is not None and self.budget > sliding_window:
-            # compacted positions keep every resident row inside a windowed layer's own window
-            # only if the budget fits in it; past that, those layers would read less than is kept
-            raise BudgetError(f"--budget {self.budget} exceeds the model's sliding window ({sliding_window} "
-                              f"positions): its windowed layers cannot read that many rows; use --budget <= "
-                              f"{sliding_window}")
-        if self.auto_topk < 0 or self.block_size < 1:
-            raise BudgetError("auto selection: topk must be >= 0 and block size >= 1")
 
     def resized(self, window: int, budget: int) -> "RetentionPolicy":
         """The same policy with another window and budget (`Session.set`), keeping what it has
@@ -143,15 +118,8 @@ class RetentionPolicy:
 
 
 def policy_for(config) -> RetentionPolicy:
-    """The policy a SessionConfig asks for (its auto_pool; the scoring kind is the
-    attention's, checked here so that a bad one is refused before anything runs)."""
-    pool, score = getattr(config, "auto_pool", "fifo"), getattr(config, "auto_score", "minmax")
-    if pool not in POOLS:
-        raise HeedfulError(f"--auto-pool {pool!r}: expected one of {', '.join(POOLS)}")
-    if score not in SCORES:
-        raise HeedfulError(f"--auto-score {score!r}: expected one of {', '.join(SCORES)}")
-    cls = CreditPolicy if pool == "credit" else RetentionPolicy
-    return cls(config.window, config.budget, config.sinks, config.auto_topk, config.block_size)
+    """The policy a resolved SessionConfig asks for (its auto_pool, POLICIES)."""
+    return POLICIES[config.auto_pool](config.window, config.budget, config.sinks, config.auto_topk, config.block_size)
 
 
 def rows_of(resident: list[int], tokens: list[int]) -> Spans:
@@ -320,3 +288,6 @@ class CreditPolicy(RetentionPolicy):
             at = g + 1
         self._snap = snap
         return out
+
+
+POLICIES = {"credit": CreditPolicy, "fifo": RetentionPolicy}  # auto_pool -> policy (POOLS, in config.py)

@@ -23,13 +23,18 @@ from heedful.limits import MAX_GENERATE, MAX_INT, check_text
 from heedful.selector.attention import register
 from heedful.selector.autofold import AutoFold, compressor_for
 from heedful.selector.cache import HeedfulCache
-from heedful.selector.config import SessionConfig, Stats, Token, check_sampling
+from heedful.selector.chat import CONTENT_SOURCES, MARKUP, ChatTemplate, Turn, has_template
+from heedful.selector.chat import messages as chat_messages
+from heedful.selector.chat import turns as chat_turns
+from heedful.selector.compressor import digest as compressor_digest
+from heedful.selector.config import SessionConfig, Stats, Token, facts_of, resolve, validate
 from heedful.selector.encoding import Encoder
 from heedful.selector.fold import Fold, Folding
-from heedful.selector.gates import GATED_TYPES, GateMonitor, sliding_window_of
+from heedful.selector.gates import GateMonitor
 from heedful.selector.policy import policy_for
 from heedful.selector.recorder import NullRecorder, Recorder
 from heedful.selector.rope import Rotary
+from heedful.selector.sampling import Sampler
 from heedful.selector.stream import TokenStream
 from heedful.spans import Spans
 
@@ -38,48 +43,28 @@ class Session(Encoder, Folding):
     def __init__(self, model, tokenizer, *, recorder: Recorder | None = None, gated: bool | None = None,
                  config: SessionConfig | None = None, **settings):
         register()
-        self.config = config or SessionConfig(**settings)
-        if config is not None and settings:
-            self.config = SessionConfig(**{**config.to_dict(), **settings})
+        config = config or SessionConfig()
+        if settings:
+            config = config.replace(**settings)
         self.model, self.tokenizer = model, tokenizer
-        text_cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
-        if gated is None:
-            gated = getattr(text_cfg, "model_type", "") in GATED_TYPES
-        self.gated = gated
-        self.max_positions = getattr(text_cfg, "max_position_embeddings", None)
-        self.sliding_window = sliding_window_of(text_cfg)
-        if self.config.sinks is None:
-            self.config.sinks = 0 if gated else 4
-        if self.config.budget is None:
-            self.config.budget = min(1024, self.max_positions or 1024)
-        if self.config.window is None:
-            self.config.window = max(1, min(256, (self.config.budget - self.config.sinks) // 2))
+        self.template = ChatTemplate(tokenizer) if has_template(tokenizer) else None
+        self.facts = facts_of(model, tokenizer, gated, self.template.end_of_turn_ids() if self.template else ())
+        self.config = c = resolve(config, self.facts, digest=compressor_digest)
+        self.gated = self.facts.gated
+        self.max_positions = self.facts.max_positions
+        self.sliding_window = self.facts.sliding_window
         if model.config._attn_implementation != "heedful":
             model.config._attn_implementation = "heedful"
-        c = self.config
         self.policy = policy_for(c)
-        self.policy.validate(self.max_positions, self.sliding_window)
-        check_sampling(c.temperature, c.top_p)
-        if not isinstance(c.seed, int) or isinstance(c.seed, bool) or not 0 <= c.seed <= MAX_INT:
-            raise HeedfulError(f"--seed {c.seed!r}: must be an integer from 0 to 2**63 - 1")
         self.device = next(model.parameters()).device
         self.cache = HeedfulCache(model.config, Rotary.from_model(model), capacity=c.budget,
                                   max_positions=self.max_positions)
-        if c.fold_budget:
-            if c.fold_budget < 0 or c.fold_block < 1:
-                raise BudgetError(f"--fold-budget {c.fold_budget} / --fold-block {c.fold_block}: must be >= 0 / >= 1")
-            if c.window + c.sinks + c.fold_budget > c.budget:  # the window must still fit
-                raise BudgetError(f"--fold-budget {c.fold_budget}: window {c.window} + sinks {c.sinks} + "
-                                  f"{c.fold_budget} summary rows is more than --budget {c.budget}")
-            if c.fold_block > c.budget:  # a block's rows wait outside the budget until it has left
-                raise BudgetError(f"--fold-block {c.fold_block}: at most --budget {c.budget}")
-            if self.cache.has_recurrent_layers:
-                raise HeedfulError("--fold-budget needs a model whose layers are all full attention")
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         self._lock = threading.RLock()
         self._waiting = 0  # operations waiting for the lock: a stream steps aside for them
         self._waiting_lock = threading.Lock()
-        self._rng = torch.Generator(device="cpu").manual_seed(c.seed)
+        self._sampler = Sampler(c, c.seed)
+        self._stops = frozenset(c.stop_ids)
         self.stream = TokenStream(tokenizer)
         self.resident_tokens: list[int] = []  # token index of each cache row, ascending
         self._pins = Spans()
@@ -215,6 +200,49 @@ class Session(Encoder, Folding):
             self._pins = trial
             return self._append_and_run(ids, "prompt")
 
+    def say(self, text: str, role: str = "user", pin=()) -> range:
+        """Appends a turn of the conversation, as the model's chat template writes it (chat.py):
+        the markup and `text` as `role`'s content; a user turn ends with the assistant's
+        header, so `generate` writes the reply and stops at the end of its turn. Logged as
+        {"op": "say", "role": ..., "text": ...}. `pin`: as `prompt`'s, in this turn."""
+        if not isinstance(text, str) or not text.strip():
+            raise TargetError("say: empty text")
+        try:
+            check_text("say", text)
+        except ValueError as e:
+            raise TargetError(str(e)) from None
+        if self.template is None:
+            raise HeedfulError("say: this model's tokenizer has no chat template (talk to it with prompt: plain text)")
+        with self._op():
+            stops = self._stop_texts()
+            history = chat_messages(self.stream.texts, self.stream.sources, stops)
+            turn, a, b = self.template.turn(history, self.stream.text(), role, text, stops)
+            ids, sources = self._tokenize_turn(turn, a, b, CONTENT_SOURCES[role])
+            ranges = self.stream.resolve_ahead(ids, pin) if pin else []
+            trial = self._pins.copy()
+            for r in ranges:
+                trial.add(*r)
+            self.policy.check_pins(trial, extra=self._gist_rows())
+            self._event("say", {"role": role, "text": text, **({"pins": [list(r) for r in ranges]} if ranges else {})})
+            self._pins = trial
+            return self._append_and_run(ids, sources)
+
+    def _stop_texts(self) -> list[str]:
+        return [self.tokenizer.decode([t]) for t in sorted(self._stops)]
+
+    def _tokenize_turn(self, turn: str, a: int, b: int, source: str) -> tuple[list[int], list[str]]:
+        """A turn's ids (tokenized whole, as the template's text would be) and each token's
+        source: `source` for those within the content [a, b) (characters), else markup."""
+        enc = self.tokenizer(turn, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        sources = [source if s < b and e > a else MARKUP for s, e in enc["offset_mapping"]]
+        return ids, sources
+
+    def turns(self) -> list[Turn]:
+        """The conversation's turns: role and token range of each one's content."""
+        with self._op():
+            return chat_turns(self.stream.sources)
+
     def generate(self, n: int, *, stop_at_eos: bool = False):
         """Streams n new tokens (an iterator of Token). Other operations may be called
         between two tokens; closing the iterator early logs a `stop`."""
@@ -225,7 +253,6 @@ class Session(Encoder, Folding):
         return self._generate(n, stop_at_eos)
 
     def _generate(self, n: int, stop_at_eos: bool):
-        eos = self.tokenizer.eos_token_id
         with self._lock:
             self._event("generate", {"n": n, "stop_at_eos": stop_at_eos})
             self._generating = True
@@ -244,7 +271,7 @@ class Session(Encoder, Folding):
                 produced += 1
                 self._yield_to_ops()
                 yield Token(index, tid, record.text, True)
-                if stop_at_eos and tid == eos:
+                if stop_at_eos and tid in self._stops:
                     break
         finally:
             with self._lock:
@@ -253,52 +280,43 @@ class Session(Encoder, Folding):
                     self.recorder.event("stop", {"at": len(self.token_ids)})
 
     def _sample(self) -> int:
-        logits = self.next_logits
-        c = self.config
-        if c.temperature <= 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits / c.temperature, dim=-1)
-        if c.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)
-            cum = sorted_p.cumsum(-1)
-            cut = cum - sorted_p >= c.top_p  # keep the smallest prefix reaching top_p
-            sorted_p = sorted_p.masked_fill(cut, 0.0)
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-        return int(torch.multinomial(probs, 1, generator=self._rng))
+        return self._sampler(self.next_logits, self.stream.ids)
 
-    SETTABLE = ("window", "budget", "temperature", "top_p")
+    SETTABLE = ("window", "budget", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 
     def set(self, **changes) -> dict:
-        """Changes settings mid-session: window, budget, temperature, top_p. A larger window
-        keeps more of what comes next (evicted tokens do not return); a smaller one evicts at
-        the next step. A new budget reallocates the KV buffers at once (a smaller one first
-        evicts down to it, as the policy would). Logged as {"op": "set", ...} before it takes
-        effect."""
+        """Changes settings mid-session: window, budget and the sampling settings. A larger
+        window keeps more of what comes next (evicted tokens do not return); a smaller one
+        evicts at the next step. A new budget reallocates the KV buffers at once (a smaller one
+        first evicts down to it, as the policy would). Logged as {"op": "set", ...} before it
+        takes effect."""
         with self._op():
             unknown = sorted(set(changes) - set(self.SETTABLE))
             if unknown:
                 raise HeedfulError(f"set: unknown setting(s) {', '.join(unknown)} (settable: {', '.join(self.SETTABLE)})")
-            c = self.config
-            window = changes.get("window", c.window)
-            budget = changes.get("budget", c.budget)
-            temperature = changes.get("temperature", c.temperature)
-            top_p = changes.get("top_p", c.top_p)
-            for name, value in (("window", window), ("budget", budget)):
+            for name in ("window", "budget", "top_k"):
+                value = changes.get(name, 0)
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise BudgetError(f"set {name} {value!r}: must be an integer")
-            trial = self.policy.resized(window, budget)
-            trial.validate(self.max_positions, self.sliding_window)
-            trial.check_pins(self._pins, extra=self._gist_rows())
-            check_sampling(temperature, top_p, "set ")
+            floats = {k: float(v) for k, v in changes.items()
+                      if k in ("temperature", "top_p", "min_p", "repetition_penalty") and isinstance(v, (int, float))
+                      and not isinstance(v, bool)}
+            trial = self.config.replace(**{**changes, **floats})
+            try:
+                validate(trial, self.facts)
+            except HeedfulError as e:
+                raise type(e)(f"set: {e}") from None
+            policy = self.policy.resized(trial.window, trial.budget)
+            policy.check_pins(self._pins, extra=self._gist_rows())
             if not changes:
                 return {}
             self._event("set", dict(changes))
-            c.window, c.budget, c.temperature, c.top_p = window, budget, float(temperature), float(top_p)
-            self.policy = trial
-            if budget != self.cache.capacity:
-                if self.cache.resident() > budget:
-                    self._cut_rows(trial.keep_rows(self.resident_tokens, len(self.token_ids), 0, self._kept()), "budget")
-                self.cache.resize(budget)
+            self.config, self.policy = trial, policy
+            self._sampler = self._sampler.retuned(trial)
+            if trial.budget != self.cache.capacity:
+                if self.cache.resident() > trial.budget:
+                    self._cut_rows(policy.keep_rows(self.resident_tokens, len(self.token_ids), 0, self._kept()), "budget")
+                self.cache.resize(trial.budget)
             return dict(changes)
 
     def _mark(self, op: str, target, occurrence, append: bool = False) -> list[tuple[int, int]]:
@@ -406,6 +424,7 @@ class Session(Encoder, Folding):
                                 and (type(t) is int or t in summaries or any(a <= t < b for a, b in self._folds))],
                                "rewind")
             self.stream.truncate(index)
+            self._sampler.forget()
             self._pins.clip(index)
             self._dropped.clip(index)
             self.next_logits = None

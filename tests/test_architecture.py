@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 450
+HARD_LIMIT = 700
 
 # room -> the rooms it may import. Everything may import the base (errors, spans).
 ALLOWED = {
@@ -129,11 +130,28 @@ def test_the_allowed_arrows_have_no_cycle():
     assert order[0] == "base"
 
 
+def documented_owners() -> set[str]:
+    """Modules that docs/ARCHITECTURE.md names as owners allowed past the line guide."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    part = text.split("## Owners past the line guide", 1)
+    if len(part) < 2:
+        return set()
+    section = part[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^- `([^`]+\.py)`", section, re.M))
+
+
 def test_no_module_over_the_limit():
+    """450 lines is a guide: a module past it is an owner that docs/ARCHITECTURE.md names and
+    says why it stays whole; none passes HARD_LIMIT."""
     files = list(modules().values()) + list((ROOT / "tests").rglob("*.py"))
-    long = [f"{p.relative_to(ROOT)}: {n} lines" for p in files
-            if (n := len(p.read_text().splitlines())) > MAX_LINES]
-    assert not long, long
+    owners = documented_owners()
+    sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in files}
+    long = [f"{p}: {n} lines" for p, n in sizes.items() if n > MAX_LINES and p not in owners]
+    assert not long, f"past {MAX_LINES} lines and not a documented owner: {long}"
+    huge = [f"{p}: {n} lines" for p, n in sizes.items() if n > HARD_LIMIT]
+    assert not huge, huge
+    stale = sorted(p for p in owners if sizes.get(p, 0) <= MAX_LINES)
+    assert not stale, f"named as owners past the guide but within it (or gone): {stale}"
 
 
 OUTSIDE = re.compile(r"\.\./shared|/work/|shared/DESIGN")

@@ -75,6 +75,9 @@ class _Runner:
             with tagging(s).tagged(**({"picker_pins": a["picker_pins"]} if "picker_pins" in a else {})):
                 r = self.autopin.prompt(s, a["text"], pins) if self.autopin else s.prompt(a["text"], pin=pins)
             self.emit(step, range=[r.start, r.stop])
+        elif op == "say":
+            r = s.say(a["text"], a.get("role", "user"), pin=[tuple(p) for p in a.get("pins", ())])
+            self.emit(step, range=[r.start, r.stop])
         elif op in TARGET_OPS:
             target = {k: v for k, v in a.items() if k not in ("at", "append", "gist", "by")}
             extra = {k: a[k] for k in ("append", "gist") if k in a}

@@ -20,15 +20,16 @@ from pathlib import Path
 
 from heedful.errors import HeedfulError, TargetError
 from heedful.limits import MAX_GENERATE, MAX_INT, MAX_SCRIPT_LINE_BYTES, check_text, is_finite_number
-from heedful.selector.policy import POOLS, SCORES
+from heedful.selector.chat import ROLES
+from heedful.selector.config import POOLS, SCORES
 from heedful.selector.targets import compile_regex
 from heedful.selector.session import SessionConfig
 
-OPS = ("config", "resume", "prompt", "generate", "stop", "pin", "unpin", "drop", "recall", "fold", "unfold",
+OPS = ("config", "resume", "prompt", "say", "generate", "stop", "pin", "unpin", "drop", "recall", "fold", "unfold",
        "rewind", "set", "accept", "reject")
 TARGET_OPS = ("pin", "unpin", "drop", "recall", "fold", "unfold")
 NOTE_OPS = ("accept", "reject")  # a picker's suggestion accepted / rejected: logged, no effect on the engine
-AT_OPS = ("prompt", "stop", "pin", "unpin", "drop", "recall", "fold", "unfold", "rewind", "set",
+AT_OPS = ("prompt", "say", "stop", "pin", "unpin", "drop", "recall", "fold", "unfold", "rewind", "set",
           "accept", "reject")  # may carry "at"
 BY = ("picker",)  # who made a pin or unpin other than the person ("by"; absent: the person)
 
@@ -68,6 +69,8 @@ def check_config(cfg, where: str) -> None:
             ok = isinstance(v, str) and v != ""
         elif k == "fold_compressor_digest":
             ok = v is None or (isinstance(v, str) and v != "")
+        elif k == "stop_ids":
+            ok = v is None or (isinstance(v, list) and len(v) <= 1024 and all(_is_int(x) and x >= 0 for x in v))
         elif k in CHOICES:
             ok = v in CHOICES[k]
         elif "float" in kind:
@@ -133,14 +136,18 @@ def check_step(op: str, a: dict) -> None:
         if not (_is_int(a.get("tokens")) and a["tokens"] >= 0):
             raise ValueError("resume: field 'tokens' must be a non-negative integer")
         check_config(a.get("config", {}), "resume: field 'config'")
-    elif op == "prompt":
+    elif op in ("prompt", "say"):
         allowed.add("text")
-        if not (isinstance(a.get("text"), str) and a["text"]):
-            raise ValueError("prompt: field 'text' must be a non-empty string")
-        check_text("prompt: field 'text'", a["text"])
-        if "pins" in a:  # pinned before the prompt was processed (Session.prompt's pin=)
+        if not (isinstance(a.get("text"), str) and a["text"].strip() if op == "say" else a.get("text")):
+            raise ValueError(f"{op}: field 'text' must be a non-empty string")
+        check_text(f"{op}: field 'text'", a["text"])
+        if op == "say":  # a turn of the conversation, through the model's chat template
+            allowed.add("role")
+            if a.get("role", "user") not in ROLES:
+                raise ValueError(f"say: field 'role' must be one of {', '.join(map(json.dumps, ROLES))}")
+        if "pins" in a:  # pinned before the text was processed (Session.prompt's and say's pin=)
             allowed.add("pins")
-            _check_ranges("prompt: field 'pins'", a["pins"])
+            _check_ranges(f"{op}: field 'pins'", a["pins"])
         if "picker_pins" in a:  # which of those the picker chose (auto-pin), not the person
             allowed.add("picker_pins")
             _check_ranges("prompt: field 'picker_pins'", a["picker_pins"])
@@ -158,11 +165,13 @@ def check_step(op: str, a: dict) -> None:
         if not (_is_int(a.get("index")) and a["index"] >= 0):
             raise ValueError("rewind: field 'index' must be a non-negative integer")
     elif op == "set":  # mid-session settings (Session.set)
-        allowed |= {"window", "budget", "temperature", "top_p"}
+        allowed |= {"window", "budget", "temperature", "top_p", "top_k", "min_p", "repetition_penalty"}
         for k in ("window", "budget"):
             if k in a and not (_is_int(a[k]) and a[k] >= 1):
                 raise ValueError(f"set: field {k!r} must be a positive integer")
-        for k in ("temperature", "top_p"):
+        if "top_k" in a and not (_is_int(a["top_k"]) and a["top_k"] >= 0):
+            raise ValueError("set: field 'top_k' must be a non-negative integer")
+        for k in ("temperature", "top_p", "min_p", "repetition_penalty"):
             if k in a and not is_finite_number(a[k]):
                 raise ValueError(f"set: field {k!r} must be a finite number")
     elif op in NOTE_OPS:  # {"op": "accept", "range": [a, b], "score": 0.93}

@@ -89,7 +89,7 @@ class HeedfulRun:
     """heedful's engine: the prompt's first `pins` tokens pinned, a window and a budget."""
 
     def __init__(self, model, tok, window: int, budget: int, pins: int):
-        from heedful.selector.gates import GATED_TYPES
+        from heedful.selector.config import GATED_TYPES
         from heedful.selector.session import Session
 
         self.session = s = Session(model, tok, window=window, budget=budget,

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 
 from heedful.errors import ModelLoadError
 from heedful.selector.config import RANK_HEADS, SUM_ACROSS_RANKS
-from heedful.selector.gates import GATED_TYPES
+from heedful.selector.config import GATED_TYPES
 
 # Architectures whose attention calls transformers' attention interface and uses
 # rotate-half RoPE, which heedful's position compaction relies on (a cached key moves

@@ -168,19 +168,19 @@ def test_credit_pool_carries_its_credits_through_a_resize_and_renormalizes():
     assert RetentionPolicy(4, 20).resized(5, 21) == RetentionPolicy(5, 21)
 
 
-def test_policy_for_the_settings():
+def test_policy_for_the_settings(tiny_qwen35):
     from heedful.errors import HeedfulError
     from heedful.kernels.block_select import KINDS
-    from heedful.selector.config import SessionConfig
+    from heedful.selector.config import SessionConfig, facts_of, resolve
 
     assert SCORES == KINDS
     cfg = SessionConfig(window=4, budget=20, sinks=0, auto_topk=2, block_size=4)
     assert type(policy_for(cfg)) is CreditPolicy  # the default pool
-    cfg.auto_pool = "fifo"
-    assert type(policy_for(cfg)) is RetentionPolicy
-    for field, bad in (("auto_pool", "lru"), ("auto_score", "max")):
+    assert type(policy_for(cfg.replace(auto_pool="fifo"))) is RetentionPolicy
+    facts = facts_of(tiny_qwen35.model, tiny_qwen35.tokenizer)
+    for field, bad in (("auto_pool", "lru"), ("auto_score", "max")):  # refused where configs are checked
         with pytest.raises(HeedfulError, match=field.replace("_", "-")):
-            policy_for(SessionConfig(window=4, budget=20, sinks=0, **{field: bad}))
+            resolve(SessionConfig(window=4, budget=20, sinks=0, **{field: bad}), facts)
 
 
 def test_script_config_accepts_the_pool_and_scoring_names():
