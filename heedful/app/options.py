@@ -14,7 +14,7 @@ from heedful.limits import MAX_INT
 from heedful.selector.policy import POOLS, SCORES
 
 SESSION_SETTINGS = ("window", "budget", "sinks", "auto_topk", "auto_pool", "auto_score", "fold_budget", "fold_block",
-                    "fold_compressor", "seed", "temperature", "top_p")
+                    "fold_compressor", "seed", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 
 
 class FiniteFloat(click.FloatRange):
@@ -79,9 +79,18 @@ def session_options(f):
                        "folder's own fold_compressor/ when it pools blocks of --fold-block tokens, else mean "
                        "[default: auto].")
     @click.option("--seed", type=click.IntRange(0, MAX_INT), default=0, show_default=True, help="Sampling seed.")
-    @click.option("--temperature", type=FiniteFloat(min=0), default=0.0, show_default=True,
-                  help="0 = greedy.")
-    @click.option("--top-p", type=FiniteFloat(min=0, max=1, min_open=True), default=1.0, show_default=True)
+    @click.option("--temperature", type=FiniteFloat(min=0), default=None,
+                  help="0 = greedy [default: the model's generation_config: greedy unless it samples].")
+    @click.option("--top-p", type=FiniteFloat(min=0, max=1, min_open=True), default=None,
+                  help="Nucleus sampling, 1 = off [default: the model's generation_config].")
+    @click.option("--top-k", type=click.IntRange(0, MAX_INT), default=None,
+                  help="Sample among the k likeliest tokens, 0 = off [default: the model's generation_config].")
+    @click.option("--min-p", type=FiniteFloat(min=0, max=1, max_open=True), default=None,
+                  help="Drop tokens below min-p times the likeliest one's probability, 0 = off "
+                       "[default: the model's generation_config].")
+    @click.option("--repetition-penalty", type=FiniteFloat(min=0, max=100, min_open=True), default=None,
+                  help="transformers' repetition penalty over the stream's tokens (greedy too), 1 = off "
+                       "[default: the model's generation_config].")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)

@@ -10,8 +10,8 @@ import sys
 import click
 
 from heedful.app.options import check_picker, given_settings, model_options, scale_options, scale_settings, session_options
-from heedful.errors import TargetError
-from heedful.limits import MAX_GENERATE
+from heedful.errors import HeedfulError, TargetError
+from heedful.limits import MAX_GENERATE, MAX_PROMPT_CHARS
 from heedful.spans import Spans
 
 
@@ -30,6 +30,11 @@ def parse_target(value: str, option: str = "--pin"):
 
 @click.command()
 @click.argument("prompt", required=False)
+@click.option("--file", "prompt_file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Read the prompt from this file (- : standard input; PROMPT may also be -).")
+@click.option("--chat", is_flag=True, help="Talk in turns through the model's chat template: the prompt is a user "
+                                           "turn, the reply stops at the end of the assistant's turn.")
+@click.option("--system", default=None, metavar="TEXT", help="A system turn before the prompt (implies --chat).")
 @click.option("-n", "--max-tokens", "n", type=click.IntRange(0, MAX_GENERATE), default=128, show_default=True,
               help="Tokens to generate.")
 @click.option("--pin", "pins", multiple=True, metavar="TEXT|/REGEX/",
@@ -53,13 +58,18 @@ def parse_target(value: str, option: str = "--pin"):
 @click.option("--adapter", default=None, metavar="DIR", type=click.Path(file_okay=False),
               help="A peft LoRA adapter loaded over the model.")
 @click.pass_context
-def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, picker, auto_pin, adapter, model,
-             dtype, device, trust_remote_code, **settings):
-    """Generate from PROMPT with a bounded, pinned KV cache, streaming to stdout."""
+def generate(ctx, prompt, prompt_file, chat, system, n, pins, db, session_id, title, as_json, ignore_eos, picker,
+             auto_pin, adapter, model, dtype, device, trust_remote_code, **settings):
+    """Generate from PROMPT with a bounded, pinned KV cache, streaming to stdout.
+
+    With --chat (or --system) the prompt is a user turn of a conversation, through the
+    model's chat template: `cat notes.txt | heedful generate --chat -`."""
     from heedful.app.distributed import Recording, start
     from heedful.app.open import resume, session_for
     from heedful.models.loading import load_model
 
+    prompt = read_prompt(prompt, prompt_file)
+    chat = chat or system is not None
     scale = scale_settings(settings)
     if prompt is None and session_id is None:
         raise click.UsageError("PROMPT is required (unless --session continues a stored session)")
@@ -83,10 +93,16 @@ def generate(ctx, prompt, n, pins, db, session_id, title, as_json, ignore_eos, p
                                  **given_settings(ctx, settings))
             else:
                 session = session_for(lm, recorder=rec.new_recorder(), **settings)
+            if chat and session.template is None:
+                what = "--system" if system is not None else "--chat"
+                raise HeedfulError(f"{what}: {lm.name} has no chat template (a base model: give plain text, "
+                                   "without --chat or --system)")
             summary = None
             try:
+                if system is not None:
+                    session.say(system, "system")
                 summary = _run(session, prompt, pins, n, as_json, ignore_eos, pk, auto_pin,
-                               out=_Survivor(sys.stdout) if ranks.parallel else sys.stdout)
+                               out=_Survivor(sys.stdout) if ranks.parallel else sys.stdout, chat=chat)
             except BrokenPipeError:
                 # the reader of stdout left (`heedful generate --json | head -2`): not an error, and
                 # what was generated is kept; stdout goes to /dev/null so the final flush cannot fail
@@ -123,7 +139,31 @@ class _Survivor:
             os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
 
 
-def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=False, out=None) -> dict:
+def read_prompt(prompt: str | None, path: str | None) -> str | None:
+    """PROMPT, or the text of --file (or standard input for -), checked as UTF-8 text."""
+    if path is not None and prompt is not None:
+        raise click.UsageError("give PROMPT or --file, not both")
+    if prompt == "-" or path is not None:
+        source = path if path is not None else "-"
+        try:
+            if source == "-":
+                data = sys.stdin.buffer.read()
+            else:
+                with open(source, "rb") as f:
+                    data = f.read(MAX_PROMPT_CHARS * 4 + 1)
+        except OSError as e:
+            raise HeedfulError(f"--file {source}: {e.strerror or e}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise HeedfulError(f"--file {source}: not UTF-8 text (byte {e.start})") from None
+        if not text.strip():
+            raise HeedfulError(f"--file {source}: empty")
+        return text
+    return prompt
+
+
+def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=False, out=None, chat=False) -> dict:
     """Prompts, pins and streams the tokens to `out`; returns what the summary adds."""
     targets = [parse_target(p) for p in pins]
     pinner = None
@@ -131,7 +171,11 @@ def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=Fa
         from heedful.learn.autopin import AutoPinner
 
         pinner = AutoPinner(picker, session.model)
-    if prompt:  # pins are resolved in the prompt's text and set before it is processed
+    if prompt and chat:  # a user turn; pins in its text
+        if pinner:
+            raise HeedfulError("--auto-pin: not with --chat yet (the picker scores plain prompts)")
+        prompt_tokens = len(session.say(prompt, pin=targets))
+    elif prompt:  # pins are resolved in the prompt's text and set before it is processed
         if pinner:  # and the picker's, scored before prefill
             prompt_tokens = len(pinner.prompt(session, prompt, targets))
         else:
@@ -141,6 +185,7 @@ def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=Fa
         for t in targets:
             session.pin(t, occurrence="all")
     out = out or sys.stdout
+    hidden = set(session.config.stop_ids) & set(getattr(session.tokenizer, "all_special_ids", ()))
     if pinner:
         pinner.start()
     tokens = session.generate(n, stop_at_eos=not ignore_eos)
@@ -149,7 +194,7 @@ def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=Fa
             if as_json:
                 out.write(json.dumps({"index": tok.index, "id": tok.id, "text": tok.text,
                                       "retained": tok.retained}, ensure_ascii=False) + "\n")
-            else:
+            elif tok.id not in hidden:  # the end of a turn is markup, not text to print
                 out.write(tok.text)
             out.flush()
             if pinner:
