@@ -32,6 +32,19 @@ def tiny_qwen35_short_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_chat_dir(tmp_path_factory):
+    """Gated Qwen3.5 model whose tokenizer has a ChatML chat template (tests/tiny_models.py CHATML)."""
+    return build_tiny_model(tmp_path_factory.mktemp("chat"), "qwen3_5", chat=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat(tiny_chat_dir):
+    from heedful.models.loading import load_model
+
+    return load_model(str(tiny_chat_dir), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen35(tiny_qwen35_dir):
     from heedful.models.loading import load_model
 

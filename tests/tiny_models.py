@@ -15,26 +15,38 @@ CORPUS = (
 ) * 4
 
 
-def build_tokenizer(out: Path, vocab_size: int = 300):
+# ChatML, as SmolLM2's and Qwen's templates write it (a default system turn included)
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+          "{{ '<|im_start|>system\nYou are a tiny test model.<|im_end|>\n' }}{% endif %}"
+          "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def build_tokenizer(out: Path, vocab_size: int = 300, chat: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|bos|>"],
+    specials = ["<|endoftext|>", "<|bos|>"] + (["<|im_start|>", "<|im_end|>"] if chat else [])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator([CORPUS], trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")
+                                   pad_token="<|endoftext|>",
+                                   **({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]} if chat else {}))
+    if chat:
+        fast.chat_template = CHATML
     fast.save_pretrained(out)
     return fast
 
 
 def build_tiny_model(out: Path, kind: str, max_positions: int = 512, layers: int = 2, seed: int = 0,
-                     **overrides) -> Path:
+                     chat: bool = False, **overrides) -> Path:
+    """chat: the tokenizer has ChatML's special tokens and chat template (CHATML)."""
     out = Path(out)
-    tok = build_tokenizer(out)
+    tok = build_tokenizer(out, chat=chat)
     torch.manual_seed(seed)
     common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=max_positions,
