@@ -19,20 +19,18 @@ import torch
 
 from heedful.selector.compressor import MeanPool, load_compressor, model_sizes
 from heedful.selector.config import RANK_HEADS
-from heedful.spans import Spans
 
 
-def compressor_for(session):
+def compressor_for(model, config, device):
     """The compressor a session's config names (compressor.py), checked against its model and
     the digest the config holds (config.resolve reads it the first time); None: the mean. Under
     tensor parallelism, the share of the rank's key/value heads."""
-    config = session.config
     if config.fold_compressor in (None, "mean"):
         return None
-    sizes = model_sizes(session.model)  # all layers attend: fold refuses recurrent ones
-    c = load_compressor(config.fold_compressor, **sizes, block=config.fold_block, device=session.device,
+    sizes = model_sizes(model)  # all layers attend: fold refuses recurrent ones
+    c = load_compressor(config.fold_compressor, **sizes, block=config.fold_block, device=device,
                         expect=config.fold_compressor_digest)
-    share = getattr(session.model, RANK_HEADS, None)
+    share = getattr(model, RANK_HEADS, None)
     if share is not None:
         heads = sizes["heads"]
         rank, ranks = share
@@ -41,6 +39,9 @@ def compressor_for(session):
 
 
 class AutoFold:
+    """The summaries' state (residency.py places and removes their rows): blocks waiting for
+    their last token, the summary keys now resident, and how far pooling has got."""
+
     def __init__(self, rows: int, block: int, compressor=None):
         self.rows, self.block = rows, block
         self.compressor = compressor if compressor is not None else MeanPool()
@@ -56,39 +57,44 @@ class AutoFold:
         """Where the policy finds the summary rows (kept like pins)."""
         return [(k, k + 0.25) for k in self.keys]
 
-    def absorb(self, session, rows: list[int]) -> None:
-        """Keeps the rows about to leave with the window (row numbers of int tokens) with their
-        blocks, before the cache frees them."""
-        rows = [r for r in rows if session.resident_tokens[r] // self.block > self.done]
-        if not rows:
-            return
-        taken = session.cache.take(torch.tensor(rows, dtype=torch.long, device=session.device))
-        tokens = [session.resident_tokens[r] for r in rows]
+    def wants(self, token: int) -> bool:
+        """Whether a token leaving now is pooled (its block not summarized yet)."""
+        return token // self.block > self.done
+
+    def full(self) -> bool:
+        return len(self.keys) >= self.rows
+
+    def absorb(self, tokens: list[int], taken: list, device) -> None:
+        """Keeps the rows of `tokens` (position-free copies, per layer: cache.take) with
+        their blocks."""
         blocks = [t // self.block for t in tokens]
         for b in sorted(set(blocks)):
             picked = [i for i, x in enumerate(blocks) if x == b]
-            idx = torch.tensor(picked, device=session.device)
+            idx = torch.tensor(picked, device=device)
             kv = [(k.index_select(2, idx), v.index_select(2, idx)) for k, v in taken]
-            places = [tokens[i] - b * self.block for i in picked]
             entry = self.pending.setdefault(b, [[], []])
-            entry[0] += places
+            entry[0] += [tokens[i] - b * self.block for i in picked]
             entry[1].append(kv)  # joined once, when the block is pooled
         self.last = max(self.last, *tokens)
 
-    def emit(self, session) -> None:
-        """Turns every block whose last token has left into a summary row."""
-        done = [b for b in sorted(self.pending) if (b + 1) * self.block - 1 <= self.last]
-        for b in done:
+    def ready(self, dtypes: list) -> list:
+        """(order key, the summary's (key, value) per attention layer in `dtypes`) of every
+        block whose last token has left, in order; they are no longer pending."""
+        out = []
+        for b in [b for b in sorted(self.pending) if (b + 1) * self.block - 1 <= self.last]:
             places, parts = self.pending.pop(b)
             rows = [(torch.cat([p[i][0] for p in parts], 2), torch.cat([p[i][1] for p in parts], 2))
                     for i in range(len(parts[0]))]
-            if len(self.keys) >= self.rows:
-                self._drop(session, self.keys[0])
-            key = (b + 1) * self.block - 0.5
             self.done = b
-            layers = session.cache.attention_layers
-            self._insert(session, key, [tuple(x.to(layer.keys.dtype) for x in self._pool(i, k, v, places))
-                                        for i, ((k, v), layer) in enumerate(zip(rows, layers))])
+            out.append(((b + 1) * self.block - 0.5, [tuple(x.to(dt) for x in self._pool(i, k, v, places))
+                                                     for i, ((k, v), dt) in enumerate(zip(rows, dtypes))]))
+        return out
+
+    def placed(self, key: float) -> None:
+        bisect.insort(self.keys, key)
+
+    def left(self, key: float) -> None:
+        self.keys.remove(key)
 
     def _pool(self, layer: int, k: torch.Tensor, v: torch.Tensor, places: list[int]):
         """One block's rows ([B, H, n, D], in `places` of the block) -> its summary [B, H, 1, D]."""
@@ -101,18 +107,6 @@ class AutoFold:
         with torch.no_grad():
             pk, pv = self.compressor.pool(layer, kb, vb, present)
         return pk, pv
-
-    def _insert(self, session, key: float, kv: list) -> None:
-        res = session.resident_tokens
-        r = bisect.bisect_left(res, key)
-        session.cache.insert(r, kv)
-        res.insert(r, key)
-        bisect.insort(self.keys, key)
-
-    def _drop(self, session, key: float) -> None:
-        r = bisect.bisect_left(session.resident_tokens, key)
-        session._cut_rows(Spans([(0, r), (r + 1, len(session.resident_tokens))]), "fold")
-        self.keys.remove(key)
 
     def cut(self, limit: int) -> None:
         """A rewind to a stream whose window starts at `limit`: only blocks wholly before it

@@ -52,6 +52,17 @@ class RetentionPolicy:
     auto_topk: int = 0  # blocks picked per step per KV head; 0 = auto selection off
     block_size: int = 64
 
+    # What a policy may learn from, after each forward (residency.py calls both; no-ops here):
+    wants_hits = False  # auto selection counts the picks of each pool row (observe_selection)
+    wants_attention = False  # the newest query's attention over the rows is collected (observe)
+
+    def observe(self, resident: list, attention: dict) -> None:
+        """The newest query's attention per layer over the rows `resident` (wants_attention)."""
+
+    def observe_selection(self, resident: list, n_new: int, pool: tuple[int, int] = (0, 0), rows=(),
+                          counts=()) -> None:
+        """After a forward of the last n_new rows: which pool rows auto selection picked (wants_hits)."""
+
     def resized(self, window: int, budget: int) -> "RetentionPolicy":
         """The same policy with another window and budget (`Session.set`), keeping what it has
         learned (credits, heavy-hitter scores)."""
@@ -129,38 +140,6 @@ def rows_of(resident: list[int], tokens: list[int]) -> Spans:
         r = bisect_left(resident, t)
         rows.add(r, r + 1)
     return rows
-
-
-@dataclass
-class HeavyHitterPolicy(RetentionPolicy):
-    """H2O-style retention: besides sinks, pins and the window, the rest of the budget holds
-    the tokens that have received the most attention so far (summed over the steps, averaged
-    over layers and heads). A baseline for `heedful bench retention`: no person involved.
-    Needs the session's `collect_attention` on, and one-token prefill chunks to see every
-    query's attention (the engine reports the last query of each chunk)."""
-
-    def __post_init__(self):
-        self.scores: dict[int, float] = {}
-
-    def observe(self, resident: list[int], attention: dict) -> None:
-        """Adds the newest query's attention (rows = `resident`) to each token's score."""
-        layers = list(attention.values())
-        if not layers or len(layers[0]) != len(resident):
-            return
-        mean = (sum(layers) / len(layers)).tolist()
-        for t, w in zip(resident, mean):
-            self.scores[t] = self.scores.get(t, 0.0) + w
-
-    def keep_rows(self, resident: list[int], stream_len: int, n_new: int, pins: Spans, reserve: int = 0) -> Spans:
-        keep = [t for t in resident if self.always(t, stream_len, n_new, pins)]  # a baseline: O(R) is fine
-        room = self.budget - n_new - reserve - len(keep)
-        if room > 0:
-            kept = set(keep)
-            rest = sorted((t for t in resident if t not in kept), key=lambda t: -self.scores.get(t, 0.0))
-            keep = sorted(keep + rest[:room])
-        for t in set(resident) - set(keep):
-            self.scores.pop(t, None)
-        return rows_of(resident, keep)
 
 
 @dataclass

@@ -11,7 +11,8 @@ Order and meaning of the calls, as the Session makes them:
   A recorder that persists must have the event durable when ``event`` returns (pins and
   config changes are committed before the engine acts on them). If ``event`` raises, the
   engine does not perform the operation.
-  Ops: config, prompt, generate, stop, pin, unpin, drop, recall, rewind.
+  Ops: config, resume, prompt, say, generate, stop, pin, unpin, drop, recall, fold, unfold,
+  rewind, set, note.
   While a ``generate`` is streaming, an operation made between two tokens carries
   ``"at": stream_length`` (the number of tokens in the stream when it took effect), so a
   replay can apply it at the same step; a ``generate`` cut short is followed by
@@ -19,7 +20,9 @@ Order and meaning of the calls, as the Session makes them:
 - ``tokens(records)`` reports tokens appended to the stream, in index order, with no gap.
   It may buffer (the store batches writes); ``flush()`` forces them out.
 - ``evicted(ranges, reason)`` reports token ranges whose KV rows were freed
-  (reason: "window", "drop", "rewind").
+  (reason: "window", "drop", "fold", "rewind", "budget").
+- ``reset_resident(tokens)`` after ``Session.restore``: the tokens the engine made resident
+  (the rebuilt set replaces what the sink believed).
 - ``close()`` flushes and releases the sink.
 """
 
@@ -44,6 +47,8 @@ class Recorder(Protocol):
     def tokens(self, records: list[TokenRecord]) -> None: ...
 
     def evicted(self, ranges: list[tuple[int, int]], reason: str) -> None: ...
+
+    def reset_resident(self, resident: list[int]) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -71,6 +76,9 @@ class MemoryRecorder:
     def evicted(self, ranges: list[tuple[int, int]], reason: str) -> None:
         self.evictions.extend((tuple(r), reason) for r in ranges)
 
+    def reset_resident(self, resident: list[int]) -> None:
+        pass
+
     def flush(self) -> None:
         pass
 
@@ -88,6 +96,9 @@ class NullRecorder:
         pass
 
     def evicted(self, ranges, reason):
+        pass
+
+    def reset_resident(self, resident):
         pass
 
     def flush(self):

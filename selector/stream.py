@@ -40,6 +40,12 @@ class TokenStream:
         self.sources.append(source)
         return TokenRecord(len(self.ids) - 1, tid, piece, source)
 
+    def load(self, ids, texts, sources) -> None:
+        """The stream as a store keeps it (a resume); the next decoded token follows it."""
+        for tid, text, src in zip(ids, texts, sources):
+            self.append(int(tid), src, text)
+        self.continue_decoding()
+
     def preview(self, ids: list[int]) -> list[str]:
         """The texts `append` would give these ids now, without appending them."""
         detok = self._detok.fork()

@@ -52,6 +52,9 @@ class TaggingRecorder:
     def evicted(self, ranges, reason: str) -> None:
         self.inner.evicted(ranges, reason)
 
+    def reset_resident(self, resident) -> None:
+        self.inner.reset_resident(resident)
+
     def flush(self) -> None:
         self.inner.flush()
 

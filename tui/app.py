@@ -21,6 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Input
 
 from heedful.errors import HeedfulError
+from heedful.selector.rows import RowKind
 from heedful.tui.commands import HeedfulCommands
 from heedful.tui.folding import FoldActions
 from heedful.tui.panel import SidePanel
@@ -137,8 +138,8 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         s = self.session
         attention = s.last_attention
         retained = s.retained()
-        rows = list(getattr(s, "resident_tokens", retained))  # order keys: floats for gist and summary rows
-        folds = s.folds() if hasattr(s, "folds") else []
+        rows = s.rows()  # (order key, kind): tokens, gist rows, summary rows
+        folds = s.folds()
         heat = self._heat(attention, rows, folds) if attention else {}
         self.view.memory = MemoryState(resident=set(retained), pins=s.pins(), dropped=s.dropped(),
                                        sinks=s.config.sinks, heat=heat, folds={a: (b, g) for a, b, g in folds},
@@ -150,7 +151,7 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
     @staticmethod
     def _heat(attention: dict, rows: list, folds: list) -> dict:
         """Token index -> the newest token's attention (mean over layers), relative to the most
-        attended. The weights have one entry per resident row, gist rows (float order keys)
+        attended. The weights have one entry per resident row (Session.rows), gist rows
         included: a token's own row gives its heat, and a fold's gist rows together give the
         heat of the fold (drawn under its first token); summary rows show nowhere."""
         layers = list(attention.values())
@@ -158,10 +159,10 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
             return {}  # read while a step changed the rows: the next refresh shows it
         mean = (sum(layers) / len(layers)).tolist()
         heat = {}
-        for key, w in zip(rows, mean):
-            if type(key) is int:
+        for (key, kind), w in zip(rows, mean):
+            if kind is RowKind.TOKEN:
                 heat[key] = w
-            else:
+            elif kind is RowKind.GIST:
                 a = next((a for a, b, _ in folds if a <= key < b), None)
                 if a is not None:
                     heat[a] = heat.get(a, 0.0) + w
@@ -215,13 +216,12 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         """Streams n tokens; with a picker's pinner, the prompt first (tui/suggest.py: _prompt_in_worker)."""
         last = time.monotonic()
         s = self.session
-        tok = getattr(s, "tokenizer", None)  # (bench tui's synthetic session has none)
-        eos = None if self.ignore_eos or tok is None else tok.eos_token_id
+        stops = set() if self.ignore_eos else set(s.config.stop_ids or ())
         try:
             if prompt is not None and not self._prompt_in_worker(pinner, *prompt):
                 return
-            # as `heedful generate`: the answer ends at the model's end-of-text token
-            it = s.generate(n) if eos is None else s.generate(n, stop_at_eos=True)
+            # as `heedful generate`: the answer ends at the model's stop ids (end of text, of a turn)
+            it = s.generate(n, stop_at_eos=bool(stops))
             if pinner is not None:
                 pinner.start()  # its hooks, on this thread
             token = None
@@ -237,8 +237,8 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
                     last = now
                     self._ui(self.refresh_stream)
             else:
-                if eos is not None and getattr(token, "id", None) == eos:
-                    self._ui(self.notify, f"the model wrote end of text ({tok.eos_token}) and stopped: "
+                if token is not None and token.id in stops and s.template is None:
+                    self._ui(self.notify, f"the model wrote end of text ({token.text}) and stopped: "
                              "g continues past it", timeout=6)
         except Exception as e:  # noqa: BLE001 - shown to the person; the session stays usable
             self._ui(self.notify, f"generation failed: {e}", severity="error", timeout=8)

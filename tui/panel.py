@@ -6,15 +6,16 @@ included): the stream's length less the resident tokens. It is what the store co
 row frees instead: a token re-encoded and freed again counts twice, and a resumed session
 starts it from 0.)
 
-`folds` is the number of folded spans, `gist rows` the resident rows their gists hold (order
-keys that are not tokens, inside a folded span); `summary rows` (shown with automatic
-folding, --fold-budget) the rows of the automatic fold summaries: the other non-token rows."""
+`folds` is the number of folded spans, `gist rows` the resident rows their gists hold;
+`summary rows` (shown with automatic folding, --fold-budget) the rows of the automatic fold
+summaries (the rows' kinds: Session.rows)."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.widgets import Static
 
+from heedful.selector.rows import RowKind
 from heedful.tui.token_view import PIN_YELLOW, STYLES, SUGGEST_GOLD
 
 
@@ -33,10 +34,10 @@ class SidePanel(Static):
         st = session.stats()
         retained = session.retained() if retained is None else retained
         resident = len(retained)
-        folds = (session.folds() if hasattr(session, "folds") else []) if folds is None else folds
-        rows = getattr(session, "resident_tokens", ()) if rows is None else rows
-        extra = [k for k in rows if type(k) is not int]  # gist and summary rows
-        gist_rows = sum(1 for k in extra if any(a <= k < b for a, b, _ in folds))
+        folds = session.folds() if folds is None else folds
+        rows = session.rows() if rows is None else rows
+        gist_rows = sum(1 for _, kind in rows if kind is RowKind.GIST)
+        summary_rows = sum(1 for _, kind in rows if kind is RowKind.SUMMARY)
         evicted = max(0, st.tokens - resident)
         t = Text()
         t.append("memory ", style="bold")
@@ -47,12 +48,12 @@ class SidePanel(Static):
         t.append(f"evicted {evicted}  dropped {_total(session.dropped())}\n")
         t.append(f"pinned {st.pinned}\n")
         t.append(f"folds {len(folds)}  gist rows {gist_rows}\n")
-        if len(extra) > gist_rows or getattr(session.config, "fold_budget", 0):
-            pooled = "mean" if getattr(session.config, "fold_compressor", "mean") == "mean" else "learned"
-            t.append(f"summary rows {len(extra) - gist_rows} ({pooled})\n")
+        if summary_rows or session.config.fold_budget:
+            pooled = "mean" if session.config.fold_compressor == "mean" else "learned"
+            t.append(f"summary rows {summary_rows} ({pooled})\n")
         if show_speed:
             t.append(f"speed {st.tokens_per_s:.1f} tok/s\n")
-        gate = getattr(session, "gate_mean", None)
+        gate = session.gate_mean
         if session.gated:
             t.append("gated model" + (f", mean gate {gate:.3f}" if gate is not None else "") + "\n")
         if picker is not None:  # heedful chat --picker (tui/suggest.py)

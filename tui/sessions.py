@@ -77,7 +77,7 @@ class SessionActions:
         """What the app reads from a session: attention weights (the heat overlay) and, for a
         gated model, its output gates (the side panel)."""
         session.collect_attention = True
-        if getattr(session, "gated", False) and hasattr(session, "watch_gates"):
+        if session.gated:
             session.watch_gates()
 
     def _update_title(self) -> None:

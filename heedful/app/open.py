@@ -100,8 +100,7 @@ def restore_session(lm_model, tokenizer, gated, config: dict, ids, texts, source
     s = Session.restore(lm_model, tokenizer, config=config, token_ids=ids, token_texts=texts,
                         token_sources=sources, pins=pins, dropped=dropped, folds=folds, recorder=recorder,
                         gated=gated)
-    if hasattr(recorder, "reset_resident"):
-        recorder.reset_resident(s.retained())
+    recorder.reset_resident(s.retained())
     return s
 
 

@@ -26,11 +26,11 @@ def stream_nll(session, ids: list[int], bar=None) -> float:
     event (the session records nothing)."""
     import torch
 
-    session._append_and_run(ids[:1], "prompt")
+    session.feed(ids[:1])
     total = 0.0
     for tid in ids[1:]:
         total -= float(torch.log_softmax(session.next_logits, -1)[tid])
-        session._append_and_run([tid], "prompt")
+        session.feed([tid])
         if bar is not None:
             bar.update(1)
     return total / max(1, len(ids) - 1)

@@ -16,31 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 import click
+
+from heedful.selector.config import SessionConfig
+from heedful.selector.rows import RowKind
 
 WORDS = ("the vault code is 4821 remember it alice met bob at the station at noon and then "
          "a filler sentence follows another filler sentence while the model keeps writing").split()
 
 
-@dataclass
-class _Config:
-    model: str = "synthetic stream"
-    window: int = 256
-    budget: int = 1024
-    sinks: int = 0
-
-
 class SyntheticSession:
-    """The slice of Session the app uses, streaming words at `rate` tokens/s."""
+    """A stand-in for Session (the SessionView the app reads: heedful.selector.view),
+    streaming words at `rate` tokens/s, with no model."""
 
     def __init__(self, rate: float, preload: int = 0):
         self.rate = rate
-        self.config = _Config()
+        self.config = SessionConfig(model="synthetic stream", window=256, budget=1024, sinks=0)
         self.gated = True
+        self.template = None
+        self.gate_mean = None
         self.token_texts = [" " + WORDS[i % len(WORDS)] for i in range(preload)]
         self.token_ids = list(range(preload))
+        self.token_sources = ["generated"] * preload
         self.next_logits = object()
         self.last_attention = None
         self.collect_attention = False
@@ -52,7 +50,7 @@ class SyntheticSession:
     def __len__(self):
         return len(self.token_texts)
 
-    def generate(self, n):
+    def generate(self, n, *, stop_at_eos=False):
         self.started = time.perf_counter()
         for i in range(n):
             due = self.started + i / self.rate
@@ -61,6 +59,7 @@ class SyntheticSession:
                 time.sleep(delay)
             self.token_texts.append(" " + WORDS[len(self.token_texts) % len(WORDS)])
             self.token_ids.append(len(self.token_ids))
+            self.token_sources.append("generated")
             self.generated += 1
             yield None
         self.finished = time.perf_counter()
@@ -68,6 +67,15 @@ class SyntheticSession:
     def retained(self):
         n = len(self.token_texts)
         return list(range(max(0, n - self.config.window), n))
+
+    def rows(self):
+        return [(t, RowKind.TOKEN) for t in self.retained()]
+
+    def folds(self):
+        return []
+
+    def watch_gates(self):
+        pass
 
     def pins(self):
         return list(self._pins)

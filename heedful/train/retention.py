@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 
-from heedful.selector.policy import POOLS, SCORES
+from heedful.selector.config import POOLS, SCORES
+from heedful.train.h2o import HeavyHitterPolicy
 from heedful.train.evaluate import answer_correct
 
 POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk", "recall", "recall-append", "fold",
@@ -91,13 +92,11 @@ def policy_session(model, tok, ep: dict, policy: str, budget: int, gated: bool, 
     if policy.startswith(("pins", "recall")) or policy == "fold":
         pinned = sum(len(tok(" " + f, add_special_tokens=False)["input_ids"]) + 1 for f in ep["facts"])
         settings["window"] = max(4, min(settings["window"], budget - pinned - reserve))
-    s = Session(model, tok, gated=gated, **settings)
+    own = None
     if policy == "h2o":
-        from heedful.selector.policy import HeavyHitterPolicy
-
-        s.policy = HeavyHitterPolicy(s.config.window, s.config.budget, s.config.sinks)
-        s.collect_attention = True
-    return s
+        sinks = settings.get("sinks") or 0
+        own = HeavyHitterPolicy(settings["window"], settings["budget"], sinks)
+    return Session(model, tok, gated=gated, policy=own, **settings)
 
 
 def run_episode(model, tok, ep: dict, policy: str, budget: int, gated: bool, chunk: int = 16,

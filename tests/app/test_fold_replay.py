@@ -10,6 +10,7 @@ from heedful.selector.session import Session
 from heedful.store import Store
 from heedful.store.export import export
 from tests.app.test_replay import _assert_store_matches, _replay
+from tests.rows import summaries
 
 PROMPT = "The vault code is 4821. Remember it. Alice met Bob at the station at noon."
 MORE = " The weather was calm and the lake was still."
@@ -86,7 +87,7 @@ def test_automatic_fold_with_a_learned_compressor_replays_and_resumes(tiny_qwen3
     assert store.session(sid).config["fold_compressor"] == str(tmp_path / "c")
     result, _, _ = _replay(tmp_path, store, sid, tiny_qwen35)
     assert result.session.token_ids == s.token_ids
-    assert result.session.resident_tokens == s.resident_tokens  # the summaries too
+    assert result.session.residency.rows.keys == s.residency.rows.keys  # the summaries too
     r = resume(store, sid, lm=tiny_qwen35)
-    assert isinstance(r._autofold.compressor, LearnedPool)
-    assert sum(type(t) is float for t in r.resident_tokens) == 8
+    assert isinstance(r.residency.autofold.compressor, LearnedPool)
+    assert summaries(r) == 8

@@ -60,7 +60,7 @@ def test_autofold_policies_fold_with_the_compressor_named(tiny_qwen35, tmp_path)
     mean = policy_session(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, "autofold-mean", 32, True,
                           fold_compressor=str(tmp_path / "c"))
     assert (learned.config.window, learned.config.fold_budget) == (16, 16)
-    assert isinstance(learned._autofold.compressor, LearnedPool) and isinstance(mean._autofold.compressor, MeanPool)
+    assert isinstance(learned.residency.autofold.compressor, LearnedPool) and isinstance(mean.residency.autofold.compressor, MeanPool)
     run_episode(tiny_qwen35.model, tiny_qwen35.tokenizer, ep, "autofold", 32, True, max_new=2,
                 fold_compressor=str(tmp_path / "c"))
 

@@ -17,13 +17,13 @@ import sys
 
 def _inject(rank: str, step: int, how: str) -> None:
     from heedful.errors import HeedfulError
-    from heedful.selector import encoding
+    from heedful.selector import residency
 
     if os.environ.get("RANK") != rank:
         return
-    original, count = encoding.Encoder._run, [0]
+    original, count = residency.Residency.run, [0]
 
-    def _run(self, *args, **kwargs):
+    def run(self, *args, **kwargs):
         count[0] += 1
         if count[0] == step:
             if how == "kill":
@@ -31,7 +31,7 @@ def _inject(rank: str, step: int, how: str) -> None:
             raise HeedfulError(f"injected failure at forward {step}")
         return original(self, *args, **kwargs)
 
-    encoding.Encoder._run = _run
+    residency.Residency.run = run
 
 
 def _report(path: str) -> None:

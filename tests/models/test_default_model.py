@@ -53,11 +53,11 @@ def test_the_shipped_fold_compressor_is_the_default_and_beats_the_mean():
 
     lm = load_model(None, dtype="float32", device="cpu")
     s = session_for(lm, window=32, budget=64, fold_budget=32)
-    assert isinstance(s._autofold.compressor, LearnedPool)
+    assert isinstance(s.residency.autofold.compressor, LearnedPool)
     assert s.config.fold_compressor == str((DEFAULT_MODEL_DIR / "fold_compressor").resolve())
     rows = token_rows(lm.tokenizer, synthetic_text(777, 6000), 256)[:4]
     with torch.no_grad():
-        learned = fold_loss(lm.model, rows, FoldPattern(32, 32, 16), s._autofold.compressor, only_folded=False)
+        learned = fold_loss(lm.model, rows, FoldPattern(32, 32, 16), s.residency.autofold.compressor, only_folded=False)
         mean = fold_loss(lm.model, rows, FoldPattern(32, 32, 16), None, only_folded=False)
         window = fold_loss(lm.model, rows, FoldPattern(64, 0, 16), None, only_folded=False)
     assert learned < mean and learned < window, (float(learned), float(mean), float(window))

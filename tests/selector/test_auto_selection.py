@@ -81,15 +81,15 @@ def test_maintained_summaries_select_what_recomputed_ones_do(tiny_qwen35, pool, 
         return rows
 
     monkeypatch.setattr(CreditPolicy, "keep_rows", keep_rows)
-    orig = fresh._plan
+    orig = fresh.residency._plan
 
-    def recompute(first, n):
-        p, positions = orig(first, n)
+    def recompute(first, n, kept):
+        p, positions = orig(first, n, kept)
         if p.auto is not None:
             p.auto.summaries = None
         return p, positions
 
-    fresh._plan = recompute
+    fresh.residency._plan = recompute
     a, b = _ops(kept), _ops(fresh)
     assert kept.token_ids == fresh.token_ids
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -124,14 +124,14 @@ def test_small_topk_attends_fewer_rows_than_resident(tiny_qwen35):
     from heedful.selector.attention import StepPlan
 
     seen = {}
-    orig = s._plan
+    orig = s.residency._plan
 
-    def spy(first, n):
-        plan, positions = orig(first, n)
+    def spy(first, n, kept):
+        plan, positions = orig(first, n, kept)
         plan.attended = seen
         return plan, positions
 
-    s._plan = spy
+    s.residency._plan = spy
     list(s.generate(10))
     resident = len(s.retained())
     for layer, idx in seen.items():
@@ -209,10 +209,10 @@ def test_pick_counts_are_what_the_heads_attended(tiny_qwen35):
     s.prompt(PROMPT)
     s.pin("4821")
     plans, checked = [], []
-    orig_plan, orig_observe = s._plan, s.policy.observe_selection
+    orig_plan, orig_observe = s.residency._plan, s.policy.observe_selection
 
-    def spy(first, n):
-        plan, positions = orig_plan(first, n)
+    def spy(first, n, kept):
+        plan, positions = orig_plan(first, n, kept)
         plan.attended = {}
         plans.append(plan)
         return plan, positions
@@ -232,7 +232,7 @@ def test_pick_counts_are_what_the_heads_attended(tiny_qwen35):
             checked.append(len(rows))
         orig_observe(resident, n, pool, rows, counts)
 
-    s._plan = spy
+    s.residency._plan = spy
     s.policy.observe_selection = observe
     list(s.generate(12))
     assert len(checked) == 12 and all(checked)

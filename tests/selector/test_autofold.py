@@ -7,6 +7,7 @@ import torch
 
 from heedful.errors import BudgetError
 from heedful.selector.session import Session
+from tests.rows import summaries, summary_keys
 
 TEXT = "The vault code is 4821. Remember it. Alice met Bob at the station at noon. " * 3
 
@@ -22,7 +23,7 @@ def test_summaries_are_block_means_kept_in_their_rows(tiny_qwen35):
     s.prompt(TEXT)
     full.prompt(TEXT)
     n = len(s)
-    keys = [t for t in s.resident_tokens if type(t) is float]
+    keys = summary_keys(s)
     assert 0 < len(keys) <= R and s.cache.resident() <= W + R
     assert keys == [(b + 1) * F - 0.5 for b in range(n // F) if (b + 1) * F <= n - W][-R:]
     assert s.retained() == list(range(n - W, n))  # only tokens of the window are tokens
@@ -30,7 +31,7 @@ def test_summaries_are_block_means_kept_in_their_rows(tiny_qwen35):
     # nothing computed them (block rows were computed before anything left)
     first = keys[0]
     b = int(first + 0.5) // F - 1
-    row = s.resident_tokens.index(first)
+    row = s.residency.rows.keys.index(first)
     if (b + 1) * F <= W:  # computed with everything resident in both sessions
         for ls, lf in zip(s.cache.attention_layers, full.cache.attention_layers):
             mean_k = full.cache.keys_in_order(lf)[:, :, b * F:(b + 1) * F].float().mean(2)
@@ -44,10 +45,10 @@ def test_the_first_block_summary_is_its_mean(tiny_qwen35):
     s = _session(tiny_qwen35, window=W, budget=W + R, fold_budget=R, fold_block=F, prefill_chunk=1)
     full = _session(tiny_qwen35, window=400, budget=400, prefill_chunk=1)
     ids = tiny_qwen35.tokenizer(TEXT)["input_ids"][: W + F]  # block 0 leaves, nothing more
-    s._append_and_run(ids, "prompt")
-    full._append_and_run(ids, "prompt")
-    assert [t for t in s.resident_tokens if type(t) is float] == [F - 0.5]
-    row = s.resident_tokens.index(F - 0.5)
+    s.feed(ids, "prompt")
+    full.feed(ids, "prompt")
+    assert summary_keys(s) == [F - 0.5]
+    row = s.residency.rows.keys.index(F - 0.5)
     assert row == 0  # where the block stood
     for ls, lf in zip(s.cache.attention_layers, full.cache.attention_layers):
         mean_k = full.cache.keys_in_order(lf)[:, :, :F].float().mean(2)
@@ -61,11 +62,11 @@ def test_generation_stays_within_budget_and_rewinds(tiny_qwen35):
     s.prompt(TEXT)
     for _ in s.generate(60):
         assert s.cache.resident() <= 22
-        assert sum(1 for t in s.resident_tokens if type(t) is float) <= 8
+        assert summaries(s) <= 8
     s.pin((len(s) - 30, len(s) - 28))  # a pin of evicted text comes back in place, summaries stay
-    assert s.cache.resident() <= 22 and any(type(t) is float for t in s.resident_tokens)
+    assert s.cache.resident() <= 22 and summaries(s) > 0
     s.rewind(len(s) - 20)
-    assert all(t < len(s) for t in s.resident_tokens)
+    assert all(t < len(s) for t in s.residency.rows.keys)
     assert len(list(s.generate(5))) == 5
 
 
@@ -91,15 +92,15 @@ def test_a_restored_session_rebuilds_its_summaries(tiny_qwen35):
                                pins=list(s._pins), dropped=list(s._dropped), gated=True)
 
     r = restored()
-    assert r.resident_tokens == s.resident_tokens  # the same summaries (float keys), pins and window
-    assert sum(type(t) is float for t in r.resident_tokens) == R
+    assert r.residency.rows.keys == s.residency.rows.keys  # the same summaries (float keys), pins and window
+    assert summaries(r) == R
     plain = restored(fold_budget=0, budget=W + 3)
     ours, theirs = r.next_logits, s.next_logits
     assert (ours - theirs).abs().max() < 0.6 * (plain.next_logits - theirs).abs().max()
 
 
 def _summary_keys(s):
-    return [t for t in s.resident_tokens if type(t) is float]
+    return summary_keys(s)
 
 
 def test_rewind_and_unpin_never_pool_a_block_twice(tiny_qwen35):
@@ -133,5 +134,5 @@ def test_auto_selection_and_automatic_fold_share_the_budget(tiny_qwen35, pool):
     s.prompt(TEXT)
     for _ in s.generate(60):
         assert s.cache.resident() <= 48
-    assert sum(type(t) is float for t in s.resident_tokens) == 8
-    assert len(s.resident_tokens) > 16 + 8  # the pool holds rows too
+    assert summaries(s) == 8
+    assert len(s.residency.rows.keys) > 16 + 8  # the pool holds rows too

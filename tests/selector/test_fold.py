@@ -9,6 +9,7 @@ from heedful.errors import BudgetError, HeedfulError, TargetError
 from heedful.models.loading import default_model_dir, load_model
 from heedful.selector.recorder import MemoryRecorder
 from heedful.selector.session import Session
+from tests.rows import gist_keys, only_tokens
 
 PROMPT = "The vault code is 4821. Remember it. Alice met Bob at the station at noon."
 FILLER = " The weather was calm and the lake was still, and nobody said a word for a while."
@@ -21,7 +22,7 @@ def _session(lm, **kw):
 
 
 def _state(s):
-    return (s.pins(), s.retained(), s.folds(), len(s), list(s.resident_tokens), s.next_logits.clone())
+    return (s.pins(), s.retained(), s.folds(), len(s), list(s.residency.rows.keys), s.next_logits.clone())
 
 
 def test_a_fold_at_the_end_equals_the_gist_appended_and_the_span_dropped(tiny_qwen35):
@@ -56,7 +57,7 @@ def test_fold_in_the_middle_then_unfold(tiny_qwen35):
     assert not set(range(a, b)) & set(s.retained())  # the span's rows left
     assert s.stats().resident == before - (b - a) + gist_rows  # the gist's rows stay
     assert s.pins() == [] and len(s) == n  # the stream keeps the original
-    order = list(s.resident_tokens)
+    order = list(s.residency.rows.keys)
     assert order == sorted(order) and sum(1 for t in order if a <= t < b) == gist_rows
     assert rec.events[-1] == {"op": "fold", "range": [a, b], "gist": " Alice and Bob met"}
     list(s.generate(4))
@@ -64,7 +65,7 @@ def test_fold_in_the_middle_then_unfold(tiny_qwen35):
     assert s.unfold("Alice") == [(a, b)]
     assert s.folds() == [] and (a, b) in s.pins()
     assert set(range(a, b)) <= set(s.retained())
-    assert all(type(t) is int for t in s.resident_tokens)
+    assert only_tokens(s)
     assert rec.events[-1] == {"op": "unfold", "range": [a, b]}
 
 
@@ -77,8 +78,8 @@ def test_folds_survive_the_window_and_budget(tiny_qwen35):
     for _ in s.generate(40):
         assert s.cache.resident() <= 40
     assert s.folds() == [(a, b, " noon")]
-    keys = [t for t in s.resident_tokens if a <= t < b]
-    assert keys and all(type(t) is float for t in keys)  # the gist is kept like a pin
+    keys = [t for t in s.residency.rows.keys if a <= t < b]
+    assert keys and keys == gist_keys(s)  # the gist is kept like a pin
 
 
 def test_rewind_before_a_fold_lets_it_go(tiny_qwen35):
@@ -89,7 +90,7 @@ def test_rewind_before_a_fold_lets_it_go(tiny_qwen35):
     s.rewind(span[1] + 3)  # after the fold: it stays
     assert len(s.folds()) == 1
     s.rewind(span[0] + 1)  # inside it: it goes
-    assert s.folds() == [] and all(type(t) is int for t in s.resident_tokens)
+    assert s.folds() == [] and only_tokens(s)
     assert list(s.generate(2))
 
 
@@ -142,7 +143,7 @@ def test_restore_rebuilds_folds(tiny_qwen35):
                         token_texts=s.token_texts, token_sources=s.token_sources, pins=st["pins"],
                         dropped=st["dropped"], folds=[tuple(f) for f in st["folds"]], gated=True)
     assert r.folds() == s.folds() and r.retained() == s.retained()
-    assert list(r.resident_tokens) == list(s.resident_tokens)  # the gist rows at the same place
+    assert list(r.residency.rows.keys) == list(s.residency.rows.keys)  # the gist rows at the same place
     assert r.stats().resident == s.stats().resident and len(list(r.generate(3))) == 3
 
 

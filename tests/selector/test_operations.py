@@ -262,21 +262,3 @@ def test_gate_monitor_reads_the_output_gate(tiny_qwen35, tiny_llama):
     u.watch_gates()
     u.prompt(PROMPT)
     assert u.gate_mean is None
-
-
-def test_heavy_hitter_policy_keeps_the_most_attended_tokens(tiny_qwen35):
-    from heedful.selector.policy import HeavyHitterPolicy
-
-    s = _session(tiny_qwen35, window=8, budget=16, prefill_chunk=1)
-    s.policy = HeavyHitterPolicy(8, 16)
-    s.collect_attention = True
-    s.prompt(PROMPT)
-    list(s.generate(30))
-    retained = s.retained()
-    assert len(retained) <= 16
-    window = set(range(len(s) - 8, len(s)))
-    heavy = [t for t in retained if t not in window]
-    assert heavy, "the rest of the budget holds heavy hitters"
-    scores = s.policy.scores
-    # heavy hitters are chosen by accumulated attention: each kept one has a score
-    assert all(t in scores for t in heavy)

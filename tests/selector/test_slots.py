@@ -77,8 +77,8 @@ def test_a_decode_step_writes_one_slot_and_rotates_only_the_pinned_rows(tiny_qwe
     list(s.generate(30))  # the window is full: every step evicts its oldest token
     bank, slots = s.cache.bank, s.cache.slots
     before = bank.keys.clone(), bank.values.clone()
-    pinned = [slots.slots[s.resident_tokens.index(t)] for t in range(*pin)]
-    window = [slots.slots[r] for r, t in enumerate(s.resident_tokens) if t >= len(s) - 11]
+    pinned = [slots.slots[s.residency.rows.keys.index(t)] for t in range(*pin)]
+    window = [slots.slots[r] for r, t in enumerate(s.residency.rows.keys) if t >= len(s) - 11]
     list(s.generate(1))
     new = slots.slots[-1]
     changed = [x for x in range(s.cache.capacity)

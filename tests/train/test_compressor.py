@@ -17,6 +17,7 @@ from heedful.errors import HeedfulError
 from heedful.selector.compressor import FOLDER, LearnedPool, MeanPool, load_compressor, model_sizes
 from heedful.train.compressor import FoldPattern, fold_logits, fold_loss, token_rows, train
 from tests.tiny_models import CORPUS, moved_compressor
+from tests.rows import summaries
 
 
 def _noisy(lm, block, seed=0):
@@ -27,10 +28,10 @@ def _stream(lm, ids, W, R, Fb, compressor=None, **kw):
     """The engine's next-token logits after each token of ids, fed one per step."""
     s = session_for(lm, window=W, budget=W + R, fold_budget=R, fold_block=Fb, prefill_chunk=1, **kw)
     if compressor is not None:
-        s._autofold.compressor = compressor
+        s.residency.autofold.compressor = compressor
     out = []
     for t in ids:
-        s._append_and_run([t], "prompt")
+        s.feed([t], "prompt")
         out.append(s.next_logits.clone())
     return torch.stack(out), s
 
@@ -43,7 +44,7 @@ def test_fold_logits_equal_the_engine_token_by_token(tiny_qwen35, kind, W, R, Fb
     with torch.no_grad():
         ref = fold_logits(tiny_qwen35.model, torch.tensor([ids]), FoldPattern(W, R, Fb), comp)[0]
     got, s = _stream(tiny_qwen35, ids, W, R, Fb, comp)
-    assert sum(type(t) is float for t in s.resident_tokens) == R  # summaries were in play, R of them
+    assert summaries(s) == R  # summaries were in play, R of them
     torch.testing.assert_close(got, ref.float(), atol=2e-4, rtol=1e-4)
     # and the summaries matter: the same stream without them differs
     plain = fold_logits(tiny_qwen35.model, torch.tensor([ids]), FoldPattern(W, 0, Fb))[0]

@@ -10,6 +10,7 @@ import pytest
 from heedful.tui.panel import SidePanel
 from heedful.tui.token_view import STYLES
 from tests.tui.conftest import chat_app, settle
+from tests.rows import gist_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +53,7 @@ async def test_f_folds_the_selection_into_the_typed_gist_and_F_unfolds(tiny_qwen
         await pilot.press(*"Alice met Bob", "enter")
         await settle(app, pilot)
         assert s.folds() == [(a, b, "Alice met Bob")]
-        gist_rows = [k for k in s.resident_tokens if type(k) is not int]
+        gist_rows = gist_keys(s)
         assert gist_rows and not any(a <= t < b for t in s.retained())
         # drawn as one unit under its first token, in the fold's style
         units = [seg for line in view.lines for seg in line]
@@ -143,8 +144,8 @@ async def test_heat_overlay_maps_weights_to_tokens_with_gist_rows_resident(tiny_
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("h", "g")
         await settle(app, pilot)
-        rows = s.resident_tokens
-        assert any(type(k) is not int for k in rows) and len(next(iter(s.last_attention.values()))) == len(rows)
+        rows = s.residency.rows.keys
+        assert gist_keys(s) and len(next(iter(s.last_attention.values()))) == len(rows)
         heat = app.view.memory.heat
         assert set(heat) == set(s.retained()) | {a}
         assert max(heat.values()) == pytest.approx(1.0) and heat[a] > 0

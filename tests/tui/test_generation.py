@@ -14,14 +14,14 @@ async def test_a_stream_stops_at_the_end_of_text_token_and_says_so(tiny_qwen35, 
     app = chat_app(tiny_qwen35, store, tmp_path, chunk=20)
     s = app.session
     eos = tiny_qwen35.tokenizer.eos_token_id
-    sample, calls = s._sample, {"n": 0}
+    sample, calls = s._sampler, {"n": 0}
 
     def ends_at_the_fifth(*a, **k):
         calls["n"] += 1
         tid = sample(*a, **k)
         return eos if calls["n"] == 5 else (tid if tid != eos else tid + 1)
 
-    s._sample = ends_at_the_fifth
+    s._sampler = ends_at_the_fifth
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"Alice met Bob.", "enter")
         await settle(app, pilot)
@@ -38,13 +38,13 @@ async def test_ignore_eos_goes_on_past_the_end_of_text(tiny_qwen35, store, tmp_p
     app = chat_app(tiny_qwen35, store, tmp_path, chunk=20, ignore_eos=True)
     s = app.session
     eos = tiny_qwen35.tokenizer.eos_token_id
-    sample, calls = s._sample, {"n": 0}
+    sample, calls = s._sampler, {"n": 0}
 
     def ends_at_the_fifth(*a, **k):
         calls["n"] += 1
         return eos if calls["n"] == 5 else sample(*a, **k)
 
-    s._sample = ends_at_the_fifth
+    s._sampler = ends_at_the_fifth
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press(*"Alice met Bob.", "enter")
         await settle(app, pilot)

@@ -9,6 +9,7 @@ import pytest
 from heedful.tui.app import HeedfulApp
 from heedful.tui.panel import SidePanel
 from tests.tui.conftest import chat_app, settle
+from tests.rows import summaries
 
 pytestmark = pytest.mark.anyio
 
@@ -66,6 +67,6 @@ async def test_the_panel_counts_summary_rows_and_names_their_compressor(tiny_qwe
         async with app.run_test(size=(120, 36)) as pilot:
             await pilot.press(*"The vault code is 4821.", "enter")
             await settle(app, pilot)
-            summaries = sum(type(t) is float for t in s.resident_tokens)
-            assert summaries > 0
-            assert f"summary rows {summaries} ({word})" in str(app.query_one(SidePanel).content)
+            n_summaries = summaries(s)
+            assert n_summaries > 0
+            assert f"summary rows {n_summaries} ({word})" in str(app.query_one(SidePanel).content)

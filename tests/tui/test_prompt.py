@@ -74,7 +74,7 @@ async def test_a_prompt_after_half_a_character_is_not_glued_to_it(tiny_qwen35, s
     async with app.run_test(size=(100, 30)) as pilot:
         s.prompt("Hello ")
         lead = s.tokenizer.convert_tokens_to_ids("â")  # byte 0xE2: starts a three-byte character
-        s._append_and_run([lead], "generated")
+        s.feed([lead], "generated")
         assert s.token_texts[-1] == "" and s.token_texts[-2].endswith(" ")
         app.query_one("#prompt").value = "Ann"
         await pilot.press("enter")

@@ -1,6 +1,9 @@
 """NSA / Quest-style block selection: summarize blocks of the candidate pool, score them
 against the query, keep the top-k blocks per KV head. Summaries and scores: naive.py explains
 the three kinds ("minmax", "mean", "fla") and docs/kernels.md which is the engine's default.
+Every kind's summaries are one pair (lo, hi) of [B, Hkv, nb, D] tensors: min and max, or the
+mean twice. Each op has two twins of one signature (SCORE, TOPK_ROWS: the Triton kernel and
+the PyTorch reference).
 
 Two ways to get summaries:
 - `block_summaries(k, bs, kind, start, end)`: from scratch over a row range (what
@@ -15,11 +18,19 @@ from __future__ import annotations
 
 import torch
 
-from heedful.kernels._triton import pick_backend
-from heedful.kernels.block_select.naive import (blocks_to_rows, block_summaries_naive, force_first_block,
-                                                score_blocks_naive)
+from heedful.kernels._triton import HAS_TRITON, pick_backend
+from heedful.kernels.block_select.naive import (block_summaries_naive, force_first_block, score_blocks_naive,
+                                                topk_rows_naive)
+
+if HAS_TRITON:
+    from heedful.kernels.block_select.score import score_blocks_triton
+    from heedful.kernels.block_select.topk import topk_rows_triton
 
 KINDS = ("minmax", "mean", "fla")  # "fla": mean summaries, group-averaged softmax scores, first block kept
+
+# backend -> twin
+SCORE = {"reference": score_blocks_naive, **({"triton": score_blocks_triton} if HAS_TRITON else {})}
+TOPK_ROWS = {"reference": topk_rows_naive, **({"triton": topk_rows_triton} if HAS_TRITON else {})}
 
 
 def _check_kind(kind: str) -> None:
@@ -28,8 +39,8 @@ def _check_kind(kind: str) -> None:
 
 
 def block_summaries(k, block_size: int, kind: str = "minmax", start: int = 0, end: int | None = None):
-    """Summaries of rows [start, end) of k, in blocks of block_size (the last one may be
-    short): mean [B, Hkv, nb, D] fp32 ("mean", "fla"), or (min, max) each [B, Hkv, nb, D] fp32."""
+    """Summaries (lo, hi) of rows [start, end) of k, in blocks of block_size (the last one may
+    be short), each [B, Hkv, nb, D] fp32."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1; got {block_size}")
     _check_kind(kind)
@@ -43,7 +54,8 @@ class BlockSummaries:
     `update(k, start, end, changed_from)` makes them cover [start, end) of k, redoing only
     the blocks that hold a row >= changed_from (default: the previous end, i.e. rows were
     only appended). A moved `start` or a changed block size re-anchors: full rebuild.
-    Min/max are kept in k's dtype (exact: a min of bf16 values is a bf16 value), means in fp32.
+    Min/max are kept in k's dtype (exact: a min of bf16 values is a bf16 value), means in
+    fp32 (one buffer, given as both halves of the pair).
     """
 
     def __init__(self, block_size: int, kind: str = "minmax"):
@@ -53,17 +65,16 @@ class BlockSummaries:
         self.block_size, self.kind = block_size, kind
         self.start = self.end = 0
         self.rows_read = 0  # keys summarized so far, all updates together (what maintenance saves)
-        self._bufs: list[torch.Tensor] = []  # capacity-sized [B, Hkv, cap, D] each
+        self._bufs: list[torch.Tensor] = []  # capacity-sized [B, Hkv, cap, D]: lo and hi, or the mean
 
     @property
     def num_blocks(self) -> int:
         return -(-(self.end - self.start) // self.block_size)
 
     def summaries(self):
-        """The current summaries in block_summaries' layout (views, no copy)."""
+        """The current summaries (lo, hi), views: no copy."""
         nb = self.num_blocks
-        views = [buf[:, :, :nb] for buf in self._bufs]
-        return views[0] if self.kind != "minmax" else tuple(views)
+        return self._bufs[0][:, :, :nb], self._bufs[-1][:, :, :nb]
 
     def update(self, k, start: int, end: int, changed_from: int | None = None):
         if not 0 <= start <= end <= k.shape[2]:
@@ -76,12 +87,12 @@ class BlockSummaries:
         first = 0 if (start != self.start or not shape_ok) else max(0, min(changed_from, end) - start) // bs
         nb = -(-(end - start) // bs)
         cap = self._bufs[0].shape[2] if shape_ok else 0
+        minmax = self.kind == "minmax"
         if nb > cap:  # grow by doubling so appends stay amortized O(1)
             new_cap = max(nb, 2 * cap, 16)
-            dt = torch.float32 if self.kind != "minmax" else k.dtype
-            count = 1 if self.kind != "minmax" else 2
+            dt = k.dtype if minmax else torch.float32
             new = [torch.empty(k.shape[0], k.shape[1], new_cap, k.shape[-1], dtype=dt, device=k.device)
-                   for _ in range(count)]
+                   for _ in range(2 if minmax else 1)]
             if shape_ok and first:
                 for nbuf, obuf in zip(new, self._bufs):
                     nbuf[:, :, :first] = obuf[:, :, :first]
@@ -89,8 +100,7 @@ class BlockSummaries:
         if first < nb:
             part = block_summaries_naive(k, bs, self.kind, start + first * bs, end)
             self.rows_read += end - (start + first * bs)
-            parts = [part] if self.kind != "minmax" else list(part)
-            for buf, p in zip(self._bufs, parts):
+            for buf, p in zip(self._bufs, part):
                 buf[:, :, first:nb] = p
         self.start, self.end = start, end
         return self
@@ -104,13 +114,7 @@ def score_blocks(q, summaries, kind: str = "minmax", *, backend: str | None = No
     _check_kind(kind)
     if isinstance(summaries, BlockSummaries):
         summaries = summaries.summaries()
-    if kind == "fla":
-        return score_blocks_naive(q, summaries, kind, scale)
-    if pick_backend(q.device, backend) == "triton":
-        from heedful.kernels.block_select.score import score_blocks_triton
-
-        return score_blocks_triton(q, summaries, kind)
-    return score_blocks_naive(q, summaries, kind)
+    return SCORE[pick_backend(q.device, backend)](q, summaries, kind, scale)
 
 
 def select_topk_blocks(q, k, candidate_start: int, candidate_end: int, block_size: int, topk: int,
@@ -122,6 +126,13 @@ def select_topk_blocks(q, k, candidate_start: int, candidate_end: int, block_siz
 
     summaries: a BlockSummaries covering exactly that range with that block size and kind
     (or block_summaries' output for it); None computes them from k (reads the whole pool)."""
+    return select_rows(pick_backend(q.device, backend), q, k, candidate_start, candidate_end, block_size, topk,
+                       kind, summaries, scale)
+
+
+def select_rows(backend: str, q, k, candidate_start: int, candidate_end: int, block_size: int, topk: int,
+                kind: str, summaries, scale: float | None):
+    """select_topk_blocks on a backend already picked (heedful.kernels.Kernels)."""
     if not 0 <= candidate_start <= candidate_end <= k.shape[2]:
         raise ValueError(f"candidate rows [{candidate_start}, {candidate_end}) outside k's {k.shape[2]} rows")
     _check_kind(kind)
@@ -137,16 +148,7 @@ def select_topk_blocks(q, k, candidate_start: int, candidate_end: int, block_siz
         summaries = summaries.summaries()
     elif summaries is None:
         summaries = block_summaries(k, block_size, kind, candidate_start, candidate_end)
-    use_triton = pick_backend(q.device, backend) == "triton"
-    scores = score_blocks(q, summaries, kind, backend="triton" if use_triton else "reference", scale=scale)
+    scores = SCORE[backend](q, summaries, kind, scale)
     if kind == "fla":
         scores = force_first_block(scores)
-    if use_triton and scores.shape[-1] <= 4096 and block_size <= 256:
-        from heedful.kernels.block_select.topk import topk_rows_triton
-
-        return topk_rows_triton(scores, candidate_start, candidate_end, block_size, topk)
-    kk = min(topk, scores.shape[-1])
-    # ties to the lowest blocks, as the Triton kernel breaks them (torch.topk's pick among
-    # equal scores is unspecified: a zero query ties every block)
-    blocks = scores.sort(dim=-1, descending=True, stable=True).indices[..., :kk]
-    return blocks_to_rows(blocks, candidate_start, candidate_end, block_size, topk)
+    return TOPK_ROWS[backend](scores, candidate_start, candidate_end, block_size, topk)

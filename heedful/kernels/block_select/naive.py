@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import torch
 
+MAX_BLOCKS = 4096  # the Triton top-k sorts all of a head's scores in one program; past it, the reference
 
 def block_summaries_naive(k, block_size: int, kind: str = "minmax", start: int = 0, end: int | None = None):
-    """k [B, Hkv, N, D] -> mean [B, Hkv, nb, D], or (min, max) each [B, Hkv, nb, D]."""
+    """k [B, Hkv, N, D] -> (lo, hi), each [B, Hkv, nb, D] fp32: the blocks' min and max
+    ("minmax"), or their mean twice ("mean", "fla": one representation for every kind; the
+    two are one tensor)."""
     end = k.shape[2] if end is None else end
     x = k[:, :, start:end].float()
     b, h, n, d = x.shape
@@ -34,7 +37,8 @@ def block_summaries_naive(k, block_size: int, kind: str = "minmax", start: int =
         counts = torch.full((nb,), block_size, dtype=torch.float32, device=k.device)
         if pad:
             counts[-1] = block_size - pad
-        return xs / counts[:, None]
+        mean = xs / counts[:, None]
+        return mean, mean
     if kind == "minmax":
         lo = torch.nn.functional.pad(x, (0, 0, 0, pad), value=float("inf")).reshape(b, h, nb, block_size, d).amin(3)
         hi = torch.nn.functional.pad(x, (0, 0, 0, pad), value=float("-inf")).reshape(b, h, nb, block_size, d).amax(3)
@@ -43,23 +47,30 @@ def block_summaries_naive(k, block_size: int, kind: str = "minmax", start: int =
 
 
 def score_blocks_naive(q, summaries, kind: str = "minmax", scale: float | None = None):
-    """q [B, Hq, L, D] -> [B, Hkv, nb] fp32, summed over the group's heads and the queries
-    ("fla": each row's softmax over the blocks, averaged over the rows; `scale` defaults to
-    D ** -0.5, attention's)."""
-    if kind in ("mean", "fla"):
-        hkv = summaries.shape[1]
-    else:
-        hkv = summaries[0].shape[1]
+    """q [B, Hq, L, D], summaries (lo, hi) -> [B, Hkv, nb] fp32, summed over the group's
+    heads and the queries ("fla": each row's softmax over the blocks, averaged over the
+    rows; `scale` defaults to D ** -0.5, attention's). The twin of score.score_blocks_triton."""
+    lo, hi = summaries
+    hkv = lo.shape[1]
     b, hq, length, d = q.shape
     qg = q.float().reshape(b, hkv, (hq // hkv) * length, d)
     if kind == "mean":
-        return torch.einsum("bhrd,bhnd->bhn", qg, summaries)
+        return torch.einsum("bhrd,bhnd->bhn", qg, lo.float())
     if kind == "fla":
-        logits = torch.einsum("bhrd,bhnd->bhrn", qg, summaries.float()) * (d ** -0.5 if scale is None else scale)
+        logits = torch.einsum("bhrd,bhnd->bhrn", qg, lo.float()) * (d ** -0.5 if scale is None else scale)
         return logits.softmax(-1).mean(2)
-    lo, hi = summaries
     bound = torch.maximum(qg[:, :, :, None, :] * lo[:, :, None], qg[:, :, :, None, :] * hi[:, :, None])
     return bound.sum(-1).sum(2)
+
+
+def topk_rows_naive(scores, start: int, end: int, block_size: int, topk: int):
+    """scores [B, Hkv, nb] -> the rows of the top-k blocks [B, Hkv, topk * bs] int32 (sorted,
+    -1 padded); ties go to the lowest blocks. The twin of topk.topk_rows_triton."""
+    kk = min(topk, scores.shape[-1])
+    # a stable descending sort: torch.topk's pick among equal scores is unspecified (a zero
+    # query ties every block), the Triton kernel's is the lowest blocks
+    blocks = scores.sort(dim=-1, descending=True, stable=True).indices[..., :kk]
+    return blocks_to_rows(blocks, start, end, block_size, topk)
 
 
 def blocks_to_rows(blocks, start: int, end: int, block_size: int, topk: int):

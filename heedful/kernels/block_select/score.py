@@ -8,6 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
+from heedful.kernels.block_select.naive import score_blocks_naive
+
 
 @triton.jit
 def _score_kernel(Q, LO, HI, OUT, n_rows, nb,
@@ -38,9 +40,13 @@ def _score_kernel(Q, LO, HI, OUT, n_rows, nb,
     tl.store(OUT + pid_bh.to(tl.int64) * nb + offs_n, acc, mask=offs_n < nb)
 
 
-def score_blocks_triton(q, summaries, kind: str = "minmax"):
+def score_blocks_triton(q, summaries, kind: str = "minmax", scale: float | None = None):
+    """The twin of naive.score_blocks_naive for "minmax" and "mean" ("fla"'s softmax spans
+    every block: the reference computes it on every backend; `scale` is only fla's)."""
+    if kind == "fla":
+        return score_blocks_naive(q, summaries, kind, scale)
     b, hq, length, d = q.shape
-    lo, hi = (summaries, summaries) if kind == "mean" else summaries
+    lo, hi = summaries
     hkv, nb = lo.shape[1], lo.shape[2]
     qg = q.reshape(b, hkv, (hq // hkv) * length, d)  # rows of a group are contiguous in [Hq, L]
     out = torch.empty(b, hkv, nb, device=q.device, dtype=torch.float32)

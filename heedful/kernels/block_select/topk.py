@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_BLOCKS = 4096  # one program sorts all of a head's scores; longer pools use torch.topk
+from heedful.kernels.block_select.naive import MAX_BLOCKS, topk_rows_naive
 
 
 @triton.jit
@@ -46,8 +46,12 @@ def _topk_rows_kernel(SCORES, OUT, nb, start, end, topk, out_len,
 
 
 def topk_rows_triton(scores, start: int, end: int, block_size: int, topk: int, num_warps: int | None = None):
-    """scores [B, Hkv, nb] fp32 -> rows [B, Hkv, topk * block_size] int32 (sorted, -1 padded)."""
+    """scores [B, Hkv, nb] fp32 -> rows [B, Hkv, topk * block_size] int32 (sorted, -1 padded).
+    Past MAX_BLOCKS blocks or 256-row blocks (one program holds a head's scores and a block's
+    rows in registers) the reference does it."""
     b, h, nb = scores.shape
+    if nb > MAX_BLOCKS or block_size > 256:
+        return topk_rows_naive(scores, start, end, block_size, topk)
     out = torch.empty(b, h, topk * block_size, dtype=torch.int32, device=scores.device)
     block_nb = max(16, triton.next_power_of_2(nb))
     _topk_rows_kernel[(b * h,)](scores.contiguous(), out, nb, start, end, topk, topk * block_size,

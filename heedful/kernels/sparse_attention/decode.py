@@ -156,7 +156,7 @@ def _num_splits(n_idx: int, bh: int, device: torch.device) -> int:
     return int(max(1, min(want, triton.cdiv(n_idx, MIN_SPLIT), 64)))
 
 
-def sparse_decode_triton(q, k, v, indices, scale: float, num_splits: int | None = None, extra_row: int = -1,
+def sparse_decode_triton(q, k, v, indices, scale: float, extra_row: int = -1, *, num_splits: int | None = None,
                          block_n: int | None = None, num_warps: int | None = None, num_stages: int | None = None):
     """q [B, Hq, 1, D] -> (o [B, Hq, 1, Dv], lse [B, Hq, 1] fp32). extra_row >= 0: every list
     also reads that row (after its own entries)."""

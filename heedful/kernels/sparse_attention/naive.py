@@ -43,3 +43,17 @@ def sparse_attention_naive(q, k, v, indices, scale: float, n_causal: int = 0):
         o = o + torch.einsum("bhglc,bhcd->bhgld", p[..., idx.shape[-1] :], vc)
     o = o.reshape(b, hq, length, -1).to(q.dtype)
     return o, lse.reshape(b, hq, length)
+
+
+def sparse_decode_naive(q, k, v, indices, scale: float, extra_row: int = -1):
+    """The twin of decode.sparse_decode_triton: q [B, Hq, 1, D] reads the indexed rows, and
+    row `extra_row` too when it is >= 0 (the token's own row)."""
+    if extra_row >= 0:
+        indices = torch.cat([indices, indices.new_full((*indices.shape[:2], 1), extra_row)], dim=-1)
+    return sparse_attention_naive(q, k, v, indices, scale, 0)
+
+
+def sparse_prefill_naive(q, k, v, indices, scale: float):
+    """The twin of prefill.sparse_prefill_triton: the indexed past rows, then the chunk (the
+    last L rows of k/v) causally."""
+    return sparse_attention_naive(q, k, v, indices, scale, q.shape[2])
