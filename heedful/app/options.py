@@ -11,7 +11,7 @@ import click
 from click.core import ParameterSource
 
 from heedful.limits import MAX_INT
-from heedful.selector.policy import POOLS, SCORES
+from heedful.selector.config import POOLS, SCORES
 
 SESSION_SETTINGS = ("window", "budget", "sinks", "auto_topk", "auto_pool", "auto_score", "fold_budget", "fold_block",
                     "fold_compressor", "seed", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -38,10 +38,14 @@ def given_settings(ctx: click.Context, settings: dict) -> dict:
 
 
 def model_options(f):
-    @click.option("--model", "model", default=None, metavar="DIR|HF_ID",
-                  help="Local model folder or Hugging Face id (default: the embedded gated model).")
+    @click.option("-m", "--model", "model", default=None, metavar="NAME|DIR|HF_ID|FILE.gguf",
+                  help="A named model (heedful models: smollm2), a local model folder, a Hugging Face id or a "
+                       "GGUF file (converted once to safetensors in the user cache) [default: $HEEDFUL_MODEL, else "
+                       "the embedded gated model].")
     @click.option("--dtype", default="auto", show_default=True,
-                  type=click.Choice(["auto", "float32", "bfloat16", "float16"]), help="Weights dtype.")
+                  type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+                  help="Weights dtype; auto: bfloat16 on a CUDA GPU that has it (else float16), float32 on CPU "
+                       "(CPUs run bf16 matrix-vector work slower than fp32).")
     @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
     @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code.")
     @functools.wraps(f)

@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "heedful.cli.train:train",
     "learn": "heedful.cli.learn:learn",
     "inspect": "heedful.cli.inspect:inspect",
+    "models": "heedful.cli.models:models",
 }
 
 

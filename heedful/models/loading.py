@@ -1,6 +1,7 @@
-"""Model loading: any Hugging Face causal LM from a local directory or a hub id.
+"""Model loading: any Hugging Face causal LM from a local directory, a hub id, a GGUF file
+(converted once to safetensors, heedful.models.gguf) or a named model (heedful.models.named).
 
-Safetensors only; `trust_remote_code` off unless asked; dtype and device chosen sensibly
+Weights as safetensors only (never pickle); `trust_remote_code` off unless asked; dtype and device chosen sensibly
 (CUDA if present, bf16 there, fp32 on CPU). Every failure a user can cause becomes one
 line naming the argument: a missing path, a folder without a config, an unsupported
 architecture, a hub id that is not in the local cache while offline.
@@ -91,7 +92,18 @@ def _looks_like_path(name: str) -> bool:
 
 
 def resolve_source(name: str | None) -> tuple[str, str, bool]:
-    """Returns (what to pass to from_pretrained, display name, is_local)."""
+    """Returns (what to pass to from_pretrained, display name, is_local). No name: the
+    HEEDFUL_MODEL environment variable, else the embedded model."""
+    from heedful.models.named import NAMED, named_folder
+
+    if name is None:
+        name = os.environ.get("HEEDFUL_MODEL") or None
+    if name in NAMED:
+        return str(named_folder(name)), name, True
+    if name is not None and name.lower().endswith(".gguf"):
+        from heedful.models.gguf import converted_folder
+
+        return str(converted_folder(name, name)), name, True
     if name is None or name == "default":
         d = default_model_dir()
         if d is None:
