@@ -95,7 +95,7 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         yield Header()
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield TokenView(self.session.token_texts, id="tokens")
+                yield TokenView(self.session.token_texts, self.session.token_sources, id="tokens")
                 yield PromptBox(placeholder="Type text for the model, Enter to send and generate", id="prompt")
             yield SidePanel(id="panel")
         yield Footer()
@@ -179,13 +179,15 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         if self.generating:
             self.notify("Stop the stream first (Esc) to add text", severity="warning")
             return
-        if not text[0].isspace() and not self._ends_with_space():
+        chat = self.session.template is not None  # an instruct model: the text is a user turn
+        if not chat and not text[0].isspace() and not self._ends_with_space():
             text = " " + text  # not glued to the last word
         pins = box.pin_targets(text)
         if self.picker is not None:  # the worker scores the prompt, then sends it (tui/suggest.py)
             self._send_with_picker(box, text, pins)
             return
-        if not self._apply(lambda: self.session.prompt(text, pin=pins) if pins else self.session.prompt(text)):
+        send = self.session.say if chat else self.session.prompt
+        if not self._apply(lambda: send(text, pin=pins) if pins else send(text)):
             return  # refused (e.g. the pins would overflow the budget): the text and marks stay
         box.value = ""
         if pins:

@@ -67,7 +67,7 @@ class SessionActions:
             self.recorder.close()
         self.session, self.recorder = session, recorder
         self._attach(session)
-        self.view.show_stream(session.token_texts)
+        self.view.show_stream(session.token_texts, session.token_sources)
         self._update_title()
         self.refresh_stream()
         self._focus_default()

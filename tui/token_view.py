@@ -30,6 +30,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from heedful.selector.chat import MARKUP
 from heedful.spans import Spans
 
 WORDS = re.compile(r"\s*\S+|\s+")
@@ -48,6 +49,7 @@ STYLES = {
     "dropped": Style(color="#d75f5f", strike=True),
     "folded": Style(color="#afafaf", bgcolor="#262640", italic=True),
     "cursor": Style(reverse=True),
+    "markup": Style(dim=True),  # what a chat template writes around the turns
     "selected": Style(color="#ffffff", bgcolor=SELECT_BLUE),
     "selected_pinned": Style(color=PIN_YELLOW, bgcolor=SELECT_BLUE, bold=True),  # still reads as pinned
 }
@@ -105,9 +107,10 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
             self.cursor = cursor
             super().__init__()
 
-    def __init__(self, texts: list[str], **kwargs):
+    def __init__(self, texts: list[str], sources: list[str] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.texts = texts  # the session's token_texts list, shared, read only here
+        self.sources = sources if sources is not None else []  # token_sources, shared: markup is dimmed
         self.lines: list[list[tuple[int, str]]] = [[]]
         self._wrapped = 0  # tokens already placed in self.lines
         self._used = 0  # characters on the last line
@@ -121,10 +124,11 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         self.follow = True
         self._dragging = False
 
-    def show_stream(self, texts: list[str]) -> None:
+    def show_stream(self, texts: list[str], sources: list[str] | None = None) -> None:
         """Shows another session's stream (a new or resumed session): everything is wrapped
         again and the cursor goes to the start, following the stream."""
         self.texts = texts
+        self.sources = sources if sources is not None else []
         self.lines, self._wrapped, self._width = [[]], 0, 0
         self.cursor, self.anchor, self.follow = 0, None, True
         self.memory = MemoryState()
@@ -289,6 +293,8 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
                 continue
             kind = self.memory.kind(t)
             style = STYLES[kind]
+            if t < len(self.sources) and self.sources[t] == MARKUP:  # a chat template's role headers
+                style = style + STYLES["markup"]
             if self.heat_on and t in self.memory.heat:
                 w = min(1.0, self.memory.heat[t])
                 style = style + Style(bgcolor=f"rgb({int(40 + 215 * w)},{int(40 * (1 - w))},{int(40 * (1 - w))})")

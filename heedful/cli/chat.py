@@ -23,18 +23,26 @@ from heedful.app.options import given_settings, model_options, session_options
                    "(a accepts, x rejects, A turns auto-pin on and off).")
 @click.option("--auto-pin", is_flag=True, help="Start with auto-pin on: the picker pins what it scores high as the "
                                                "text streams, within the budget (needs --picker).")
+@click.option("--system", default=None, metavar="TEXT",
+              help="A new conversation's system turn (a model with a chat template).")
 @session_options
 @model_options
 @click.pass_context
-def chat(ctx, db, session_id, title, chunk, export_dir, ignore_eos, picker, auto_pin, model, dtype, device,
+def chat(ctx, db, session_id, title, chunk, export_dir, ignore_eos, picker, auto_pin, system, model, dtype, device,
          trust_remote_code, **settings):
-    """Watch the model write, mark what matters, see what it remembers."""
+    """Watch the model write, mark what matters, see what it remembers.
+
+    With a model whose tokenizer has a chat template (an instruct model: -m smollm2) each
+    message is a user turn and the model answers in its turn, stopping at the turn's end; the
+    template's markup is drawn dimmed. A model without one continues the text as typed."""
     from heedful.app.open import open_session, resume, session_for
     from heedful.store import Store
     from heedful.tui.app import HeedfulApp
 
     if auto_pin and not picker:
         raise click.UsageError("--auto-pin needs --picker DIR")
+    if system is not None and session_id is not None:
+        raise click.UsageError("--system starts a new conversation: not with --session")
     store = Store.open(db, create=session_id is None)  # resuming creates no database
     recorder = None
     try:
@@ -63,6 +71,11 @@ def chat(ctx, db, session_id, title, chunk, export_dir, ignore_eos, picker, auto
             else:
                 session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                                        recorder=recorder, **settings)
+            if system is not None:
+                if session.template is None:
+                    raise click.UsageError(f"--system: the model {session.config.model} has no chat template "
+                                           "(a base model: type its text as it should continue)")
+                session.say(system, "system")
         HeedfulApp(session, store=store, recorder=recorder, chunk=chunk, export_dir=export_dir,
                    ignore_eos=ignore_eos, picker=pinner, auto_pin=auto_pin).run()
     finally:
