@@ -491,15 +491,27 @@ class Session:
             pins = self._pins.copy()
             pins.remove(a, b)
             self.policy.check_pins(pins, extra=self._gist_rows() + len(ids))
+            if not self.residency.room_for(n, self._reading(a, b), len(ids)):
+                raise BudgetError(f"fold [{a}, {b}): the gist is encoded while the span is still read, and the "
+                                  f"budget ({self.config.budget}) cannot hold both with the pins and the window: "
+                                  "fold a shorter span, or raise the budget")
             self._event("fold", {"range": [a, b], "gist": gist})
             self._pins = pins
             self._fold_in(a, b, Fold(gist, ids), n)
             return [(a, b)]
 
+    def _reading(self, a: int, b: int) -> Spans:
+        """What the marks keep, and the span [a, b) a fold's gist reads."""
+        kept = self._kept().copy()
+        kept.add(a, b)
+        return kept
+
     def _fold_in(self, a: int, b: int, fold: Fold, n: int) -> None:
         """Encodes the gist after the resident span, then the span's rows leave; the newest
         token is re-encoded so that the next-token logits read the gist, not the span."""
         logits = self.next_logits
+        if self.residency.cache.capacity - self.residency.resident() < len(fold.ids):
+            self.residency.cut_for(n, self._reading(a, b), reserve=len(fold.ids))  # room for the gist
         gist_ids = self._folds.add(a, b, fold)
         self._reencode(list(gist_ids), gist_ids)
         rows = self.residency.rows

@@ -37,6 +37,16 @@ def given_settings(ctx: click.Context, settings: dict) -> dict:
                                                                        ParameterSource.ENVIRONMENT)}
 
 
+def _attention_choice(ctx, param, value):
+    """--attention is read where the engine picks its path (selector/attention.py path_for),
+    through HEEDFUL_ATTENTION, so every way a session opens (new, resumed, replayed) obeys it."""
+    import os
+
+    if value:
+        os.environ["HEEDFUL_ATTENTION"] = value
+    return value
+
+
 def model_options(f):
     @click.option("-m", "--model", "model", default=None, metavar="NAME|DIR|HF_ID|FILE.gguf",
                   help="A named model (heedful models: smollm2), a local model folder, a Hugging Face id or a "
@@ -48,6 +58,11 @@ def model_options(f):
                        "(CPUs run bf16 matrix-vector work slower than fp32).")
     @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
     @click.option("--trust-remote-code", is_flag=True, help="Allow the model folder's own Python code.")
+    @click.option("--attention", type=click.Choice(["auto", "sdpa", "triton"]), default=None, expose_value=False,
+                  envvar="HEEDFUL_ATTENTION", callback=_attention_choice,
+                  help="The attention path: triton (heedful's Triton kernels; on CPU only under "
+                       "TRITON_INTERPRET=1), sdpa (PyTorch's dense SDPA over the resident rows), or auto: Triton "
+                       "on CUDA, SDPA elsewhere [default: $HEEDFUL_ATTENTION, else auto]. Same tokens either way.")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)

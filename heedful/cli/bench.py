@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "fold": "heedful.bench.fold:fold",
     "tui": "heedful.bench.tui:tui",
     "memory": "heedful.bench.memory:memory",
+    "chat": "heedful.bench.chat:chat",
 }
 
 
