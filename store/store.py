@@ -15,7 +15,7 @@ from heedful.store.db import connect, default_db_path, sqlite_errors
 from heedful.store.recorder import SessionRecorder
 from heedful.store.state import StreamState, json_object, load_state
 
-SOURCES = ("prompt", "generated", "recalled")  # tokens.source
+SOURCES = ("prompt", "generated", "recalled", "system", "user", "markup")  # tokens.source (chat turns: selector/chat.py)
 
 
 def _well_typed(ids: list, texts: list, sources: list) -> bool:
@@ -154,7 +154,8 @@ class Store:
         """Raises for the first token row whose columns do not hold what the recorder writes."""
         row = self.conn.execute(
             "SELECT idx, token_id, text, source FROM tokens WHERE session = ? AND (typeof(token_id) != 'integer' "
-            "OR typeof(text) != 'text' OR typeof(source) != 'text' OR source NOT IN (?, ?, ?)) ORDER BY idx LIMIT 1",
+            f"OR typeof(text) != 'text' OR typeof(source) != 'text' OR source NOT IN ({', '.join('?' * len(SOURCES))})) "
+            "ORDER BY idx LIMIT 1",
             (sid, *SOURCES)).fetchone()
         where = f"{self.path}: session {sid}"
         if row is None:
