@@ -4,6 +4,8 @@ turns auto-pin on and off; the store records each (what `heedful learn` reads ne
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from heedful.learn.autopin import AutoPinner
@@ -12,6 +14,7 @@ from heedful.learn.picker import Picker
 from heedful.spans import Spans
 from heedful.tui.panel import SidePanel
 from heedful.tui.prompt import PromptBox
+from heedful.tui.suggest import visible_tokens
 from heedful.tui.token_view import STYLES
 from tests.learn.conftest import picker_dir, recorded  # noqa: F401 - a picker learned from replayed episodes
 from tests.tui.conftest import chat_app, settle
@@ -94,9 +97,61 @@ async def test_suggestions_stream_in_then_a_accepts_and_x_rejects(tiny_qwen35, s
     assert marks == 3 + len(rest) and all(mask)  # the accept, its pin, the rejects
 
 
+class _Hold:
+    """Holds the generating worker between two tokens when asked (after the pinner has seen
+    a token), so a test can act while a stream is under way without racing its end or the
+    view's scrolling."""
+
+    def __init__(self):
+        self.asked, self.held, self.go = threading.Event(), threading.Event(), threading.Event()
+
+    def wrap(self, picker):
+        def make(session):
+            pinner = picker(session)
+            token = pinner.token
+
+            def held_token(session, tok):  # the worker's thread
+                token(session, tok)
+                if self.asked.is_set():
+                    self.held.set()
+                    self.go.wait(60)
+            pinner.token = held_token
+            return pinner
+        return make
+
+    async def ask(self, pilot) -> None:
+        self.go.clear()
+        self.asked.set()
+        for _ in range(3000):
+            if self.held.is_set():
+                return
+            await pilot.pause(0.02)
+        raise AssertionError("the stream never reached another token")
+
+    def release(self) -> None:
+        self.asked.clear()
+        self.held.clear()
+        self.go.set()
+
+
+async def _hold_with_a_suggestion_in_view(app, pilot, hold: _Hold, n0: int) -> None:
+    """Waits until the stream has a suggestion at or past n0 on the screen, and holds it there."""
+    for _ in range(200):
+        await hold.ask(pilot)
+        app.refresh_stream()  # the view at the stream's end, the pinner's new suggestions taken
+        await pilot.pause()
+        seen = visible_tokens(app.view)
+        if seen and any(a >= n0 and a < seen[1] and seen[0] < b for a, b, _ in app.suggestions):
+            return
+        hold.release()
+        await pilot.pause(0.05)
+    raise AssertionError("no suggestion of the new text came into view")
+
+
 async def test_a_accepts_every_suggestion_in_view_while_the_text_streams(tiny_qwen35, store, tmp_path, picker_dir):
     lm = tiny_qwen35
-    app = chat_app(lm, store, tmp_path, picker=_picker(picker_dir, lm), chunk=30, ignore_eos=True)
+    hold = _Hold()
+    app = chat_app(lm, store, tmp_path, picker=hold.wrap(_picker(picker_dir, lm)), chunk=30, ignore_eos=True)
     s = app.session
     async with app.run_test(size=(110, 30)) as pilot:
         await _send(app, pilot, FACTS)
@@ -109,11 +164,11 @@ async def test_a_accepts_every_suggestion_in_view_while_the_text_streams(tiny_qw
         # while the model streams: suggestions of the new text appear, a accepts them between two tokens
         n0, app.chunk = len(s), 200_000
         await pilot.press("g")
-        for _ in range(500):
-            if any(a >= n0 for a, _, _ in app.suggestions):
-                break
-            await pilot.pause(0.02)
+        await _hold_with_a_suggestion_in_view(app, pilot, hold, n0)
+        assert app.generating  # the stream is only held between two tokens: it has not ended
         await pilot.press("a")
+        await pilot.pause()
+        hold.release()
         await pilot.press("escape")
         await settle(app, pilot)
         assert s.stats().generated < 200_000
