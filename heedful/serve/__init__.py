@@ -1,0 +1,1 @@
+"""heedful serve: an OpenAI-compatible HTTP server over heedful sessions (docs/serve.md)."""
