@@ -25,8 +25,9 @@ ALLOWED = {
     "tui": {"app", "models", "selector", "store", "base"},
     "train": {"models", "selector", "base"},
     "learn": {"train", "models", "selector", "store", "base"},
-    "bench": {"learn", "train", "tui", "app", "models", "selector", "store", "kernels", "base"},
-    "cli": {"bench", "learn", "train", "tui", "app", "models", "selector", "store", "kernels", "base"},
+    "serve": {"app", "models", "selector", "store", "base"},
+    "bench": {"serve", "learn", "train", "tui", "app", "models", "selector", "store", "kernels", "base"},
+    "cli": {"serve", "bench", "learn", "train", "tui", "app", "models", "selector", "store", "kernels", "base"},
 }
 
 

@@ -24,6 +24,7 @@ COMMANDS = {
     "learn": "heedful.cli.learn:learn",
     "inspect": "heedful.cli.inspect:inspect",
     "models": "heedful.cli.models:models",
+    "serve": "heedful.cli.serve:serve",
 }
 
 

@@ -1,0 +1,103 @@
+"""`heedful serve`: an OpenAI-compatible HTTP server over heedful sessions (docs/serve.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import click
+
+from heedful.app.options import model_options, session_options
+from heedful.errors import HeedfulError
+from heedful.limits import MAX_GENERATE
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text or "")
+    if not m or m.group(2).lower() not in _UNITS:
+        raise HeedfulError(f"--max-kv-bytes {text!r}: a size such as 512MiB, 2GiB or 100000000")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (loopback by default; another one warns without --api-key).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port (0: any free).")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="SQLite store of the sessions (default: $HEEDFUL_DB or ~/.local/share/heedful/heedful.db).")
+@click.option("--api-key", default=None, envvar="HEEDFUL_API_KEY",
+              help="Require Authorization: Bearer KEY on every request [default: $HEEDFUL_API_KEY, else none].")
+@click.option("--model-id", default=None, help="The model's id in /v1/models [default: the --model name].")
+@click.option("--max-kv-bytes", default="1GiB", show_default=True,
+              help="KV memory of the live sessions; past it the least recently used idle one is released "
+                   "(rebuilt from the store on its next request).")
+@click.option("--max-tokens", "max_tokens_limit", type=click.IntRange(1, MAX_GENERATE), default=4096,
+              show_default=True, help="The most tokens one request may ask for (max_tokens).")
+@click.option("--default-max-tokens", type=click.IntRange(1, MAX_GENERATE), default=512, show_default=True,
+              help="max_tokens when a request gives none.")
+@click.option("--max-requests", type=click.IntRange(1, 10_000), default=64, show_default=True,
+              help="Requests in flight at once; more are refused with 503.")
+@click.option("--slots", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Forwards run at once over the one model (1: requests to different sessions interleave "
+                   "token by token).")
+@click.option("--cors", "cors", multiple=True, metavar="ORIGIN",
+              help="Allow browser requests from this origin (repeatable; off by default).")
+@session_options
+@model_options
+def serve(host, port, db, api_key, model_id, max_kv_bytes, max_tokens_limit, default_max_tokens, max_requests, slots,
+          cors, model, dtype, device, trust_remote_code, **settings):
+    """An OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, with pins.
+
+    Each conversation is a session in the store with a bounded KV cache; a client that
+    sends the whole history each time continues its session. Extra fields:
+    "heedful": {"pin": [...], "budget": 512, ...} (docs/serve.md)."""
+    limit = parse_size(max_kv_bytes)
+    if host not in LOOPBACK and not api_key:
+        click.echo(f"heedful: warning: serving on {host} without --api-key: anyone who reaches it can use it",
+                   err=True)
+    import uvicorn
+
+    from heedful.models.loading import load_model
+    from heedful.serve.app import Config, make_app
+    from heedful.serve.pool import Pool
+    from heedful.store import Store
+
+    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    store = Store.open(db)
+    pool = Pool(lm, store, settings, max_kv_bytes=limit, slots=slots)
+    config = Config(model_id=model_id or _model_id(model, lm), api_key=api_key, max_tokens=max_tokens_limit,
+                    default_max_tokens=min(default_max_tokens, max_tokens_limit), max_requests=max_requests,
+                    cors=list(cors))
+    app = make_app(pool, config)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           lifespan="on", timeout_graceful_shutdown=5))
+    _announce(server, config, store)
+    server.run()
+    store.close()
+
+
+def _model_id(model, lm) -> str:
+    name = str(model or lm.name)
+    return os.path.basename(name.rstrip("/")) or name
+
+
+def _announce(server, config, store) -> None:
+    """Prints where the server listens once it does (with --port 0, the port it got)."""
+    startup = server.startup
+
+    async def started(sockets=None):
+        await startup(sockets=sockets)
+        for s in server.servers:
+            for sock in s.sockets:
+                host, port = sock.getsockname()[:2]
+                click.echo(f"heedful: serving {config.model_id} on http://{host}:{port}/v1 (store {store.path})",
+                           err=True)
+                return
+
+    server.startup = started

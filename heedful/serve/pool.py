@@ -1,0 +1,265 @@
+"""The server's sessions: which are live (their KV banks in memory), which conversation each
+stored session holds, and the locks that keep requests apart.
+
+- One model, shared: every forward (a turn's prefill, one generated token, a rebuild) runs
+  under `compute`, a fair (first come, first served) lock with `slots` holders, so the
+  streams of requests to different sessions interleave token by token.
+- Requests to one session are serialized by that session's lock (`session_lock`).
+- Live sessions' KV banks (Stats.allocated_bytes) are counted against `max_kv_bytes`: to
+  make room, the least recently used idle session is released (everything it holds is in
+  the store already) and rebuilt from the store on its next request (app.open.resume).
+- The index maps a conversation (its messages, role and stripped content) to the stored
+  session that holds exactly it, so a client that sends the whole history each time
+  continues its session: the longest prefix of the request's messages found in the index.
+  It is rebuilt from the store when the server starts.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import threading
+import time
+
+from heedful.errors import HeedfulError
+from heedful.serve.protocol import ApiError
+
+
+class FairLock:
+    """A semaphore of `slots` that serves waiters in arrival order (a thread that releases
+    and re-acquires between two tokens cannot starve the others)."""
+
+    def __init__(self, slots: int = 1):
+        self._cond = threading.Condition()
+        self._free = slots
+        self._queue: collections.deque = collections.deque()
+
+    def __enter__(self):
+        me = object()
+        with self._cond:
+            self._queue.append(me)
+            while self._queue[0] is not me or self._free == 0:
+                self._cond.wait()
+            self._queue.popleft()
+            self._free -= 1
+            self._cond.notify_all()
+        return self
+
+    def __exit__(self, *exc):
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
+def conversation(messages) -> list[tuple[str, str]]:
+    """Messages as the index compares them: role and content, surrounding spaces stripped."""
+    return [(m["role"], m["content"].strip()) for m in messages]
+
+
+def key_of(conv: list[tuple[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(conv, ensure_ascii=False).encode()).hexdigest()
+
+
+def session_messages(session) -> list[dict]:
+    """The conversation a session's stream holds (selector/chat.py messages)."""
+    from heedful.selector.chat import messages
+
+    tok = session.tokenizer
+    stops = [tok.decode([t]) for t in sorted(session.config.stop_ids)]
+    return messages(session.token_texts, session.token_sources, stops)
+
+
+class Live:
+    """A session whose KV bank is in memory."""
+
+    def __init__(self, session, sid: int | None, rebuilt: int = 0):
+        self.session, self.sid = session, sid
+        self.rebuilt = rebuilt  # tokens re-encoded to bring it back from the store
+        self.busy = False
+        self.kv = session.stats().allocated_bytes
+        self.last = time.monotonic()
+
+    @property
+    def recorder(self):
+        return self.session.recorder
+
+
+class Pool:
+    def __init__(self, lm, store, settings: dict, *, max_kv_bytes: int, slots: int = 1,
+                 wait_s: float = 30.0, index_sessions: int = 1000):
+        self.lm, self.store, self.settings = lm, store, dict(settings)
+        self.max_kv_bytes, self.wait_s = max_kv_bytes, wait_s
+        self.compute = FairLock(slots)
+        self._cond = threading.Condition()
+        self._live: collections.OrderedDict[int, Live] = collections.OrderedDict()  # least recent first
+        self._locks: dict[int, threading.Lock] = {}
+        self._index: dict[str, int] = {}
+        self._key: dict[int, str] = {}
+        self.released = 0  # sessions released to make room
+        self.stop_ids = self._stop_ids()
+        self._build_index(index_sessions)
+
+    # ---------------------------------------------------------------- the index
+    def _build_index(self, limit: int) -> None:
+        """Conversations of the store's chat sessions of this model (the most recent `limit`)."""
+        from heedful.selector.chat import messages
+
+        if not getattr(self.lm.tokenizer, "chat_template", None):
+            return
+        stops = [self.lm.tokenizer.decode([t]) for t in self.stop_ids]
+        for info in self.store.sessions()[-limit:]:
+            if info.model != self.lm.name or not info.tokens:
+                continue
+            try:
+                data = self.store.load(info.id)
+            except HeedfulError:
+                continue
+            if "user" in data.token_sources:
+                key = key_of(conversation(messages(data.token_texts, data.token_sources, stops)))
+                self._index[key], self._key[info.id] = info.id, key
+
+    def _stop_ids(self) -> list[int]:
+        from heedful.app.open import session_for
+
+        s = session_for(self.lm, budget=8, window=4, sinks=0)
+        return sorted(s.config.stop_ids)
+
+    def match(self, messages) -> tuple[int, int] | None:
+        """(session id, k): the stored session whose conversation is the longest prefix
+        messages[:k] (k < len(messages)), or None."""
+        conv = conversation(messages)
+        with self._cond:
+            for k in range(len(conv) - 1, 0, -1):
+                sid = self._index.get(key_of(conv[:k]))
+                if sid is not None:
+                    return sid, k
+        return None
+
+    def remember(self, live: Live) -> None:
+        """After a chat request: the session's conversation now leads to it."""
+        conv = conversation(session_messages(live.session))
+        key = key_of(conv)
+        with self._cond:
+            old = self._key.get(live.sid)
+            if old is not None and self._index.get(old) == live.sid:
+                del self._index[old]
+            self._index[key], self._key[live.sid] = live.sid, key
+
+    # ---------------------------------------------------------------- locks and memory
+    def session_lock(self, sid: int) -> threading.Lock:
+        with self._cond:
+            return self._locks.setdefault(sid, threading.Lock())
+
+    def kv_bytes(self) -> int:
+        with self._cond:
+            return sum(v.kv for v in self._live.values())
+
+    def live_ids(self) -> list[int]:
+        with self._cond:
+            return list(self._live)
+
+    def _room(self, need: int) -> None:
+        """Releases idle sessions, least recently used first, until `need` more bytes fit;
+        waits for busy ones to finish (up to wait_s), then refuses with 503."""
+        deadline = time.monotonic() + self.wait_s
+        while sum(v.kv for v in self._live.values()) + need > self.max_kv_bytes:
+            idle = [sid for sid, v in self._live.items() if not v.busy]
+            if idle:
+                self._release(idle[0])
+                continue
+            if not self._live:
+                raise ApiError(f"a session needs {need:,} bytes of KV, over --max-kv-bytes {self.max_kv_bytes:,}",
+                               503, None, "server_error", "kv_memory")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ApiError("every live session is busy and KV memory is full; try again", 503, None,
+                               "server_error", "overloaded")
+            self._cond.wait(left)
+
+    def _release(self, sid: int) -> None:
+        live = self._live.pop(sid)
+        live.recorder.close()  # everything was committed at the end of its last request
+        self.released += 1
+
+    def estimate(self, budget: int | None = None) -> int:
+        """KV bytes of a session of this budget, from a live one (0 before the first)."""
+        with self._cond:
+            for v in self._live.values():
+                b = v.session.config.budget
+                return v.kv * (budget or b) // max(1, b)
+        return 0
+
+    def checkout(self, sid: int) -> Live:
+        """The live session `sid`, marked busy; rebuilt from the store when it is not live."""
+        with self._cond:
+            live = self._live.get(sid)
+            if live is not None:
+                live.busy = True
+                self._live.move_to_end(sid)
+                return live
+            self._room(self.estimate())
+        live = self._open(sid)
+        self.admit(live)
+        return live
+
+    def _open(self, sid: int) -> Live:
+        from heedful.app.open import resume
+
+        try:
+            self.store.session(sid)
+        except HeedfulError:
+            raise ApiError(f"session {sid}: no such session", 404, "heedful.session", code="session_not_found") from None
+        with self.compute:
+            s = resume(self.store, sid, lm=self.lm, atomic=True)
+        live = Live(s, sid, rebuilt=len(s.retained()))
+        live.recorder.commit(self.store)  # the resume event
+        return live
+
+    def new(self, title: str | None = None) -> Live:
+        """A new session (not stored until its first request commits), marked busy."""
+        from heedful.app.open import session_for
+
+        with self._cond:
+            self._room(self.estimate())
+        with self.compute:
+            s = session_for(self.lm, recorder=self.store.new_session(title=title, atomic=True), **self.settings)
+        live = Live(s, None)
+        live.busy = True
+        return live
+
+    def admit(self, live: Live) -> None:
+        """A session joins (or stays in) the live set, busy."""
+        with self._cond:
+            live.busy = True
+            self._live[live.sid] = live
+            self._live.move_to_end(live.sid)
+
+    def checkin(self, live: Live) -> None:
+        with self._cond:
+            live.busy = False
+            live.last = time.monotonic()
+            live.kv = live.session.stats().allocated_bytes
+            if live.sid is not None:
+                self._live[live.sid] = live
+                self._live.move_to_end(live.sid)
+            try:
+                self._room(0)
+            except ApiError:
+                pass
+            self._cond.notify_all()
+
+    def forget(self, live: Live) -> None:
+        """Drops a live session whose request failed half-way: what it did since its last
+        commit is discarded, and the store's version is what the next request rebuilds."""
+        live.recorder.discard()
+        live.recorder.close()
+        with self._cond:
+            if live.sid is not None and self._live.get(live.sid) is live:
+                del self._live[live.sid]
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            for sid in list(self._live):
+                self._release(sid)
