@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "tui": "heedful.bench.tui:tui",
     "memory": "heedful.bench.memory:memory",
     "chat": "heedful.bench.chat:chat",
+    "tasks": "heedful.bench.tasks.cli:tasks",
+    "serve": "heedful.bench.serve:serve",
 }
 
 
