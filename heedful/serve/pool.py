@@ -212,9 +212,7 @@ class Pool:
             raise ApiError(f"session {sid}: no such session", 404, "heedful.session", code="session_not_found") from None
         with self.compute:
             s = resume(self.store, sid, lm=self.lm, atomic=True)
-        live = Live(s, sid, rebuilt=len(s.retained()))
-        live.recorder.commit(self.store)  # the resume event
-        return live
+        return Live(s, sid, rebuilt=len(s.retained()))  # its resume event is held until a request commits
 
     def new(self, title: str | None = None) -> Live:
         """A new session (not stored until its first request commits), marked busy."""
