@@ -5,6 +5,13 @@ to), so tests construct it with a tiny model and never load one by name. Generat
 a thread worker that pulls tokens from `Session.generate` and posts a batched refresh at
 most every `refresh_s` seconds: the UI keeps up with fast streams without one repaint per
 token, and marks made while it streams go through the engine between two tokens.
+
+The app can start before its session exists (`heedful chat`): given an `opener` in place of
+a session, it paints at once with a "loading model …" line and runs the opener (which loads
+the model and opens or resumes the session) in a thread worker. Meanwhile the prompt box
+takes what is typed; Enter there keeps the text and sends it once the session is open. An
+opener that fails ends the app; the error is `load_error` (the CLI shows it in one line,
+exit 2 for a HeedfulError).
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Footer, Header, Input, Static
 
 from heedful.errors import HeedfulError
 from heedful.selector.rows import RowKind
@@ -31,6 +39,22 @@ from heedful.tui.suggest import SuggestActions
 from heedful.tui.token_view import MemoryState, TokenView
 
 
+@dataclass
+class Opened:
+    """What an opener gives the app: the session, the recorder it writes to, and with a
+    picker the callable session -> pinner (tui/suggest.py)."""
+
+    session: object
+    recorder: object = None
+    picker: object = None
+
+
+# the actions that need an open session: refused (hidden) while the model loads
+SESSION_ACTIONS = frozenset((
+    "generate", "stop", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold", "regenerate", "heat", "export",
+    "cursor", "word", "line", "home", "end", "accept_suggestions", "reject_suggestions", "toggle_auto_pin"))
+
+
 class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
     TITLE = "heedful"
     CSS = """
@@ -39,6 +63,7 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
     #left { width: 1fr; }
     SidePanel { width: 38; border: round $secondary; padding: 0 1; }
     #prompt { dock: bottom; }
+    #loading { height: 1; padding: 0 1; color: $warning; text-style: bold; }
     """
     COMMANDS = App.COMMANDS | {HeedfulCommands}
     BINDINGS = [
@@ -74,11 +99,16 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         Binding("ctrl+q", "quit", "Quit"),
     ]
 
-    def __init__(self, session, *, store=None, recorder=None, chunk: int = 256, refresh_s: float = 0.04,
+    def __init__(self, session=None, *, store=None, recorder=None, chunk: int = 256, refresh_s: float = 0.04,
                  export_dir: Path | None = None, show_speed: bool = True, ignore_eos: bool = False,
-                 picker=None, auto_pin: bool = False):
+                 picker=None, auto_pin: bool = False, opener=None, loading: str = "loading model …"):
         super().__init__()
+        if (session is None) == (opener is None):
+            raise ValueError("HeedfulApp takes a session or an opener, one of them")
         self.session = session
+        self.opener, self.loading = opener, loading  # () -> Opened, run in a worker (see the docstring)
+        self.load_error: BaseException | None = None
+        self._send_when_open = False
         self.store, self.recorder = store, recorder
         self.chunk, self.refresh_s = chunk, refresh_s
         self.export_dir = Path(export_dir) if export_dir else None  # None: see export_folder()
@@ -88,14 +118,18 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         self._stop = threading.Event()
         self.generating = False
         self.last_export: Path | None = None
-        self._attach(session)
+        if session is not None:
+            self._attach(session)
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield TokenView(self.session.token_texts, self.session.token_sources, id="tokens")
+                if self.session is None:
+                    yield Static(self.loading + " (type meanwhile: Enter sends once it is loaded)", id="loading")
+                s, none = self.session, self.session is None
+                yield TokenView([] if none else s.token_texts, [] if none else s.token_sources, id="tokens")
                 yield PromptBox(placeholder="Type text for the model, Enter to send and generate", id="prompt")
             yield SidePanel(id="panel")
         yield Footer()
@@ -115,6 +149,44 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         self._focus_default()
         if self.is_headless:
             self.screen_change_signal.subscribe(self, self._steady_inputs)
+        if self.session is None:
+            self.call_after_refresh(self._open)  # the screen first, then the model
+
+    # ------------------------------------------------------------------ opening
+    def open_now(self) -> None:
+        """Runs the opener and takes what it opened (any thread; the widgets are not touched)."""
+        opened = self.opener()
+        self.session, self.recorder = opened.session, opened.recorder
+        if opened.picker is not None:
+            self.picker = opened.picker
+        self._attach(opened.session)
+
+    @work(thread=True, group="open")
+    def _open(self) -> None:
+        try:
+            self.open_now()
+        except Exception as e:  # noqa: BLE001 - the CLI shows it (heedful/cli/chat.py)
+            self._ui(self._open_failed, e)
+            return
+        self._ui(self._opened)
+
+    def _open_failed(self, error: BaseException) -> None:
+        self.load_error = error
+        self.exit(return_code=2 if isinstance(error, HeedfulError) else 1)
+
+    def _opened(self) -> None:
+        """(UI thread) The session is open: the view shows it; a prompt sent meanwhile goes now."""
+        self.query_one("#loading").remove()
+        self.view.show_stream(self.session.token_texts, self.session.token_sources)
+        self._update_title()
+        self.refresh_stream()
+        self.refresh_bindings()
+        box = self.query_one(PromptBox)
+        if not (self.focused is box and box.value):
+            self._focus_default()
+        if self._send_when_open and box.value:
+            self._send_when_open = False
+            self._submit(box, box.value)
 
     def _steady_inputs(self, screen) -> None:
         """Headless (tests, benchmarks): no blinking cursors in any screen (the palette's
@@ -126,14 +198,14 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
 
     def _focus_default(self) -> None:
         """The text when there is some to read and mark (a resumed session), else the prompt box."""
-        if len(self.session):
+        if self.session is not None and len(self.session):
             self.view.focus()
         else:
             self.query_one(Input).focus()
 
     def refresh_stream(self) -> None:
         """Re-reads the engine's memory into the view and the panel (UI thread)."""
-        if not self.is_running or not self.query(TokenView):
+        if not self.is_running or not self.query(TokenView) or self.session is None:
             return
         s = self.session
         attention = s.last_attention
@@ -176,6 +248,13 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         box, text = event.input, event.value
         if not text or not isinstance(box, PromptBox):
             return
+        if self.session is None:  # the model is loading: the text stays, and goes once it is open
+            self._send_when_open = True
+            self.notify("sent once the model is loaded")
+            return
+        self._submit(box, text)
+
+    def _submit(self, box: PromptBox, text: str) -> None:
         if self.generating:
             self.notify("Stop the stream first (Esc) to add text", severity="warning")
             return
@@ -363,6 +442,8 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
             self.view.focus()
 
     def check_action(self, action: str, parameters) -> bool | None:
+        if self.session is None and action in SESSION_ACTIONS:
+            return False  # the model is loading
         # typing in the prompt must not trigger single-letter bindings
         if isinstance(self.focused, Input) and action in (
                 "generate", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold", "regenerate", "heat", "export",

@@ -48,10 +48,14 @@ class HeedfulCommands(Provider):
         ] if app.picker is not None else [])
 
     async def discover(self) -> Hits:
+        if self.app.session is None:  # the model is loading
+            return
         for name, fn in self._fixed():
             yield Hit(1.0, name, fn)
 
     async def search(self, query: str) -> Hits:
+        if self.app.session is None:  # the model is loading
+            return
         matcher = self.matcher(query)
         for name, fn in self._fixed():
             score = matcher.match(name)

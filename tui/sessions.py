@@ -81,6 +81,9 @@ class SessionActions:
             session.watch_gates()
 
     def _update_title(self) -> None:
+        if self.session is None:
+            self.sub_title = self.loading
+            return
         c = self.session.config
         self.sub_title = f"{c.model} | window {c.window} | budget {c.budget}"
 

@@ -9,13 +9,22 @@ Measures, in one run:
   stamps each event with the monotonic clock) to the end of the screen refresh that follows
   the cursor move (`call_after_refresh`), p50 and p95. Pilot's own press/pause cycle costs
   ~60 ms even on an empty app, so it is used only to send keys, not to time them;
-- the same key latency with --big tokens (default 100,000) already in the session.
+- the same key latency with --big tokens (default 100,000) already in the session;
+- start-up, each in a fresh process (median of --starts runs): `heedful --help`, and
+  `heedful chat`'s first paint (the app headless, from the process's start to the end of the
+  first screen refresh) and the moment its model is loaded and the session open (the
+  embedded model unless --model).
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import click
 
@@ -181,6 +190,61 @@ async def _big_run(big: int, presses: int):
     return {"first_paint_s": first, "lat": list(app.latencies)}
 
 
+# `heedful chat` in a child process, headless: prints PAINT after the first refresh, OPEN
+# once the session is open, then quits
+CHAT_PROBE = """
+import sys
+import heedful.tui.app as m
+
+cls, run, mount, opened = m.HeedfulApp, m.HeedfulApp.run, m.HeedfulApp.on_mount, m.HeedfulApp._opened
+
+def on_mount(self):
+    mount(self)
+    self.call_after_refresh(lambda: print("PAINT", flush=True))
+
+def _opened(self):
+    opened(self)
+    print("OPEN", flush=True)
+    self.exit()
+
+cls.on_mount, cls._opened = on_mount, _opened
+cls.run = lambda self: run(self, headless=True, size=(120, 40))
+from heedful.cli import main
+main(sys.argv[1:])
+"""
+
+
+def _heedful_help_s() -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "heedful", "--help"], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def _chat_start(model: str | None) -> tuple[float, float]:
+    """(first paint, session open) in seconds from the start of a `heedful chat` process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["chat", "--db", str(Path(tmp) / "bench.db"), *(["--model", model] if model else [])]
+        t0 = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-c", CHAT_PROBE, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        seen = {}
+        for line in p.stdout:
+            if line.strip() in ("PAINT", "OPEN"):
+                seen.setdefault(line.strip(), time.perf_counter() - t0)
+        err = p.stderr.read()
+        if p.wait() != 0 or len(seen) != 2:
+            raise click.ClickException(f"heedful chat did not start: {err.strip()[-400:]}")
+    return seen["PAINT"], seen["OPEN"]
+
+
+def startup(model: str | None = None, starts: int = 3) -> dict:
+    """Median seconds of `heedful --help`, chat's first paint and chat's open session."""
+    helps = [_heedful_help_s() for _ in range(starts)]
+    chats = [_chat_start(model) for _ in range(starts)]
+    return {"help_s": statistics.median(helps), "paint_s": statistics.median(p for p, _ in chats),
+            "open_s": statistics.median(o for _, o in chats)}
+
+
 def _pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -193,8 +257,16 @@ def _pct(xs, q):
 @click.option("--big", type=int, default=100_000, show_default=True, help="Tokens already in the big session.")
 @click.option("--model", default=None, metavar="DIR|default",
               help="Stream from a real model (as fast as it goes) instead of the synthetic stream.")
-def tui(rate, n, presses, big, model):
-    """UI keep-up with a fast stream and key-to-repaint latency (Pilot, headless)."""
+@click.option("--starts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Fresh processes per start-up figure (the median is shown).")
+@click.option("--startup-only", is_flag=True, help="Only the start-up figures (heedful --help, chat's first paint).")
+def tui(rate, n, presses, big, model, starts, startup_only):
+    """UI keep-up with a fast stream, key-to-repaint latency (Pilot, headless), start-up."""
+    st = startup(None if model in (None, "default") else model, starts)
+    click.echo(f"start-up (median of {starts}): heedful --help {st['help_s']:.2f} s (goal 0.5 s); heedful chat "
+               f"first paint {st['paint_s']:.2f} s (goal 2 s), model loaded and session open {st['open_s']:.2f} s")
+    if startup_only:
+        return
     r = asyncio.run(_stream_run(rate, n, presses, model))
     b = asyncio.run(_big_run(big, presses))
     click.echo(f"stream: {r['streamed']} tokens at {r['streamed'] / r['stream_s']:.0f} tok/s; view shows "

@@ -35,17 +35,21 @@ def chat(ctx, db, session_id, title, chunk, export_dir, ignore_eos, picker, auto
     With a model whose tokenizer has a chat template (an instruct model: -m smollm2) each
     message is a user turn and the model answers in its turn, stopping at the turn's end; the
     template's markup is drawn dimmed. A model without one continues the text as typed."""
-    from heedful.app.open import open_session, resume, session_for
     from heedful.store import Store
-    from heedful.tui.app import HeedfulApp
+    from heedful.tui.app import HeedfulApp, Opened
 
     if auto_pin and not picker:
         raise click.UsageError("--auto-pin needs --picker DIR")
     if system is not None and session_id is not None:
         raise click.UsageError("--system starts a new conversation: not with --session")
     store = Store.open(db, create=session_id is None)  # resuming creates no database
-    recorder = None
-    try:
+    opened = []  # the recorder, once the opener has one (closed at the end, whatever happened)
+
+    def opener() -> Opened:
+        """Loads the model and opens (or resumes) the session: run by the app in a worker, so
+        its screen shows at once (tui/app.py)."""
+        from heedful.app.open import open_session, resume, session_for
+
         lm = pinner = None
         if picker:  # the model first: the picker is checked against it before anything is recorded
             from heedful.learn.autopin import AutoPinner
@@ -63,24 +67,31 @@ def chat(ctx, db, session_id, title, chunk, export_dir, ignore_eos, picker, auto
             # only the settings given on this command line override the stored ones
             session = resume(store, session_id, model=model, dtype=dtype, device=device,
                              trust_remote_code=trust_remote_code, lm=lm, **given_settings(ctx, settings))
-            recorder = session.recorder
+            opened.append(session.recorder)
         else:
-            recorder = store.new_session(title=title)
+            opened.append(store.new_session(title=title))
             if lm is not None:
-                session = session_for(lm, recorder=recorder, **settings)
+                session = session_for(lm, recorder=opened[0], **settings)
             else:
                 session = open_session(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                       recorder=recorder, **settings)
+                                       recorder=opened[0], **settings)
             if system is not None:
                 if session.template is None:
                     raise click.UsageError(f"--system: the model {session.config.model} has no chat template "
                                            "(a base model: type its text as it should continue)")
                 session.say(system, "system")
-        HeedfulApp(session, store=store, recorder=recorder, chunk=chunk, export_dir=export_dir,
-                   ignore_eos=ignore_eos, picker=pinner, auto_pin=auto_pin).run()
+        return Opened(session, opened[0], pinner)
+
+    name = model or (f"of session {session_id}" if session_id is not None else "")
+    app = HeedfulApp(opener=opener, store=store, chunk=chunk, export_dir=export_dir, ignore_eos=ignore_eos,
+                     auto_pin=auto_pin, loading=f"loading model {name} …".replace("  ", " "))
+    try:
+        app.run()
+        if app.load_error is not None:  # one line, exit 2 for a HeedfulError or a UsageError (heedful.cli.main)
+            raise app.load_error
     finally:
-        if recorder is not None:
+        for recorder in opened:
             recorder.close()
         store.close()
-    if recorder.session_id is not None:
-        click.echo(f"session {recorder.session_id} saved in {store.path}", err=True)
+    if opened and opened[0].session_id is not None:
+        click.echo(f"session {opened[0].session_id} saved in {store.path}", err=True)

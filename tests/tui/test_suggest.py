@@ -255,7 +255,11 @@ def test_chat_picker_and_auto_pin_reach_the_app(tiny_qwen35_dir, picker_dir, tmp
     from heedful.tui.app import HeedfulApp
 
     seen = []
-    monkeypatch.setattr(HeedfulApp, "run", lambda self, *a, **k: seen.append((self.picker, self.auto_pin)))
+    def run(self, *a, **k):  # what the app's worker does first: the model, the picker, the session
+        self.open_now()
+        seen.append((self.picker, self.auto_pin))
+
+    monkeypatch.setattr(HeedfulApp, "run", run)
     db = tmp_path / "chat.db"
     for flags in (["--picker", picker_dir], ["--picker", picker_dir, "--auto-pin"]):
         code, _, err = cli("chat", "--db", db, "--model", tiny_qwen35_dir, *flags)
