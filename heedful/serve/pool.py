@@ -97,7 +97,9 @@ class Pool:
         self._index: dict[str, int] = {}
         self._key: dict[int, str] = {}
         self.released = 0  # sessions released to make room
-        self.stop_ids = self._stop_ids()
+        self._all: set[Live] = set()  # every session the pool holds, live or being opened
+        self._reserved = 0  # bytes of sessions being opened
+        self.stop_ids, self.session_bytes = self._probe()
         self._build_index(index_sessions)
 
     # ---------------------------------------------------------------- the index
@@ -119,11 +121,15 @@ class Pool:
                 key = key_of(conversation(messages(data.token_texts, data.token_sources, stops)))
                 self._index[key], self._key[info.id] = info.id, key
 
-    def _stop_ids(self) -> list[int]:
+    def _probe(self) -> tuple[list[int], int]:
+        """The model's stop ids and the KV bytes of a session of the configured settings (a
+        session opened and let go; bad settings are refused here, at start)."""
         from heedful.app.open import session_for
 
-        s = session_for(self.lm, budget=8, window=4, sinks=0)
-        return sorted(s.config.stop_ids)
+        s = session_for(self.lm, **self.settings)
+        with self.compute:
+            s.feed([sorted(s.config.stop_ids)[0] if s.config.stop_ids else 0])  # the KV banks are allocated at once
+        return sorted(s.config.stop_ids), s.stats().allocated_bytes
 
     def match(self, messages) -> tuple[int, int] | None:
         """(session id, k): the stored session whose conversation is the longest prefix
@@ -152,8 +158,12 @@ class Pool:
             return self._locks.setdefault(sid, threading.Lock())
 
     def kv_bytes(self) -> int:
+        """KV bytes of every session held, and those being opened."""
         with self._cond:
-            return sum(v.kv for v in self._live.values())
+            return self._held()
+
+    def _held(self) -> int:
+        return sum(v.kv for v in self._all) + self._reserved
 
     def live_ids(self) -> list[int]:
         with self._cond:
@@ -163,12 +173,12 @@ class Pool:
         """Releases idle sessions, least recently used first, until `need` more bytes fit;
         waits for busy ones to finish (up to wait_s), then refuses with 503."""
         deadline = time.monotonic() + self.wait_s
-        while sum(v.kv for v in self._live.values()) + need > self.max_kv_bytes:
+        while self._held() + need > self.max_kv_bytes:
             idle = [sid for sid, v in self._live.items() if not v.busy]
             if idle:
                 self._release(idle[0])
                 continue
-            if not self._live:
+            if need > self.max_kv_bytes:
                 raise ApiError(f"a session needs {need:,} bytes of KV, over --max-kv-bytes {self.max_kv_bytes:,}",
                                503, None, "server_error", "kv_memory")
             left = deadline - time.monotonic()
@@ -179,16 +189,26 @@ class Pool:
 
     def _release(self, sid: int) -> None:
         live = self._live.pop(sid)
+        self._all.discard(live)
         live.recorder.close()  # everything was committed at the end of its last request
         self.released += 1
 
-    def estimate(self, budget: int | None = None) -> int:
-        """KV bytes of a session of this budget, from a live one (0 before the first)."""
+    def _opening(self, open_it) -> Live:
+        """Opens a session with room reserved for it first."""
+        need = self.session_bytes
         with self._cond:
-            for v in self._live.values():
-                b = v.session.config.budget
-                return v.kv * (budget or b) // max(1, b)
-        return 0
+            self._room(need)
+            self._reserved += need
+        try:
+            live = open_it()
+        finally:
+            with self._cond:
+                self._reserved -= need
+                self._cond.notify_all()
+        with self._cond:
+            live.busy = True
+            self._all.add(live)
+        return live
 
     def checkout(self, sid: int) -> Live:
         """The live session `sid`, marked busy; rebuilt from the store when it is not live."""
@@ -198,8 +218,7 @@ class Pool:
                 live.busy = True
                 self._live.move_to_end(sid)
                 return live
-            self._room(self.estimate())
-        live = self._open(sid)
+        live = self._opening(lambda: self._open(sid))
         self.admit(live)
         return live
 
@@ -218,18 +237,18 @@ class Pool:
         """A new session (not stored until its first request commits), marked busy."""
         from heedful.app.open import session_for
 
-        with self._cond:
-            self._room(self.estimate())
-        with self.compute:
-            s = session_for(self.lm, recorder=self.store.new_session(title=title, atomic=True), **self.settings)
-        live = Live(s, None)
-        live.busy = True
-        return live
+        def open_it():
+            with self.compute:
+                s = session_for(self.lm, recorder=self.store.new_session(title=title, atomic=True), **self.settings)
+            return Live(s, None)
+
+        return self._opening(open_it)
 
     def admit(self, live: Live) -> None:
         """A session joins (or stays in) the live set, busy."""
         with self._cond:
             live.busy = True
+            self._all.add(live)
             self._live[live.sid] = live
             self._live.move_to_end(live.sid)
 
@@ -238,9 +257,6 @@ class Pool:
             live.busy = False
             live.last = time.monotonic()
             live.kv = live.session.stats().allocated_bytes
-            if live.sid is not None:
-                self._live[live.sid] = live
-                self._live.move_to_end(live.sid)
             try:
                 self._room(0)
             except ApiError:
@@ -248,11 +264,12 @@ class Pool:
             self._cond.notify_all()
 
     def forget(self, live: Live) -> None:
-        """Drops a live session whose request failed half-way: what it did since its last
-        commit is discarded, and the store's version is what the next request rebuilds."""
+        """Drops a session whose request failed half-way: what it did since its last commit
+        is discarded, and the store's version is what the next request rebuilds."""
         live.recorder.discard()
         live.recorder.close()
         with self._cond:
+            self._all.discard(live)
             if live.sid is not None and self._live.get(live.sid) is live:
                 del self._live[live.sid]
             self._cond.notify_all()
@@ -261,3 +278,4 @@ class Pool:
         with self._cond:
             for sid in list(self._live):
                 self._release(sid)
+            self._all.clear()
