@@ -28,102 +28,16 @@ import json
 import random
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from heedful.train.debian import debian_sources
+# clean_paragraph and is_prose are read from here too (heedful/bench/tasks)
+from heedful.train.paragraphs import Source, clean_paragraph, is_prose, split_paragraphs  # noqa: F401
 from heedful.train.synthetic import copy_drill, recall_episode, story
 
 DOC_SEP = "<|endoftext|>"
 PERMISSIVE = ("mit", "bsd", "apache", "psf", "python software foundation", "isc", "zlib",
               "cc0", "unlicense", "0bsd", "mpl-2.0", "mozilla public license 2.0", "hpnd")
-
-# ---------------------------------------------------------------------------------------
-# text cleaning
-
-
-_RST_ROLE = re.compile(r":[a-zA-Z:]+:`~?([^`<]+?)(?:\s*<[^>]*>)?`")
-_BACKTICKS = re.compile(r"`+([^`]+)`+")
-_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
-_URL = re.compile(r"https?://\S+")
-_WS = re.compile(r"\s+")
-
-
-def clean_paragraph(p: str) -> str:
-    p = _RST_ROLE.sub(r"\1", p)
-    p = _MD_LINK.sub(r"\1", p)
-    p = _BACKTICKS.sub(r"\1", p)
-    p = _URL.sub("", p)
-    p = p.replace("**", "").replace("__", "")
-    return _WS.sub(" ", p).strip()
-
-
-def is_prose(p: str) -> bool:
-    """A paragraph that reads as English sentences, not code, tables or markup."""
-    if len(p) < 60 or len(p) > 4000:
-        return False
-    if p.startswith((">>>", "...", "#", "|", "+", "-", "=", "*", ".. ", "$", "{", "[", "<")):
-        return False
-    letters = sum(c.isalpha() or c == " " for c in p)
-    if letters / len(p) < 0.85:
-        return False
-    words = p.split()
-    if len(words) < 10:
-        return False
-    if sum(any(ch in w for ch in "_=(){}[]\\/<>@") for w in words) > len(words) * 0.08:
-        return False
-    if not re.search(r"[a-z]{3,} [a-z]{2,} [a-z]{2,}", p):
-        return False
-    return p[-1] in ".!?:)"
-
-
-def split_paragraphs(text: str) -> list[str]:
-    out = []
-    in_code = False
-    buf: list[str] = []
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("```"):
-            in_code = not in_code
-            if buf:
-                out.append(" ".join(buf))
-                buf = []
-            continue
-        if in_code:
-            continue
-        if not s or line.startswith(("    ", "\t")) and not buf:
-            if buf:
-                out.append(" ".join(buf))
-                buf = []
-            continue
-        buf.append(s)
-    if buf:
-        out.append(" ".join(buf))
-    return [c for c in (clean_paragraph(p) for p in out) if is_prose(c)]
-
-
-# ---------------------------------------------------------------------------------------
-# sources
-
-
-@dataclass
-class Source:
-    kind: str  # pypi | debian | generated | recall
-    name: str
-    version: str
-    licence: str
-    files: int = 0
-    paragraphs: int = 0
-    chars: int = 0
-    skipped: int = 0  # files left out because they name a licence not on the allow-list
-    docs: list[str] = field(default_factory=list, repr=False)
-
-    def record(self) -> dict:
-        r = {"kind": self.kind, "name": self.name, "version": self.version, "licence": self.licence,
-             "files": self.files, "paragraphs": self.paragraphs, "chars": self.chars}
-        if self.skipped:
-            r["files_skipped_for_licence"] = self.skipped
-        return r
-
 
 def _licence_from_metadata(meta: str) -> str:
     for key in ("License-Expression:", "License:"):
@@ -241,7 +155,7 @@ def _dedup_docs(docs: list[str], seen: set[bytes]) -> tuple[list[str], int]:
     for d in docs:
         paras = []
         for p in d.split("\n"):
-            h = hashlib.sha1(_WS.sub(" ", p.lower()).strip().encode()).digest()[:12]
+            h = hashlib.sha1(" ".join(p.lower().split()).encode()).digest()[:12]
             if h in seen:
                 continue
             seen.add(h)
@@ -291,8 +205,6 @@ def build_corpus(out_dir: str | Path, *, seed: int = 0, site_packages: str | Pat
     debian_packages: read only these packages of doc_root (None: every package there whose
     licence is accepted). max_natural_chars caps the text of PyPI and Debian sources after
     deduplication (a uniform sample by document hash); the generated text is not capped."""
-    from heedful.train.debian import debian_sources
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sources: list[Source] = []

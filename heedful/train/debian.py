@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from heedful.train.corpus import Source
+from heedful.train.paragraphs import Source
 from heedful.train.textformats import READERS, kind_of, read_text
 
 DOC_ROOT = Path("/usr/share/doc")

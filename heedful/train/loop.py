@@ -20,7 +20,7 @@ import torch
 
 from heedful.train.corpus import build_corpus, read_docs, read_episodes, write_copy_drills
 from heedful.train.models import PRESETS, ModelSize, build_model, count_params
-from heedful.train.tokenizer import train_tokenizer
+from heedful.train.tokenizer import TOKENIZER_CHARS, VOCAB_SIZE, load_tokenizer, tokenizer_texts, train_tokenizer
 
 
 PROBE_FROM, PROBE_STEPS = 5, 20  # --minutes: steps 5..24 are timed (the first ones warm up)
@@ -35,7 +35,7 @@ class TrainConfig:
     init_from: str | None = None  # start from this trained model's weights (a second recipe stage)
     gated: bool = True
     size: ModelSize = field(default_factory=lambda: PRESETS["cpu"])
-    vocab_size: int = 4096
+    vocab_size: int = VOCAB_SIZE
     seq_len: int = 256
     batch_size: int = 8
     steps: int = 2000
@@ -55,7 +55,7 @@ class TrainConfig:
     device: str | None = None
     dtype: str = "float32"  # "bfloat16": bf16 autocast (CUDA; CPU too, for the tests)
     max_minutes: float | None = None  # set steps from the measured speed so training takes about this long
-    tokenizer_chars: int = 50_000_000  # the tokenizer learns from the first this many characters of train.txt
+    tokenizer_chars: int = TOKENIZER_CHARS  # the tokenizer learns from the first this many characters of train.txt
     bpc_chars: int = 100_000  # held-out prose evaluated for bits per character at each eval (0: none)
 
     def to_dict(self) -> dict:
@@ -208,27 +208,11 @@ def _log_json(path: Path, rec: dict):
         fh.write(json.dumps(rec) + "\n")
 
 
-def tokenizer_texts(train_docs: list[str], episodes: list[dict], max_chars: int) -> list[str]:
-    """What the tokenizer learns from: the head of train.txt (shuffled, so a sample of the
-    whole) up to max_chars, and 2000 recall episodes."""
-    texts, n = [], 0
-    for d in train_docs:
-        if n >= max_chars:
-            break
-        texts.append(d)
-        n += len(d)
-    return texts + [e["text"] for e in episodes[:2000]]
-
-
 def prepare_tokenizer(cfg: TrainConfig, train_docs: list[str], episodes: list[dict], log=print):
     if cfg.tokenizer_dir:
-        from heedful.train.tokenizer import load_tokenizer
-
         return load_tokenizer(cfg.tokenizer_dir)
     tok_dir = Path(cfg.out_dir) / "tokenizer"
     if (tok_dir / "tokenizer.json").is_file():
-        from heedful.train.tokenizer import load_tokenizer
-
         return load_tokenizer(tok_dir)
     log(f"tokenizer: training byte-level BPE, vocab {cfg.vocab_size}")
     texts = tokenizer_texts(train_docs, episodes, cfg.tokenizer_chars)

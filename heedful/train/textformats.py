@@ -11,7 +11,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from heedful.train.corpus import clean_paragraph, is_prose, split_paragraphs
+from heedful.train.paragraphs import clean_paragraph, is_prose, raw_paragraphs, split_paragraphs
 
 # ---------------------------------------------------------------------------------------
 # English, not another language: share of common function words
@@ -120,7 +120,7 @@ def info_paragraphs(text: str) -> list[str]:
             lines = lines[1:]
         kept = [ln for ln in lines if not ln.startswith("* ")]
         body = _INFO_NOTE.sub(r"see \1", "\n".join(kept))
-        out.extend(split_paragraphs_raw(body))
+        out.extend(raw_paragraphs(body))
     return keep(out)
 
 
@@ -202,22 +202,6 @@ def man_paragraphs(text: str) -> list[str]:
 # plain text and dispatch
 
 
-def split_paragraphs_raw(text: str) -> list[str]:
-    """Blank-line separated paragraphs, indented blocks (code) left out; no filtering."""
-    out, buf = [], []
-    for line in text.splitlines():
-        s = line.strip()
-        if not s or (line.startswith(("    ", "\t")) and not buf):
-            if buf:
-                out.append(" ".join(buf))
-                buf = []
-            continue
-        buf.append(s)
-    if buf:
-        out.append(" ".join(buf))
-    return out
-
-
 def text_paragraphs(text: str) -> list[str]:
     return [p for p in split_paragraphs(text) if is_english(p)]
 
@@ -261,7 +245,3 @@ def kind_of(path: Path, man_root: Path | None = None) -> str | None:
 
 
 READERS = {"html": html_paragraphs, "info": info_paragraphs, "man": man_paragraphs, "text": text_paragraphs}
-
-
-def file_paragraphs(path: Path, kind: str) -> list[str]:
-    return READERS[kind](read_text(path))

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Iterable
+
+from heedful.train.corpus import read_docs, read_episodes
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = [EOS, PAD]
+VOCAB_SIZE = 4096  # `heedful train`'s default (TrainConfig.vocab_size)
+TOKENIZER_CHARS = 50_000_000  # the tokenizer learns from the first this many characters of train.txt
+
+
+def tokenizer_texts(train_docs: list[str], episodes: list[dict], max_chars: int) -> list[str]:
+    """What the tokenizer learns from: the head of train.txt (shuffled, so a sample of the
+    whole) up to max_chars, and 2000 recall episodes."""
+    texts, n = [], 0
+    for d in train_docs:
+        if n >= max_chars:
+            break
+        texts.append(d)
+        n += len(d)
+    return texts + [e["text"] for e in episodes[:2000]]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, out_dir: str | Path | None = None,
@@ -43,20 +60,15 @@ def main(argv=None) -> None:
     """python -m heedful.train.tokenizer CORPUS OUT [--vocab N]: the tokenizer `heedful train`
     would train on CORPUS, trained once and saved to OUT (pass it as --tokenizer OUT to every run
     that must share it; the device recipe trains it on the CPU beforehand)."""
-    import argparse
-
-    from heedful.train.corpus import read_docs, read_episodes
-    from heedful.train.loop import TrainConfig, tokenizer_texts
-
     ap = argparse.ArgumentParser(prog="python -m heedful.train.tokenizer")
     ap.add_argument("corpus")
     ap.add_argument("out")
-    ap.add_argument("--vocab", type=int, default=TrainConfig.vocab_size)
+    ap.add_argument("--vocab", type=int, default=VOCAB_SIZE)
     ap.add_argument("--max-length", type=int, default=2048, help="model_max_length written to its config")
     a = ap.parse_args(argv)
     corpus = Path(a.corpus)
     texts = tokenizer_texts(read_docs(corpus / "train.txt"), read_episodes(corpus / "recall_train.jsonl"),
-                            TrainConfig.tokenizer_chars)
+                            TOKENIZER_CHARS)
     tok = train_tokenizer(texts, a.vocab, a.out, model_max_length=a.max_length)
     print(f"tokenizer: {len(tok)} tokens, from {sum(map(len, texts)) / 1e6:.1f}M characters -> {a.out}")
 
