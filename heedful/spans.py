@@ -82,10 +82,6 @@ class Spans:
     def to_list(self) -> list[list[int]]:
         return [[a, b] for a, b in self._s]
 
-    def count_in(self, a: int, b: int) -> int:
-        """How many indices of [a, b) the spans cover."""
-        return sum(max(0, min(e, b) - max(s, a)) for s, e in self._s)
-
     def union_count(self, first: int) -> int:
         """|self ∪ [0, first)|: pins plus sinks, counted once."""
         return first + sum(max(0, e - max(s, first)) for s, e in self._s)

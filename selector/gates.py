@@ -42,10 +42,6 @@ class GateMonitor:
 
         return hook
 
-    @property
-    def active(self) -> bool:
-        return bool(self._hooks)
-
     def mean(self) -> float | None:
         return sum(self.means.values()) / len(self.means) if self.means else None
 

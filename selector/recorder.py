@@ -11,8 +11,10 @@ Order and meaning of the calls, as the Session makes them:
   A recorder that persists must have the event durable when ``event`` returns (pins and
   config changes are committed before the engine acts on them). If ``event`` raises, the
   engine does not perform the operation.
-  Ops: config, resume, prompt, say, generate, stop, pin, unpin, drop, recall, fold, unfold,
-  rewind, set, note.
+  Ops the engine logs: config, prompt, say, generate, stop, set, pin, unpin, drop, recall,
+  fold, unfold, rewind. Above the engine: resume (heedful.app, a stored session rebuilt) and
+  the events no engine operation makes, accept and reject (store/tagging.py, a picker's
+  suggestions judged in the app).
   While a ``generate`` is streaming, an operation made between two tokens carries
   ``"at": stream_length`` (the number of tokens in the stream when it took effect), so a
   replay can apply it at the same step; a ``generate`` cut short is followed by
@@ -20,7 +22,9 @@ Order and meaning of the calls, as the Session makes them:
 - ``tokens(records)`` reports tokens appended to the stream, in index order, with no gap.
   It may buffer (the store batches writes); ``flush()`` forces them out.
 - ``evicted(ranges, reason)`` reports token ranges whose KV rows were freed
-  (reason: "window", "drop", "fold", "rewind", "budget").
+  (reason: "window", a forward's rows leaving; "budget", a smaller budget set; "drop";
+  "fold", the folded span's rows; "unfold", the gist's rows; "rewind", the rows past the
+  rewind).
 - ``reset_resident(tokens)`` after ``Session.restore``: the tokens the engine made resident
   (the rebuilt set replaces what the sink believed).
 - ``close()`` flushes and releases the sink.

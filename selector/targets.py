@@ -45,7 +45,7 @@ def check_range(a, b, n: int) -> tuple[int, int]:
     return a, b
 
 
-def _char_to_tokens(starts: list[int], total_chars: int, cs: int, ce: int) -> tuple[int, int]:
+def _char_to_tokens(starts: list[int], cs: int, ce: int) -> tuple[int, int]:
     """Tokens overlapping the characters [cs, ce). starts[i] is token i's first character."""
     first = bisect.bisect_right(starts, cs) - 1
     last = bisect.bisect_left(starts, ce)  # first token starting at or after ce
@@ -87,7 +87,7 @@ def resolve(target, text: str, starts: list[int], n: int, occurrence=None) -> li
         spans = _regex_spans(target, text)
         if not spans:
             raise TargetError(f"regex /{target.pattern}/ matches nothing in the session")
-        return _merge([_char_to_tokens(starts, len(text), a, b) for a, b in spans])
+        return _merge([_char_to_tokens(starts, a, b) for a, b in spans])
     if isinstance(target, str):
         if not target:
             raise TargetError("empty text target")
@@ -105,7 +105,7 @@ def resolve(target, text: str, starts: list[int], n: int, occurrence=None) -> li
             if not -len(spans) <= occurrence < len(spans):
                 raise TargetError(f"text {target!r} occurs {len(spans)} time(s); occurrence {occurrence} does not exist")
             spans = [spans[occurrence]]
-        return _merge([_char_to_tokens(starts, len(text), a, b) for a, b in spans])
+        return _merge([_char_to_tokens(starts, a, b) for a, b in spans])
     raise TargetError(f"target {target!r}: expected a range, text or regex")
 
 
