@@ -96,6 +96,21 @@ def stock_decode(lm, ep, n: int = 16) -> float:
         lm.model.config._attn_implementation = was
 
 
+def _machine() -> str:
+    import os
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((x.split(":", 1)[1].strip() for x in f if x.startswith("model name")), name)
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{name}, {os.cpu_count()} CPUs, {gpu}"
+
+
 class Bars:
     def __init__(self):
         self.bar = None
@@ -159,10 +174,12 @@ def tasks(task_names, contexts, budgets, seeds, seed0, policies, peers, quick, p
     max_pos = getattr(lm.model.config.get_text_config(decoder=True), "max_position_embeddings", None)
     todo = plan(chosen_tasks, ctxs, fracs, n_seeds, seed0, max_pos)
     model_dir = peers_mod.model_folder(lm, model) if python else None
+    peer_run = _Peers(lm, python, model_dir, todo, fracs) if python else None
     try:
         results, speed_rows, pickers_info = _run(lm, todo, chosen, fracs, chosen_tasks, ctxs, chunk, bars)
-        if python:
-            results += _peers(lm, python, model_dir, todo, fracs, bars)
+        if peer_run:
+            click.echo("waiting for kvpress's presses ...", err=True)
+            results += peer_run.results()
         stock = None
         if speed:
             from heedful.bench.tasks.tasks import episode
@@ -170,16 +187,18 @@ def tasks(task_names, contexts, budgets, seeds, seed0, policies, peers, quick, p
             stock = stock_decode(lm, episode(chosen_tasks[0], seed0, ctxs[-1], lm.tokenizer))
     finally:
         bars.close()
+        if peer_run:
+            peer_run.stop()
     _report(lm, results, chosen, todo, ctxs, fracs, speed_rows, stock, pickers_info, png, as_json, peers, t_start)
 
 
 def _run(lm, todo, chosen, fracs, tasks, ctxs, chunk, bars):
-    from heedful.bench.tasks.learned import Pickers
+    from heedful.bench.tasks.learned import TRAIN_CONTEXT, Pickers
     from heedful.bench.tasks.policies import run
     from heedful.bench.tasks.tasks import Counter, episode
 
     count = Counter(lm.tokenizer)
-    pickers = Pickers(lm, tasks, ctxs, progress=bars) if "learned" in chosen else None
+    pickers = Pickers(lm, context=min(TRAIN_CONTEXT, ctxs[0]), progress=bars) if "learned" in chosen else None
     results, speed_rows = [], {}
     try:
         if pickers:
@@ -209,22 +228,55 @@ def _run(lm, todo, chosen, fracs, tasks, ctxs, chunk, bars):
     return results, speed_rows, info
 
 
-def _peers(lm, python, model_dir, todo, fracs, bars):
-    from heedful.bench.tasks.peers import PRESSES, requests, run_requests
-    from heedful.bench.tasks.tasks import Counter, episode, score
+class _Peers:
+    """kvpress's presses on the run's episodes, in their own process, while heedful's
+    policies run (the two CPUs share the work); results() waits and reads them back."""
 
-    count = Counter(lm.tokenizer)
-    eps = [episode(t, s, c, lm.tokenizer, count) for t, c, s in todo]
-    reqs = requests(eps, lm.tokenizer, PRESSES, lambda ep: [ep["context"] * f[0] // f[1] for f in fracs])
-    answers = run_requests(python, model_dir, reqs, progress=bars("kvpress", len(reqs)))
-    by_rows = {ep["context"] * f[0] // f[1]: f for ep in eps for f in fracs}
+    def __init__(self, lm, python, model_dir, todo, fracs):
+        import threading
+
+        from heedful.bench.tasks.peers import PRESSES, requests
+        from heedful.bench.tasks.tasks import Counter, episode
+
+        count = Counter(lm.tokenizer)
+        self.eps = [episode(t, s, c, lm.tokenizer, count) for t, c, s in todo]
+        self.fracs = fracs
+        self.reqs = requests(self.eps, lm.tokenizer, PRESSES, lambda ep: [ep["context"] * f[0] // f[1] for f in fracs])
+        self.box: dict = {}
+        self.thread = threading.Thread(target=self._work, args=(python, model_dir), daemon=True)
+        self.thread.start()
+
+    def _work(self, python, model_dir):
+        from heedful.bench.tasks.peers import run_requests
+
+        try:
+            self.box["answers"] = run_requests(python, model_dir, self.reqs, started=self.box.__setitem__)
+        except BaseException as e:  # handed to the main thread
+            self.box["error"] = e
+
+    def stop(self):
+        proc = self.box.get("proc")
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+    def results(self):
+        self.thread.join()
+        if "error" in self.box:
+            raise self.box["error"]
+        return _peer_results(self.eps, self.reqs, self.box["answers"], self.fracs)
+
+
+def _peer_results(eps, reqs, answers, fracs):
+    from heedful.bench.tasks.tasks import score
+
+    by_rows = {(ep["context"], ep["context"] * f[0] // f[1]): f for ep in eps for f in fracs}
     out = []
     for r in reqs:
         a, ep = answers[r["id"]], eps[r["episode"]]
         if "error" in a:
             raise HeedfulError(f"--peers kvpress: {r['press']} failed on {ep['task']} seed {ep['seed']}: {a['error']}")
         out.append({"policy": f"kvpress:{r['press']}", "task": ep["task"], "seed": ep["seed"],
-                    "context": ep["context"], "fraction": None if r["press"] == "none" else by_rows[r["rows"]],
+                    "context": ep["context"], "fraction": None if r["press"] == "none" else by_rows[(ep["context"], r["rows"])],
                     "rows": r["rows"] or None, "score": score(a["answer"], ep["answers"]),
                     "answer": a["answer"].strip()[:200], "seconds": round(a["seconds"], 3),
                     "versions": {k: v for k, v in answers["_ready"].items() if k != "ready"}})
@@ -250,7 +302,7 @@ def _report(lm, results, chosen, todo, ctxs, fracs, speed_rows, stock, pickers_i
         for p, ms in speed.items():
             click.echo(f"  {p:<20} {ms:>8.1f}")
     seconds = round(time.perf_counter() - t_start, 1)
-    machine = f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} CPUs".strip()
+    machine = _machine()
     seeds = sorted({s for _, _, s in todo})
     title = (f"{lm.name}: {len({t for t, _, _ in todo})} tasks, seeds {seeds[0]}-{seeds[-1]}, {machine}, "
              f"{seconds / 60:.1f} min")

@@ -120,20 +120,24 @@ def requests(episodes: list[dict], tokenizer, presses: list[str], rows_of) -> li
     return out
 
 
-def run_requests(python: Path | str, model_dir: str, reqs: list[dict], progress=None, runner=None) -> dict:
+def run_requests(python: Path | str, model_dir: str, reqs: list[dict], progress=None, runner=None,
+                 started=None) -> dict:
     """Runs the requests through the runner in the peers' environment; returns {id: answer}
     ({"answer", "seconds", "tokens"} or {"error"}), and the runner's versions under "_ready".
-    A runner that dies or answers garbage is a PeerError (nothing of its output is used)."""
+    A runner that dies or answers garbage is a PeerError (nothing of its output is used).
+    started("proc", process): told the runner's process once it runs (to stop it)."""
     cmd = [str(python), str(runner or RUNNER), model_dir]
-    with tempfile.TemporaryFile("w+") as fin:
+    with tempfile.TemporaryFile("w+") as fin, tempfile.TemporaryFile("w+") as ferr:
         for r in reqs:
             fin.write(json.dumps({k: v for k, v in r.items() if k != "episode"}) + "\n")
         fin.seek(0)
         try:
-            proc = subprocess.Popen(cmd, stdin=fin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            proc = subprocess.Popen(cmd, stdin=fin, stdout=subprocess.PIPE, stderr=ferr, text=True,
                                     env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         except OSError as e:
             raise PeerError(f"--peers kvpress: cannot run {python}: {e}") from None
+        if started:
+            started("proc", proc)
         answers: dict = {}
         try:
             for line in proc.stdout:
@@ -150,8 +154,9 @@ def run_requests(python: Path | str, model_dir: str, reqs: list[dict], progress=
                     if progress:
                         progress(1)
         finally:
-            err = proc.stderr.read()
             rc = proc.wait()
+            ferr.seek(0)
+            err = ferr.read()
     if rc != 0 or "_ready" not in answers:
         lines = [x for x in err.splitlines() if x.strip()]
         raise PeerError(f"--peers kvpress: the runner failed (exit {rc}): {(lines[-1] if lines else '')[:200]}")

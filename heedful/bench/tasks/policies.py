@@ -71,10 +71,16 @@ def pinned_rows(tok, ep: dict) -> int:
     return sum(len(tok(" " + x, add_special_tokens=False)["input_ids"]) + 1 for x in pins)
 
 
-def settings(policy: str, rows: int, pinned: int, total: int, chunk: int) -> dict:
-    """Session settings of a policy at `rows` KV rows per layer (total: the stream's length)."""
+def max_positions(model) -> int | None:
+    cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    return getattr(cfg, "max_position_embeddings", None)
+
+
+def settings(policy: str, rows: int, pinned: int, total: int, chunk: int, limit: int | None = None) -> dict:
+    """Session settings of a policy at `rows` KV rows per layer (total: the stream's length;
+    limit: the model's positions)."""
     if policy == "full":
-        b = total + 256
+        b = min(total + 256, limit or total + 256)
         return dict(budget=b, window=b, sinks=0, prefill_chunk=512)
     s = dict(budget=rows, window=rows, sinks=0, prefill_chunk=max(8, min(chunk, rows // 2)))
     if policy == "sinks+window":
@@ -109,7 +115,7 @@ def run(lm, ep: dict, policy: str, rows: int, picker=None, chunk: int = 64) -> d
     tok = lm.tokenizer
     pieces, question = stream_texts(ep, tok)
     total = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t, _ in pieces) + 64
-    cfg = settings(policy, rows, pinned_rows(tok, ep), total, chunk)
+    cfg = settings(policy, rows, pinned_rows(tok, ep), total, chunk, max_positions(lm.model))
     own = HeavyHitterPolicy(cfg["window"], cfg["budget"], 0) if policy == "h2o" else None
     s = Session(lm.model, tok, gated=lm.gated, policy=own, temperature=0, seed=0, **cfg)
     person = policy in ("pins", "pins+fold")
