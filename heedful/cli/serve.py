@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 
 import click
 
 from heedful.app.options import model_options, session_options
 from heedful.errors import HeedfulError
 from heedful.limits import MAX_GENERATE
-
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-          "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text or "")
-    if not m or m.group(2).lower() not in _UNITS:
-        raise HeedfulError(f"--max-kv-bytes {text!r}: a size such as 512MiB, 2GiB or 100000000")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -57,6 +45,8 @@ def serve(host, port, db, api_key, model_id, max_kv_bytes, max_tokens_limit, def
     Each conversation is a session in the store with a bounded KV cache; a client that
     sends the whole history each time continues its session. Extra fields:
     "heedful": {"pin": [...], "budget": 512, ...} (docs/serve.md)."""
+    from heedful.serve.pool import parse_size
+
     limit = parse_size(max_kv_bytes)
     if host not in LOOPBACK and not api_key:
         click.echo(f"heedful: warning: serving on {host} without --api-key: anyone who reaches it can use it",

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from heedful.errors import HeedfulError
 from heedful.serve import rest
-from heedful.serve.protocol import MAX_BODY_BYTES, ApiError, ChatRequest, parse_chat, parse_completion, parse_json
+from heedful.serve.protocol import MAX_BODY_BYTES, ApiError, parse_chat, parse_completion, read_body
 from heedful.serve.runner import Cancelled, run
 
 log = logging.getLogger("heedful.serve")
@@ -75,18 +75,6 @@ class Guard:
                                       code="request_too_large"))
                 return await resp(scope, receive, send)
         return await self.app(scope, receive, send)
-
-
-async def read_body(request: Request) -> dict:
-    """The body, read up to the limit (a chunked body without a length is counted as it comes)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(f"request body: over the limit of {MAX_BODY_BYTES:,} bytes", 413, "body",
-                           code="request_too_large")
-        chunks.append(chunk)
-    return parse_json(b"".join(chunks))
 
 
 class Server:

@@ -19,11 +19,23 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import re
 import threading
 import time
 
 from heedful.errors import HeedfulError
 from heedful.serve.protocol import ApiError
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text or "")
+    if not m or m.group(2).lower() not in _UNITS:
+        raise HeedfulError(f"--max-kv-bytes {text!r}: a size such as 512MiB, 2GiB or 100000000")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 class FairLock:

@@ -94,6 +94,19 @@ def parse_json(raw: bytes) -> dict:
     return body
 
 
+async def read_body(request) -> dict:
+    """A Starlette request's body, read up to the limit (a chunked body without a length is
+    counted as it comes), as a JSON object."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(f"request body: over the limit of {MAX_BODY_BYTES:,} bytes", 413, "body",
+                           code="request_too_large")
+        chunks.append(chunk)
+    return parse_json(b"".join(chunks))
+
+
 def _int(body: dict, name: str, lo: int, hi: int, default=None, where: str = "") -> int | None:
     v = body.get(name)
     if v is None:

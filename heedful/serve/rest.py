@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from heedful.errors import HeedfulError
-from heedful.serve.protocol import ApiError, bad, parse_extras
+from heedful.serve.protocol import ApiError, bad, parse_extras, read_body
 
 
 def _sid(request: Request) -> int:
@@ -116,8 +116,6 @@ def routes(pool) -> list[Route]:
 
 
 async def _body(request: Request) -> dict:
-    from heedful.serve.app import read_body
-
     body = await read_body(request)
     if len(body) > 16:
         raise bad("body", "too many fields")
