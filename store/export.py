@@ -9,7 +9,10 @@ Formats:
 - txt: the tokens' text exactly; where the selection skips tokens a line
   "[… N tokens …]" stands for them (all: the stream's text, nothing added);
 - md: a heading, then one section per run of tokens, its text in a fenced block (the
-  fence is longer than any run of backticks inside, so the text comes out unchanged).
+  fence is longer than any run of backticks inside, so the text comes out unchanged). A
+  conversation (tokens of chat turns: sources system, user, markup) is written by turn: a
+  section per turn named by its role, with its tokens' states, its content fenced (the
+  template's markup left out); `pinned` and `retained` name each run's roles.
 
 output_file() is where an export lands: never on the database it reads, onto an existing
 file only when forced, whole or not at all (a temporary file beside it, renamed).
@@ -109,10 +112,15 @@ def write_tokens(out, what: str, fmt: str, *, ids, texts, sources, state, headin
             out.write(f"\n[… {len(texts) - at} tokens …]\n")
         return sum(b - a for a, b, label in runs if label != "gist")
     # md
+    chat = bool(CHAT_SOURCES & set(sources))
+    if chat:
+        runs = [r for a, b, st in runs for r in _split_by_role(a, b, st, sources)] if what != "all" else runs
     out.write(f"# {heading}\n\n")
     out.write(f"{what} tokens of {len(texts)}; model {model}; pinned {state.pins.total()}, "
               f"evicted {state.evicted.total()}\n")
     folds = getattr(state, "folds", {})
+    if chat and what == "all":
+        return _write_turns(out, texts, sources, states)
     for a, b, st in runs:
         text = gists[(a, b)] if st == "gist" else "".join(texts[a:b])
         ticks = max((len(m) for m in re.findall(r"`+", text)), default=0)
@@ -121,6 +129,49 @@ def write_tokens(out, what: str, fmt: str, *, ids, texts, sources, state, headin
                  "folded": f"folded, held as the gist {folds.get((a, b), '')!r}"}.get(st, st)
         out.write(f"\n## tokens [{a}, {b}) {label}\n\n{fence}text\n{text}\n{fence}\n")
     return sum(b - a for a, b, st in runs if st != "gist")
+
+
+CHAT_SOURCES = {"system", "user", "markup"}
+ROLE_OF = {"system": "system", "user": "user", "generated": "assistant", "prompt": "prompt", "recalled": "recalled"}
+
+
+def _role_turns(sources) -> list[tuple[int, int, str]]:
+    """A conversation's turns [a, b) with their role: a turn starts where its content starts
+    (the markup before the first content joins the first turn; markup after a content joins it)."""
+    out: list[tuple[int, int, str]] = []
+    role = None
+    for i, src in enumerate(sources):
+        r = ROLE_OF.get(src)
+        if r is not None and r != role:
+            if out:
+                out[-1] = (out[-1][0], i, out[-1][2])
+            out.append((0 if not out else i, len(sources), r))
+            role = r
+    return out
+
+
+def _split_by_role(a: int, b: int, label: str, sources) -> list[tuple[int, int, str]]:
+    """A run [a, b) cut where the turns change, each piece labelled with its turn's role."""
+    out = []
+    for ta, tb, role in _role_turns(sources) or [(0, len(sources), "markup")]:
+        lo, hi = max(a, ta), min(b, tb)
+        if lo < hi:
+            out.append((lo, hi, f"{role}, {label}"))
+    return out
+
+
+def _write_turns(out, texts, sources, states) -> int:
+    """md of a whole conversation: a section per turn, its role, its states, its content."""
+    for a, b, role in _role_turns(sources):
+        counts: dict[str, int] = {}
+        for st in states[a:b]:
+            counts[st] = counts.get(st, 0) + 1
+        text = "".join(t for t, src in zip(texts[a:b], sources[a:b]) if src != "markup")
+        ticks = max((len(m) for m in re.findall(r"`+", text)), default=0)
+        fence = "`" * max(3, ticks + 1)
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        out.write(f"\n## {role} (tokens [{a}, {b}): {shown})\n\n{fence}text\n{text}\n{fence}\n")
+    return len(texts)
 
 
 def _runs(states, keep, split_by_state: bool, label: str) -> list[tuple[int, int, str]]:

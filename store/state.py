@@ -9,7 +9,7 @@ not report are mirrored here, each with the engine's own rule:
   (Session._mark), so the range is pinned and resident again (undropped too); with
   "append" it is re-encoded as new tokens at the end of the stream and pins those: the
   new range is recorded as a recall;
-- a prompt's "pins" are pinned before its tokens arrive;
+- the "pins" of a prompt or a turn (say) are pinned before its tokens arrive;
 - fold (a, b) holds the span as its gist (pins on it go; the engine reports the span's rows
   leaving), unfold re-encodes it in place, pinned; a rewind lets the folds it cuts go;
 - rewind(i) re-encodes the freed window [i - window, i) minus dropped tokens
@@ -97,7 +97,7 @@ class StreamState:
                 args = args.get("config", {})
             self.window = int(args.get("window") or self.window)
             self.sinks = int(args.get("sinks") or 0)
-        elif op == "prompt":
+        elif op in ("prompt", "say"):
             for a, b in args.get("pins", ()):
                 self.pins.add(a, b)
         elif op in ("pin", "recall"):

@@ -5,18 +5,22 @@ is 4721."), the assistant acknowledges; then TURNS exchanges of chatter (a quest
 short scripted answer, drawn from a fixed pool with the conversation's seed); then the person
 asks for the fact, and the model answers greedily through the engine. Every turn goes
 through the chat template (Session.say), so the markup and every turn are in the stream and
-the window slides over all of it. The answer is right when it contains the code.
+the window slides over all of it. The answer is right when it contains the code (as a
+number of its own: 32011 does not count for 3201).
 
 Policies, at the same KV budget (rows per layer): full attention (a budget that holds it
-all), window only, sinks + window (StreamingLLM, 4 sinks), the fact pinned (the code's
-tokens alone), and the whole first turn pinned (its content). The pins answer the issue's
-question of what a pin should hold in a conversation by measurement.
+all), window only, sinks + window (StreamingLLM, 4 sinks), and three pins that measure
+what a pin should hold in a conversation: the code's tokens alone (pin-fact), the turn's
+content, the sentence that says it (pin-content), and the whole turn with its markup
+(pin-turn). The pins keep the model's own sinks (4 on an ungated model, none on a gated
+one) and leave 48 rows for what is pinned; the rest is the window.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import time
 
@@ -43,7 +47,7 @@ CHATTER = [
     ("What do we use to write on paper?", "We use a pen or a pencil."),
 ]
 
-POLICIES = ("full", "window", "sinks+window", "pin-fact", "pin-turn")
+POLICIES = ("full", "window", "sinks+window", "pin-fact", "pin-content", "pin-turn")
 
 
 def conversation(seed: int, turns: int) -> dict:
@@ -63,8 +67,10 @@ def settings(policy: str, budget: int, total: int) -> tuple[dict, object]:
         return {"window": budget, "budget": budget, "sinks": 0}, ()
     if policy == "sinks+window":
         return {"window": budget - 4, "budget": budget, "sinks": 4}, ()
-    room = 32  # rows kept for the pins; the rest is the window
-    return {"window": budget - room, "budget": budget, "sinks": 0}, None
+    # the pins: the model's own sinks (4 on an ungated model, none on a gated one) and rows
+    # kept for what is pinned; the rest is the window
+    room = 48
+    return {"window": budget - room, "budget": budget, "sinks": None}, None
 
 
 def run_conversation(lm, conv: dict, policy: str, budget: int, answer_tokens: int = 12) -> dict:
@@ -76,8 +82,10 @@ def run_conversation(lm, conv: dict, policy: str, budget: int, answer_tokens: in
     cfg, _ = settings(policy, budget, total)
     s = Session(lm.model, tok, config=SessionConfig(model="bench", temperature=0, **cfg), recorder=NullRecorder(),
                 gated=lm.gated)
-    pin = {"pin-fact": [conv["code"]], "pin-turn": [conv["fact"]]}.get(policy, ())
-    s.say(conv["fact"], pin=pin)
+    pin = {"pin-fact": [conv["code"]], "pin-content": [conv["fact"]]}.get(policy, ())
+    turn = s.say(conv["fact"], pin=pin)
+    if policy == "pin-turn":  # the whole turn: its markup and its content
+        s.pin((turn.start, turn.stop))
     s.say("Got it, I will remember that.", role="assistant")
     for q, a in conv["chatter"]:
         s.say(q)
@@ -86,7 +94,7 @@ def run_conversation(lm, conv: dict, policy: str, budget: int, answer_tokens: in
     t0 = time.perf_counter()
     ids = [t.id for t in s.generate(answer_tokens, stop_at_eos=True)]
     answer = tok.decode(ids, skip_special_tokens=True).strip()
-    return {"policy": policy, "right": conv["code"] in answer, "answer": answer, "tokens": len(s),
+    return {"policy": policy, "right": re.search(rf"(?<!\d){conv['code']}(?!\d)", answer) is not None, "answer": answer, "tokens": len(s),
             "resident": len(s.retained()), "seconds": time.perf_counter() - t0}
 
 
