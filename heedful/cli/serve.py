@@ -31,14 +31,11 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
               help="max_tokens when a request gives none.")
 @click.option("--max-requests", type=click.IntRange(1, 10_000), default=64, show_default=True,
               help="Requests in flight at once; more are refused with 503.")
-@click.option("--slots", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Forwards run at once over the one model (1: requests to different sessions interleave "
-                   "token by token).")
 @click.option("--cors", "cors", multiple=True, metavar="ORIGIN",
               help="Allow browser requests from this origin (repeatable; off by default).")
 @session_options
 @model_options
-def serve(host, port, db, api_key, model_id, max_kv_bytes, max_tokens_limit, default_max_tokens, max_requests, slots,
+def serve(host, port, db, api_key, model_id, max_kv_bytes, max_tokens_limit, default_max_tokens, max_requests,
           cors, model, dtype, device, trust_remote_code, **settings):
     """An OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, with pins.
 
@@ -60,7 +57,7 @@ def serve(host, port, db, api_key, model_id, max_kv_bytes, max_tokens_limit, def
 
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     store = Store.open(db)
-    pool = Pool(lm, store, settings, max_kv_bytes=limit, slots=slots)
+    pool = Pool(lm, store, settings, max_kv_bytes=limit)
     config = Config(model_id=model_id or _model_id(model, lm), api_key=api_key, max_tokens=max_tokens_limit,
                     default_max_tokens=min(default_max_tokens, max_tokens_limit), max_requests=max_requests,
                     cors=list(cors))

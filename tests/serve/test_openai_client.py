@@ -108,3 +108,38 @@ def test_a_client_that_leaves_mid_stream_stops_and_the_reply_so_far_is_stored(se
                                       max_tokens=256, temperature=0, extra_body={"heedful": {"new": True}})
     assert 3 <= generated < uncut.usage.completion_tokens  # it stopped when the client left
     assert integrity(server.db) == {"integrity": "ok", "gaps": []}
+
+
+def test_requests_to_one_session_are_serialized(server):
+    import threading
+
+    c = client(server)
+    first = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Start."}], max_tokens=2,
+                                      extra_body={"heedful": {"new": True}})
+    sid = first.model_extra["heedful"]["session"]
+    answers, errors = {}, []
+
+    def ask(k: int) -> None:
+        try:
+            r = client(server).chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": f"Question {k}."}], max_tokens=5, stream=k % 2 == 0,
+                extra_body={"heedful": {"session": sid, "append": True}})
+            if k % 2 == 0:
+                answers[k] = "".join(ch.choices[0].delta.content or "" for ch in r if ch.choices)
+            else:
+                answers[k] = r.choices[0].message.content
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    msgs = stored_messages(server.db, sid)[2:]
+    # whole turns one after another, each question followed by its own answer, none interleaved
+    assert [m["role"] for m in msgs] == ["user", "assistant"] * 4
+    for q, a in zip(msgs[::2], msgs[1::2]):
+        k = int(q["content"].split()[1].rstrip("."))
+        assert a["content"] == answers[k]
