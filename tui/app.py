@@ -36,7 +36,8 @@ from heedful.tui.panel import SidePanel
 from heedful.tui.prompt import PromptBox
 from heedful.tui.sessions import SessionActions
 from heedful.tui.suggest import SuggestActions
-from heedful.tui.token_view import MemoryState, TokenView
+from heedful.tui.styles import MemoryState
+from heedful.tui.token_view import TokenView
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Opened:
 # the actions that need an open session: refused (hidden) while the model loads
 SESSION_ACTIONS = frozenset((
     "generate", "stop", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold", "regenerate", "heat", "export",
-    "cursor", "word", "line", "home", "end", "accept_suggestions", "reject_suggestions", "toggle_auto_pin"))
+    "accept_suggestions", "reject_suggestions", "toggle_auto_pin"))
 
 
 class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
@@ -81,21 +82,6 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         Binding("r", "regenerate", "Regen"),
         Binding("h", "heat", "Heat"),
         Binding("e", "export", "Export"),
-        Binding("i", "focus_prompt", "Prompt box", show=False),  # the view shows it as tab
-        Binding("left", "cursor(-1)", "Token left", show=False),
-        Binding("right", "cursor(1)", "Token right", show=False),
-        Binding("shift+left", "cursor(-1, True)", "Select left", show=False),
-        Binding("shift+right", "cursor(1, True)", "Select right", show=False),
-        Binding("ctrl+left", "word(-1)", "Word left", show=False),
-        Binding("ctrl+right", "word(1)", "Word right", show=False),
-        Binding("ctrl+shift+left", "word(-1, True)", "Select a word left", show=False),
-        Binding("ctrl+shift+right", "word(1, True)", "Select a word right", show=False),
-        Binding("up", "line(-1)", "Line up", show=False),
-        Binding("down", "line(1)", "Line down", show=False),
-        Binding("shift+up", "line(-1, True)", "Select a line up", show=False),
-        Binding("shift+down", "line(1, True)", "Select a line down", show=False),
-        Binding("home", "home", "First token", show=False),
-        Binding("end", "end", "Last token, follow", show=False),
         Binding("ctrl+q", "quit", "Quit"),
     ]
 
@@ -410,23 +396,7 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
             self.notify(f"{name} = {value}")
             self._update_title()
 
-    # ------------------------------------------------------------------ cursor
-    def action_cursor(self, step: int, extend: bool = False) -> None:
-        self.view.move(self.view.step(self.view.cursor, step), extend)
-
-    def action_word(self, direction: int, extend: bool = False) -> None:
-        self.view.move(self.view.word_step(direction), extend)
-
-    def action_line(self, direction: int, extend: bool = False) -> None:
-        self.view.move(self.view.line_step(direction), extend)
-
-    def action_home(self) -> None:
-        self.view.move(0)
-
-    def action_end(self) -> None:
-        self.view.move(len(self.session.token_texts) - 1)
-        self.view.follow = True
-
+    # ------------------------------------------------------------------ focus
     def action_focus_prompt(self) -> None:
         self.query_one(Input).focus()
 
@@ -447,8 +417,7 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         # typing in the prompt must not trigger single-letter bindings
         if isinstance(self.focused, Input) and action in (
                 "generate", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold", "regenerate", "heat", "export",
-                "focus_prompt", "cursor", "word", "line", "home", "end", "accept_suggestions", "reject_suggestions",
-                "toggle_auto_pin"):
+                "accept_suggestions", "reject_suggestions", "toggle_auto_pin"):
             return False
         if self.picker is None and action in ("accept_suggestions", "reject_suggestions", "toggle_auto_pin"):
             return False  # hidden: no picker (heedful chat --picker DIR)

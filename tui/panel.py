@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from heedful.selector.rows import RowKind
-from heedful.tui.token_view import PIN_YELLOW, STYLES, SUGGEST_GOLD
+from heedful.tui.styles import PIN_YELLOW, STYLES, SUGGEST_GOLD
 
 
 def _bar(used: int, total: int, width: int = 20) -> str:

@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import Input
 
-from heedful.tui.token_view import STYLES
+from heedful.tui.styles import STYLES
 
 WORD = re.compile(r"\w+(?:[-'.]\w+)*")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass, field
 
 from rich.segment import Segment
 from rich.style import Style
@@ -31,61 +30,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from heedful.selector.chat import MARKUP
-from heedful.spans import Spans
+from heedful.tui.styles import STYLES, MemoryState
 
 WORDS = re.compile(r"\s*\S+|\s+")
-
-# Colours are given as RGB: named ANSI colours ("yellow", "blue") are repainted by Textual's
-# theme (orange, purple), so the screen would not show what docs/tui.md says.
-PIN_YELLOW, SELECT_BLUE, SUGGEST_GOLD = "#ffd700", "#005fd7", "#d7c38f"
-STYLES = {
-    "pinned": Style(color="#000000", bgcolor=PIN_YELLOW, bold=True),
-    "autopinned": Style(color="#000000", bgcolor="#d7af5f"),  # pinned by the picker (tui/suggest.py)
-    "suggested": Style(color=SUGGEST_GOLD, underline=True),  # the picker would pin it: a quiet hint
-    "suggested_evicted": Style(color="#8a8060", underline=True),
-    "sink": Style(color="#5fd7d7"),
-    "window": Style(color="#ffffff"),
-    "evicted": Style(color="#6c6c6c"),
-    "dropped": Style(color="#d75f5f", strike=True),
-    "folded": Style(color="#afafaf", bgcolor="#262640", italic=True),
-    "cursor": Style(reverse=True),
-    "markup": Style(dim=True),  # what a chat template writes around the turns
-    "selected": Style(color="#ffffff", bgcolor=SELECT_BLUE),
-    "selected_pinned": Style(color=PIN_YELLOW, bgcolor=SELECT_BLUE, bold=True),  # still reads as pinned
-}
-
-
-@dataclass
-class MemoryState:
-    """What the view needs to colour tokens, captured once per refresh."""
-
-    resident: set = field(default_factory=set)
-    pins: list = field(default_factory=list)
-    dropped: list = field(default_factory=list)
-    sinks: int = 0
-    heat: dict = field(default_factory=dict)  # token index -> attention weight, 0..1
-    folds: dict = field(default_factory=dict)  # first token -> (end, gist) of each folded span
-    suggested: Spans = field(default_factory=Spans)  # a picker's suggestions (tui/suggest.py)
-    auto: Spans = field(default_factory=Spans)  # the picker's own pins (auto-pin)
-
-    def in_spans(self, spans, t: int) -> bool:
-        return any(a <= t < b for a, b in spans)
-
-    def kind(self, t: int) -> str:
-        if t in self.folds:
-            return "folded"
-        if self.in_spans(self.dropped, t):
-            return "dropped"
-        if t not in self.resident:
-            return "suggested_evicted" if t in self.suggested else "evicted"
-        if self.in_spans(self.pins, t):
-            return "autopinned" if t in self.auto else "pinned"
-        if t in self.suggested:
-            return "suggested"
-        if t < self.sinks:
-            return "sink"
-        return "window"
-
 
 class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
     DEFAULT_CSS = """
@@ -93,13 +40,28 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
     TokenView:focus { border: round $accent; }
     """
     # ScrollView's own bindings would take the arrows, home and end for scrolling as soon as
-    # the stream is taller than the view; those keys move the token cursor (the app's
-    # bindings), so only the page keys scroll here. Tab (shown in the footer) goes to the
-    # prompt box.
+    # the stream is taller than the view; here those keys move the token cursor (shift
+    # extends the selection), and only the page keys scroll. Tab (shown in the footer) or i
+    # goes to the prompt box. The marks (space, p, d, ...) are the app's: they act on the session.
     BINDINGS = [
         Binding("tab", "app.focus_prompt", "Prompt"),
+        Binding("i", "app.focus_prompt", "Prompt box", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("left", "cursor(-1)", "Token left", show=False),
+        Binding("right", "cursor(1)", "Token right", show=False),
+        Binding("shift+left", "cursor(-1, True)", "Select left", show=False),
+        Binding("shift+right", "cursor(1, True)", "Select right", show=False),
+        Binding("ctrl+left", "word(-1)", "Word left", show=False),
+        Binding("ctrl+right", "word(1)", "Word right", show=False),
+        Binding("ctrl+shift+left", "word(-1, True)", "Select a word left", show=False),
+        Binding("ctrl+shift+right", "word(1, True)", "Select a word right", show=False),
+        Binding("up", "line(-1)", "Line up", show=False),
+        Binding("down", "line(1)", "Line down", show=False),
+        Binding("shift+up", "line(-1, True)", "Select a line up", show=False),
+        Binding("shift+down", "line(1, True)", "Select a line down", show=False),
+        Binding("home", "home", "First token", show=False),
+        Binding("end", "end", "Last token, follow", show=False),
     ]
 
     class CursorMoved(Message):
@@ -360,6 +322,22 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         elif line >= top + height:
             self.scroll_to(y=line - height + 1, animate=False, immediate=True)
         self.follow = self.scroll_offset.y >= self.max_scroll_y
+
+    def action_cursor(self, step: int, extend: bool = False) -> None:
+        self.move(self.step(self.cursor, step), extend)
+
+    def action_word(self, direction: int, extend: bool = False) -> None:
+        self.move(self.word_step(direction), extend)
+
+    def action_line(self, direction: int, extend: bool = False) -> None:
+        self.move(self.line_step(direction), extend)
+
+    def action_home(self) -> None:
+        self.move(0)
+
+    def action_end(self) -> None:
+        self.move(len(self.texts) - 1)
+        self.follow = True
 
     def word_step(self, direction: int) -> int:
         """Next (or previous) token that starts a word: its text begins with whitespace."""

@@ -127,11 +127,18 @@ def _timed_app(session, **kw):
                 self._key_time = event.time
             await super().on_event(event)
 
-        def action_cursor(self, step, extend=False):
-            super().action_cursor(step, extend)
-            t0 = self._key_time
-            if t0 is not None:
-                self.call_after_refresh(lambda: self.latencies.append(1000 * (get_time() - t0)))
+        def on_mount(self):
+            super().on_mount()
+            view = self.view
+            move = view.move
+
+            def timed_move(t, extend=False):  # the view's cursor keys (tui/token_view.py) end here
+                move(t, extend)
+                t0 = self._key_time
+                if t0 is not None:
+                    self.call_after_refresh(lambda: self.latencies.append(1000 * (get_time() - t0)))
+
+            view.move = timed_move
 
         def refresh_stream(self):
             super().refresh_stream()
@@ -184,7 +191,7 @@ async def _big_run(big: int, presses: int):
         await pilot.pause()
         first = time.perf_counter() - t0
         app.view.focus()
-        app.action_end()
+        app.view.action_end()
         app.latencies.clear()
         await _press(pilot, presses)
     return {"first_paint_s": first, "lat": list(app.latencies)}

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from heedful.tui.panel import SidePanel
-from heedful.tui.token_view import STYLES
+from heedful.tui.styles import STYLES
 from tests.tui.conftest import chat_app, settle
 from tests.rows import gist_keys
 

@@ -8,7 +8,7 @@ import pytest
 from textual.widgets.input import Selection
 
 from heedful.tui.prompt import PromptBox
-from heedful.tui.token_view import STYLES
+from heedful.tui.styles import STYLES
 from tests.tui.conftest import chat_app, settle
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import pytest
 
 from heedful.selector.session import Session, SessionConfig
 from heedful.tui.app import HeedfulApp
-from heedful.tui.token_view import STYLES
+from heedful.tui.styles import STYLES
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ from heedful.spans import Spans
 from heedful.tui.panel import SidePanel
 from heedful.tui.prompt import PromptBox
 from heedful.tui.suggest import visible_tokens
-from heedful.tui.token_view import STYLES
+from heedful.tui.styles import STYLES
 from tests.learn.conftest import picker_dir, recorded  # noqa: F401 - a picker learned from replayed episodes
 from tests.tui.conftest import chat_app, settle
 
