@@ -108,7 +108,7 @@ class Residency:
     def room_for(self, stream_len: int, kept: Spans, n: int) -> bool:
         """Whether n more rows fit once cut to what the policy keeps (kept spans included)."""
         keep = self.policy.keep_rows(self.rows.keys, stream_len, 0, self._with_summaries(kept), reserve=n)
-        return len(keep) + n <= self.cache.capacity
+        return keep.total() + n <= self.cache.capacity
 
     # ------------------------------------------------------------------ automatic fold
     def _absorb(self, ranks: list[int]) -> None:

@@ -167,3 +167,27 @@ def test_the_model_writes_a_gist_when_none_is_given():
     ((fa, fb, gist),) = s.folds()
     n = len(lm.tokenizer(gist, add_special_tokens=False)["input_ids"])
     assert (fa, fb) == (a, b) and gist.strip() and 0 < n < b - a
+
+
+def test_a_fold_the_budget_cannot_read_is_refused_before_anything_changes(tiny_qwen35):
+    """The gist is encoded while the span is still read: pins (4) + span (12) + window (12) +
+    gist rows must fit. At budget 30 they do not: refused in one line, nothing changed (it
+    raised 'KV budget exceeded' from the cache, half done); at 32 the fold goes through."""
+    from heedful.selector.session import SessionConfig
+
+    def session(budget):
+        s = Session(tiny_qwen35.model, tiny_qwen35.tokenizer, config=SessionConfig(
+            model="t", temperature=0, window=12, budget=budget), recorder=MemoryRecorder(), gated=True)
+        s.prompt("Alice keeps the key 7310 under the mat. Bob went to buy bread and milk.", pin=["7310"])
+        list(s.generate(20))
+        s.recall("bread and milk")
+        s.unpin("bread and milk")
+        return s
+
+    s = session(30)
+    before = (s.retained(), len(s.recorder.events))
+    with pytest.raises(BudgetError, match="cannot hold both"):
+        s.fold("bread and milk", gist="food")
+    assert (s.retained(), len(s.recorder.events)) == before
+    s = session(32)
+    assert s.fold("bread and milk", gist="food") and s.folds()
