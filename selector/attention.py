@@ -11,10 +11,12 @@ backends are, and no branching on the path inside it.
 - `Causal`: no plan (plain model use: training, inspection, stock comparison); k and v are
   in stream order: causal SDPA.
 - `Dense`: every resident row attended (pins + window, the default on CPU): one SDPA call
-  over the occupied slots, exact, with no mask at a decode step (slots packed, one query).
+  over the occupied slots, exact, with no mask at a decode step (slots packed, one query);
+  at a padded step (static.py, `--cuda-graph`) over every slot, the mask naming the rows.
 - `Resident`: the same rows through the sparse kernel (the default on CUDA with Triton): the
   index set is the resident slots, read in place at a decode step; a chunk's rows are
-  gathered in rank order (`plan.order`) for the prefill kernel.
+  gathered in rank order (`plan.order`) for the prefill kernel. At a padded step (static.py)
+  the index set is a device buffer of capacity entries, -1 padded, the new row's slot in it.
 - `Selected`: auto selection on: the rows gathered in rank order, the NSA-style top-k blocks
   of the candidate pool per KV head (block summaries kept from step to step, one
   BlockSummaries per layer), merged with sinks + pins + window, to the sparse kernel. With
@@ -83,6 +85,10 @@ class StepPlan:
     # When set, per layer: the rows the last query attended, for tests and the UI.
     attended: dict | None = field(default=None)
     slots: object = None  # the cache's Step: the new rows' slots, the resident slots by rank
+    # The padded decode step (static.py): its device buffers; k and v are then every slot
+    # of the cache, `mask` [1, capacity] and `static.index` [1, 1, capacity] (-1 padded)
+    # name the resident slots and the new row's
+    static: object = None
 
 
 def _sdpa(q, k, v, mask, scale):
@@ -122,6 +128,8 @@ class Resident:
 
     def __call__(self, module, q, k, v, plan, scale):
         b, h, n_new = q.shape[0], k.shape[1], q.shape[2]
+        if plan.static is not None:  # the new row is in the index set: nothing read from the host
+            return self.kernels.sparse_decode(q, k, v, plan.static.index.expand(b, h, -1), scale), None
         if n_new == 1:
             idx = plan.order[:-1].to(torch.int32).expand(b, h, -1)
             return self.kernels.sparse_decode(q, k, v, idx, scale, extra_row=int(plan.slots.slots[0])), None

@@ -160,6 +160,8 @@ class HeedfulCache(Cache):
         if first is not None:
             self.stale_from = first if self.stale_from is None else min(self.stale_from, first)
 
+    rows_changed = _rows_changed  # for the static step (static.py)
+
     def summaries_refreshed(self) -> None:
         """Called after a forward in which every layer brought its summaries up to date."""
         self.stale_from = None
@@ -210,20 +212,34 @@ class HeedfulCache(Cache):
         return cos[idx], sin[idx]
 
     @torch.inference_mode()
+    def master(self, ranks: list[int]) -> None:
+        """Gives the rows at `ranks` that have none their masters (position-free rotary dims),
+        from the keys as written: before their first re-rotation."""
+        bank = self.bank
+        if not ranks or bank is None:
+            return
+        fresh = [(s, self.slots.pos[r]) for r in ranks if not self.slots.mastered[s := self.slots.slots[r]]]
+        if fresh:
+            device = bank.keys.device
+            f_index = self._index([s for s, _ in fresh], device)
+            cos, sin = self._tables([p for _, p in fresh], device)
+            k = bank.rot.index_select(3, f_index)
+            bank.ensure_masters().index_copy_(3, f_index, self.rotary.apply(k, cos, sin, inverse=True))
+            for s, _ in fresh:
+                self.slots.mastered[s] = 1
+
+    def forget_positions(self) -> None:
+        """The next step makes its position ids afresh (a static step wrote its own)."""
+        self._last_position = None
+
+    @torch.inference_mode()
     def _rotate_rows(self, ranks: list[int], positions: list[int]) -> None:
         """Re-rotates the keys of the rows at `ranks` to `positions`, from their masters."""
         bank = self.bank
         if ranks and bank is not None:
             device = bank.keys.device
             slots = [self.slots.slots[r] for r in ranks]
-            fresh = [(s, self.slots.pos[r]) for r, s in zip(ranks, slots) if not self.slots.mastered[s]]
-            if fresh:  # first re-rotation of these rows: their masters, from the keys as written
-                f_index = self._index([s for s, _ in fresh], device)
-                cos, sin = self._tables([p for _, p in fresh], device)
-                k = bank.rot.index_select(3, f_index)
-                bank.ensure_masters().index_copy_(3, f_index, self.rotary.apply(k, cos, sin, inverse=True))
-                for s, _ in fresh:
-                    self.slots.mastered[s] = 1
+            self.master(ranks)
             gen = self.slots.generation
             key = tuple((s, gen[s]) for s in slots)
             if self._fixed is None or self._fixed[0] != key or self._fixed[1].device != device:

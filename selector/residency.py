@@ -25,6 +25,7 @@ from heedful.selector.config import SUM_ACROSS_RANKS
 from heedful.selector.policy import RetentionPolicy, rows_of
 from heedful.selector.rope import Rotary
 from heedful.selector.rows import RowKind, Rows
+from heedful.selector.static import static_for
 from heedful.spans import Spans, runs
 
 
@@ -45,6 +46,7 @@ class Residency:
         self.policy = policy
         self.autofold = AutoFold(config.fold_budget, config.fold_block, compressor) if config.fold_budget else None
         self.path = path_for(attention, self.device)
+        self.static = static_for(model, self.cache)  # --cuda-graph: the padded decode step, captured on CUDA
         self.on_evicted = on_evicted or (lambda ranges, reason: None)
         self.collect_attention = False  # the newest query's attention per layer (UI heat, H2O)
         self.last_attention: dict | None = None
@@ -170,26 +172,33 @@ class Residency:
             room = self.autofold.rows - len(self.autofold.keys) if self.autofold is not None else 0
             self.cut(self.policy.keep_rows(self.rows.keys, keys[0], n, self._with_summaries(kept), reserve=room),
                      "window")
-        plan, position_ids = self._plan(keys[0], n, self._with_summaries(kept))
+        static = self.static is not None and self.static.usable(
+            n, self.config.auto_topk, self.collect_attention or self.policy.wants_attention)
+        plan = None
         try:
-            out = self.model(input_ids=torch.tensor([ids], device=self.device), position_ids=position_ids,
-                             **cache_kwargs(self.model, self.cache), use_cache=True, logits_to_keep=1,
-                             heedful_plan=plan)
+            if static:  # the padded step (static.py): same rows, same tokens, shapes fixed
+                logits = self.static.step(ids[0], self.path.resident)
+            else:
+                plan, position_ids = self._plan(keys[0], n, self._with_summaries(kept))
+                logits = self.model(input_ids=torch.tensor([ids], device=self.device), position_ids=position_ids,
+                                    **cache_kwargs(self.model, self.cache), use_cache=True, logits_to_keep=1,
+                                    heedful_plan=plan).logits[0, -1]
         except BaseException:
             # a failure midway leaves some layers with the chunk's rows: forget them, so the
             # session stays usable (a recurrent layer's state cannot be rolled back)
             self.cache.abort()
             raise
         self.cache.commit()
-        if plan.auto is not None:
+        auto = plan.auto if plan is not None else None
+        if auto is not None:
             self.cache.summaries_refreshed()
         self.rows.extend(keys, kind)
         self.peak = max(self.peak, self.cache.resident())
-        self.last_attention = plan.collect
-        if plan.collect:
-            self.policy.observe(self.rows.keys, plan.collect)
-        self._observe_selection(plan.auto, n)
-        logits = out.logits[0, -1]  # fp32 on the CPU for sampling; no op when it is already
+        self.last_attention = plan.collect if plan is not None else None
+        if self.last_attention:
+            self.policy.observe(self.rows.keys, self.last_attention)
+        self._observe_selection(auto, n)
+        # fp32 on the CPU for sampling; no op when it is already
         return logits if logits.dtype == torch.float32 and logits.device.type == "cpu" else logits.float().cpu()
 
     def _observe_selection(self, a: AutoSelect | None, n: int) -> None:

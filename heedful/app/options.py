@@ -47,6 +47,16 @@ def _attention_choice(ctx, param, value):
     return value
 
 
+def _cuda_graph_choice(ctx, param, value):
+    """--cuda-graph is read where the engine opens its cache (selector/static.py mode_for),
+    through HEEDFUL_CUDA_GRAPH, like --attention."""
+    import os
+
+    if value:
+        os.environ["HEEDFUL_CUDA_GRAPH"] = value
+    return value
+
+
 def model_options(f):
     @click.option("-m", "--model", "model", default=None, metavar="NAME|DIR|HF_ID|FILE.gguf",
                   help="A named model (heedful models: smollm2), a local model folder, a Hugging Face id or a "
@@ -63,6 +73,11 @@ def model_options(f):
                   help="The attention path: triton (heedful's Triton kernels; on CPU only under "
                        "TRITON_INTERPRET=1), sdpa (PyTorch's dense SDPA over the resident rows), or auto: Triton "
                        "on CUDA, SDPA elsewhere [default: $HEEDFUL_ATTENTION, else auto]. Same tokens either way.")
+    @click.option("--cuda-graph", type=click.Choice(["auto", "off", "static"]), default=None, expose_value=False,
+                  envvar="HEEDFUL_CUDA_GRAPH", callback=_cuda_graph_choice,
+                  help="The decode step padded to the budget and captured as a CUDA graph: auto (on CUDA), off, "
+                       "or static (padded but not captured: the captured code run eagerly) "
+                       "[default: $HEEDFUL_CUDA_GRAPH, else auto]. Same tokens either way.")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)

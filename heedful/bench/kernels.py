@@ -137,7 +137,8 @@ def _sweep(q, k, v, idx, scale, rep, graphs):
 @click.option("--eager", is_flag=True, help="Time eager calls, not CUDA-graph replays (launch overhead included).")
 @click.option("--sweep", is_flag=True, help="Time the decode kernel's launch choices instead of the table.")
 @click.option("--cpu-smoke", is_flag=True, help="Tiny shapes on CPU to check the command (timings meaningless).")
-def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, pattern, eager, sweep, cpu_smoke):
+@click.option("--skip-flex", is_flag=True, help="Leave FlexAttention out (its torch.compile takes a while).")
+def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, pattern, eager, sweep, cpu_smoke, skip_flex=False):
     """Sparse decode µs, GB/s and % of peak bandwidth vs dense SDPA, gather+SDPA, FlexAttention."""
     from heedful.kernels import BlockSummaries, select_topk_blocks, sparse_decode
 
@@ -173,6 +174,7 @@ def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, pattern, eager, sw
     if not sweep:
         click.echo(hdr)
     elem = torch.tensor([], dtype=dt).element_size()
+    rows = []  # the table's figures, returned to a caller (heedful bench gpu)
     for n in ns_:
         torch.manual_seed(0)
         q = torch.randn(b, hq, 1, d, device=device, dtype=dt)
@@ -216,7 +218,7 @@ def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, pattern, eager, sw
 
             t_gather = bench(gather)
             t_flex = None
-            if device.type == "cuda" and n % 128 == 0 and kk >= 128:
+            if device.type == "cuda" and n % 128 == 0 and kk >= 128 and not skip_flex:
                 try:
                     blocks = torch.stack([torch.randperm(n // 128, device=device)[: kk // 128] for _ in range(hkv)])
                     t_flex = bench(_flex(q, k, v, blocks, 128))
@@ -229,6 +231,9 @@ def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, pattern, eager, sw
             t_sel = bench(lambda: select_topk_blocks(q, k, 0, n, block_size, topk, backend=backend, summaries=summ))
             # what the scoring must read (min and max of every block) over what the decode reads
             floor = (2 * b * hkv * summ.num_blocks * d * elem + q.numel() * elem) / read
+            rows.append({"n": n, "k": kk, "sparse_us": t_sparse, "gbs": gbs,
+                         "peak_pct": 100 * gbs / peak if peak else None, "eager_us": t_eager, "dense_us": t_dense, "gather_us": t_gather, "flex_us": t_flex,
+                         "select_us": t_sel, "select_pct": 100 * t_sel / t_sparse, "floor_pct": 100 * floor})
             flex_s = f"{t_flex:>9.1f} {t_flex / t_sparse:>5.1f}x" if t_flex else f"{'-':>9} {'-':>6}"
             pct = f"{100 * gbs / peak:>5.0f}%" if peak else f"{'-':>6}"
             click.echo(f"{n:>7} {kk:>6} | {t_sparse:>9.1f} {gbs:>7.0f} {pct} {t_eager:>9.1f} | {t_dense:>9.1f} "
@@ -239,3 +244,4 @@ def kernels(ns, ks, dtype, rep, warmup, block_size, peak_gbs, pattern, eager, sw
                    "select % = NSA-style selection (maintained minmax summaries, scoring, top-k, rows) "
                    "relative to the sparse decode; floor = the bytes the selection must read (min and max of "
                    "every block) relative to the bytes the decode reads: its share at equal bandwidth")
+    return rows

@@ -56,18 +56,42 @@ def _op_counter():
 
 
 
+STOCK_MODES = ("auto", "dynamic", "static", "compiled")
+
+
+def stock_mode(mode: str, device) -> str:
+    """auto: a static cache with torch.compile on CUDA (the fair comparison for a captured
+    step), transformers' DynamicCache elsewhere."""
+    if mode == "auto":
+        return "compiled" if torch.device(device).type == "cuda" else "dynamic"
+    return mode
+
+
 class StockRun:
-    """transformers' own decode loop: a DynamicCache holding every token, SDPA, greedy."""
+    """transformers' own decode loop, SDPA, greedy: a DynamicCache holding every token
+    ("dynamic"), or a StaticCache of the run's length ("static"), its step compiled with
+    torch.compile's CUDA-graph mode ("compiled": reduce-overhead)."""
 
-    def __init__(self, model, ids: list[int]):
-        from transformers import DynamicCache
+    def __init__(self, model, ids: list[int], mode: str = "dynamic", steps: int = 0):
+        from transformers import DynamicCache, StaticCache
 
-        self.model, self.limit = model, model.config.max_position_embeddings
+        self.model, self.mode = model, mode
+        self.limit = model.config.max_position_embeddings
         self.length = len(ids)
+        device = model.device
+        self.forward = model.forward
         with implementation(model, "sdpa"), torch.inference_mode():
-            self.cache = DynamicCache(config=model.config)
-            out = model(input_ids=torch.tensor([ids], device=model.device), **cache_kwargs(model, self.cache),
-                        use_cache=True, logits_to_keep=1)
+            if mode == "dynamic":
+                self.cache, extra = DynamicCache(config=model.config), {}
+            else:
+                size = min(self.limit, len(ids) + steps + OPS_STEPS + 2)
+                self.limit = size
+                self.cache = StaticCache(config=model.config, max_cache_len=size)
+                extra = {"cache_position": torch.arange(len(ids), device=device)}
+                if mode == "compiled":
+                    self.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=False)
+            out = model(input_ids=torch.tensor([ids], device=device), **cache_kwargs(model, self.cache),
+                        use_cache=True, logits_to_keep=1, **extra)
         self.next = int(out.logits[0, -1].argmax())
 
     @property
@@ -75,9 +99,11 @@ class StockRun:
         return self.length + 1 >= self.limit
 
     def step(self) -> None:
+        device = self.model.device
+        extra = {} if self.mode == "dynamic" else {"cache_position": torch.tensor([self.length], device=device)}
         with implementation(self.model, "sdpa"), torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([[self.next]], device=self.model.device),
-                             **cache_kwargs(self.model, self.cache), use_cache=True)
+            out = self.forward(input_ids=torch.tensor([[self.next]], device=device),
+                               **cache_kwargs(self.model, self.cache), use_cache=True, logits_to_keep=1, **extra)
             self.next = int(out.logits[0, -1].argmax())
         self.length += 1
 
@@ -85,17 +111,30 @@ class StockRun:
         return _kv_bytes(self.cache)
 
 
+def context_prompt(tok, tokens: int) -> str:
+    """PROMPT, or filler text of about `tokens` tokens (PROMPT first): the context both runs
+    start decoding at."""
+    if tokens <= 0:
+        return PROMPT
+    text = PROMPT
+    while len(tok(text)["input_ids"]) < tokens:
+        text += text
+    while (n := len(tok(text)["input_ids"])) > tokens:  # cut by characters (decode may add spaces)
+        text = text[: max(1, min(len(text) - 1, len(text) * tokens // n))]
+    return text
+
+
 class HeedfulRun:
     """heedful's engine: the prompt's first `pins` tokens pinned, a window and a budget."""
 
-    def __init__(self, model, tok, window: int, budget: int, pins: int):
+    def __init__(self, model, tok, window: int, budget: int, pins: int, prompt: str = PROMPT):
         from heedful.selector.config import GATED_TYPES
         from heedful.selector.session import Session
 
         self.session = s = Session(model, tok, window=window, budget=budget,
                                    gated=getattr(model.config, "model_type", "") in GATED_TYPES)
         with implementation(model, "heedful"):
-            s.prompt(PROMPT)
+            s.prompt(prompt)
             if pins:
                 s.pin((0, min(pins, len(s))))
         self.model = model
@@ -124,12 +163,15 @@ def _ops(run) -> float:
 
 
 def measure(model, tok, n: int, early: int, span: int, window: int, budget: int, pins: int, stock: bool,
-            bar=None) -> dict:
-    """Both decode loops, interleaved step by step; figures per run and the step counts."""
+            bar=None, context: int = 0, stock_as: str = "auto", ops: bool = True) -> dict:
+    """Both decode loops, interleaved step by step; figures per run and the step counts.
+    `context`: tokens of prompt both runs read before decoding (0: PROMPT alone)."""
     device = next(model.parameters()).device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    h = HeedfulRun(model, tok, window, budget, pins)
-    s = StockRun(model, tok(PROMPT)["input_ids"]) if stock else None
+    prompt = context_prompt(tok, context)
+    h = HeedfulRun(model, tok, window, budget, pins, prompt)
+    mode = stock_mode(stock_as, device)
+    s = StockRun(model, tok(prompt)["input_ids"], mode, n) if stock else None
     lat = {"heedful": [], "stock": []}
     kv = {"heedful": {}, "stock": {}}
     for step in range(1, n + 1):
@@ -143,11 +185,12 @@ def measure(model, tok, n: int, early: int, span: int, window: int, budget: int,
         if bar is not None:
             bar.update(1)
     out = {"tokens": n, "early": early, "span": span, "device": str(device), "window": window, "budget": budget,
-           "pins": pins}
+           "pins": pins, "context": len(h.session) - n, "stock_mode": mode if stock else None}
     runs = [("heedful", h)] + ([("stock", s)] if s is not None else [])
     for name, run in runs:
         steps = len(lat[name])
-        ops = None if name == "stock" and s.length + OPS_STEPS + 1 >= s.limit else _ops(run)
+        ops = None if not ops or (name == "stock" and (s.length + OPS_STEPS + 1 >= s.limit
+                                                          or s.mode == "compiled")) else _ops(run)
         out[name] = {"ms_early": _median_before(lat[name], early, span),
                      "ms_end": _median_before(lat[name], steps, span) if steps >= span else None,
                      "steps": steps, "ops_per_step": ops, "kv_bytes_early": kv[name].get(early),
@@ -158,6 +201,8 @@ def measure(model, tok, n: int, early: int, span: int, window: int, budget: int,
     # the two medians on a busy machine
     pairs = [a / b for a, b in zip(lat["heedful"][max(0, early - span):early], lat["stock"][max(0, early - span):early])]
     out["paired_early"] = statistics.median(pairs) if pairs and len(lat["stock"]) >= early else None
+    st = h.session.residency.static
+    out["heedful"]["cuda_graph"] = st.stats() if st is not None else None
     out["heedful"]["peak_resident"] = h.session.stats().peak_resident
     out["heedful"]["stream_bytes_per_token"] = h.session.stream_bytes() / len(h.session)
     return out
@@ -191,6 +236,8 @@ def report(r: dict) -> None:
                        "faster per token")
         if h["ops_per_step"] and s["ops_per_step"]:
             click.echo(f"ops per step, heedful / stock: {h['ops_per_step'] / s['ops_per_step']:.3f}")
+    click.echo(f"context before decoding: {r['context']} tokens; stock cache: {r['stock_mode']}; heedful's padded "
+               f"step (--cuda-graph): {h['cuda_graph'] or 'off'}")
     click.echo(f"heedful peak resident rows: {h['peak_resident']} (budget {r['budget']})")
     click.echo(f"heedful stream bookkeeping in RAM: {h['stream_bytes_per_token']:.0f} bytes per token "
                "(ids, texts, offsets: grows with the stream; the KV above does not)")
@@ -245,9 +292,14 @@ def plot(r: dict, path: str) -> None:
               help="Measure a real architecture at its real size with random weights instead of --model.")
 @click.option("--layers", type=click.IntRange(min=1), default=4, show_default=True, help="--synthetic: layers.")
 @click.option("--hidden", type=click.IntRange(min=64), default=256, show_default=True, help="--synthetic: hidden size.")
-@click.option("--context", type=click.IntRange(min=128), default=32_768, show_default=True,
+@click.option("--context", "max_context", type=click.IntRange(min=128), default=32_768, show_default=True,
               help="--synthetic: max_position_embeddings (the stock run stops there).")
 @click.option("--skip-stock", is_flag=True, help="Only the heedful run.")
+@click.option("--stock", "stock_as", type=click.Choice(STOCK_MODES), default="auto", show_default=True,
+              help="The stock run's cache: auto (compiled on CUDA, dynamic elsewhere), dynamic (DynamicCache), "
+                   "static (StaticCache), compiled (StaticCache + torch.compile reduce-overhead).")
+@click.option("--prompt-tokens", "context", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Context both runs read before decoding (filler text; 0: a short prompt).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op threads (default: torch's). On a loaded CPU, 1 avoids threads spinning "
                    "for each other, which can cost more than the step itself.")
@@ -255,8 +307,8 @@ def plot(r: dict, path: str) -> None:
               help="Write a plot of per-token latency against generated tokens to this file.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
 @model_options
-def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidden, context, skip_stock, threads,
-           png, as_json, model, dtype, device, trust_remote_code):
+def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidden, max_context, skip_stock, stock_as,
+           context, threads, png, as_json, model, dtype, device, trust_remote_code):
     """Decode latency at EARLY and at N generated tokens, aten ops per step and KV bytes:
     heedful (pins + window, budget) against a stock full-cache run of the same model, the
     two decode loops interleaved step by step."""
@@ -267,7 +319,7 @@ def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidd
     if threads:
         torch.set_num_threads(threads)
     if synthetic:
-        mdl, tok, label = synthetic_model(layers, hidden, context)
+        mdl, tok, label = synthetic_model(layers, hidden, max(max_context, context + n + 64))
         if device:
             mdl.to(device)
     elif preset:
@@ -280,7 +332,7 @@ def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidd
     click.echo(f"model: {label}; device {next(mdl.parameters()).device}; torch threads {torch.get_num_threads()}",
                err=True)
     with click.progressbar(length=n, label="decoding", file=sys.stderr) as bar:
-        r = measure(mdl, tok, n, early, span, window, budget, pins, not skip_stock, bar)
+        r = measure(mdl, tok, n, early, span, window, budget, pins, not skip_stock, bar, context, stock_as)
     r["model"] = label
     report(r)
     if png:
@@ -290,5 +342,6 @@ def stream(n, early, span, window, budget, pins, synthetic, preset, layers, hidd
         keys = ("ms_early", "ms_end", "ops_per_step", "kv_bytes_end")
         summary = {name: {k: r[name][k] for k in keys} for name in ("heedful", "stock") if name in r}
         click.echo(json.dumps({**summary, "heedful_over_stock_early": r["paired_early"], "tokens": n, "early": early,
-                               "device": r["device"], "model": label,
+                               "device": r["device"], "model": label, "context": r["context"],
+                               "stock_mode": r["stock_mode"], "cuda_graph": r["heedful"]["cuda_graph"],
                                "window": window, "budget": budget, "pins": pins}))
