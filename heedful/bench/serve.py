@@ -87,6 +87,21 @@ def _serve(lm, db: Path, settings: dict, max_kv_bytes: int):
     return server, thread, store, f"http://127.0.0.1:{port}/v1"
 
 
+def _same_as_generate(url: str, lm, settings: dict, chat: bool, max_tokens: int) -> dict:
+    """One greedy request streamed, against the engine driven directly as `heedful generate
+    --chat` (or a plain prompt) drives it, in a session of the same settings."""
+    from heedful.app.open import session_for
+
+    question = "What are three things to pack for a day at the beach?"
+    served = _Client(url, chat).ask([], question, max_tokens, None)["text"]
+    s = session_for(lm, **settings)
+    (s.say if chat else s.prompt)(question)
+    hidden = set(s.config.stop_ids) & set(getattr(lm.tokenizer, "all_special_ids", ()) or ())
+    direct = "".join(t.text for t in s.generate(max_tokens, stop_at_eos=True) if t.id not in hidden)
+    return {"equal": served == direct, "tokens": len(lm.tokenizer(direct, add_special_tokens=False)["input_ids"]),
+            "served": served[:80]}
+
+
 def _growing(url: str, chat: bool, turns: int, max_tokens: int) -> list[dict]:
     c = _Client(url, chat)
     history, sid, rows = [], None, []
@@ -155,6 +170,7 @@ def serve(turns, clients, requests, max_tokens, window, budget, max_kv_bytes, as
     with tempfile.TemporaryDirectory() as tmp:
         server, thread, store, url = _serve(lm, Path(tmp) / "bench.db", settings, parse_size(max_kv_bytes))
         try:
+            same = _same_as_generate(url, lm, {**settings, "temperature": 0.0}, chat, 48)
             grow = _growing(url, chat, turns, max_tokens)
             many, wall, total = _many(url, chat, clients, requests, max_tokens)
         finally:
@@ -165,6 +181,7 @@ def serve(turns, clients, requests, max_tokens, window, budget, max_kv_bytes, as
     per_client = [sum(r["tokens"] - 1 for r in rs) / max(1e-9, sum(r["decode_s"] for r in rs)) for rs in many]
     figures = {
         "model": lm.name, "api": "chat" if chat else "completions", "max_tokens": max_tokens,
+        "same_as_generate": same,
         "growing": {"turns": turns, "prefill_first": grow[0]["prefill"],
                     "prefill_mean_after_first": statistics.mean(r["prefill"] for r in grow[1:]) if turns > 1 else None,
                     "prefill_max_after_first": max((r["prefill"] for r in grow[1:]), default=None),
@@ -180,6 +197,8 @@ def serve(turns, clients, requests, max_tokens, window, budget, max_kv_bytes, as
         return
     g, c = figures["growing"], figures["clients"]
     click.echo(f"heedful serve, {lm.name} ({figures['api']}), max_tokens {max_tokens}")
+    click.echo(f"greedy, 48 tokens at most: the streamed answer equals the engine's (heedful generate"
+               f"{' --chat' if chat else ''}): {same['equal']} ({same['tokens']} tokens: {same['served'][:50]!r}...)")
     click.echo(f"growing history, {turns} requests: prefill tokens per request: first {g['prefill_first']}, then "
                f"mean {g['prefill_mean_after_first'] or 0:.1f} (max {g['prefill_max_after_first']}); history before "
                f"the last request {g['history_last']} tokens; every request continued the session: "

@@ -237,9 +237,13 @@ def run(pool: Pool, req: ChatRequest | CompletionRequest, emit, cancelled) -> Ou
             out.marked = _marks(session, ex)
         out.prompt_tokens = len(session)
         _generate(pool, session, req.sampling, out, emit, cancelled, t0)
+        new = live.sid is None
         live.sid = live.recorder.commit(pool.store)
         committed = True
         out.sid = live.sid
+        if new:  # nobody knows its id yet: its lock is free, and held until this request ends
+            lock = pool.session_lock(live.sid)
+            lock.acquire()
         pool.admit(live)
         if chat:
             pool.remember(live)
