@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "tui": "heedful.bench.tui:tui",
     "memory": "heedful.bench.memory:memory",
     "chat": "heedful.bench.chat:chat",
+    "gpu": "heedful.bench.gpu:gpu",
     "tasks": "heedful.bench.tasks.cli:tasks",
     "serve": "heedful.bench.serve:serve",
 }
