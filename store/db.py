@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import urllib.parse
 from pathlib import Path
 
@@ -25,8 +26,16 @@ def default_db_path() -> Path:
     return base / "heedful" / "heedful.db"
 
 
+class StoreFault(HeedfulError):
+    """Not bad input: the disk is full, or failed (exit 1)."""
+
+    exit_code = 1
+
+
 def describe(path, e: sqlite3.Error) -> str:
     msg = str(e)
+    if "disk is full" in msg or "disk I/O error" in msg:
+        return f"{path}: cannot write the database: {msg} (a full or failing disk?)"
     if isinstance(e, sqlite3.DatabaseError) and any(
             s in msg for s in ("malformed", "not a database", "encrypted", "disk image")):
         return f"{path}: the database is corrupt ({msg})"
@@ -43,11 +52,34 @@ def sqlite_errors(path):
     try:
         yield
     except sqlite3.Error as e:
-        raise HeedfulError(describe(path, e)) from None
+        msg = describe(path, e)
+        raise (StoreFault if "(a full or failing disk?)" in msg else HeedfulError)(msg) from None
+
+
+def check_regular(path, what: str = "") -> None:
+    """Refuses (one line) a path that exists but is not a regular file (a FIFO, a device, a
+    socket), before anything opens it: opening a FIFO to read waits for a writer forever.
+    A path with bytes that are not UTF-8 is refused too."""
+    path = str(path)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HeedfulError(f"{what}{path!r}: the path is not valid UTF-8") from None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # missing (or unreachable): the caller says which
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        return
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+    raise HeedfulError(f"{what}{path}: is {kind}, not a regular file")
 
 
 def check_file(path: Path, create: bool) -> None:
-    """A file SQLite can open: not a directory, present unless `create`, SQLite's header."""
+    """A file SQLite can open: a regular file (check_regular), not a directory, present
+    unless `create`, SQLite's header."""
+    check_regular(path)
     if path.is_dir():
         raise HeedfulError(f"{path}: is a directory, not a database file")
     if not path.exists():

@@ -11,7 +11,11 @@ after a crash the database holds a prefix of the stream, the events before it an
 that matches them.
 
 atomic=True (replay): nothing touches the database until commit(store), which writes the
-whole session in one transaction; discard() forgets it.
+whole session in one transaction; discard() forgets it. release() ends atomic mode: what
+was held is written in one transaction and the recording goes on as it happens (a command
+holds its resume, prompt and pins until its checks pass, so a refused command changes
+nothing). A streaming recorder holds its session's claim (store/writers.py: one writer per
+session) until close() or discard().
 """
 
 from __future__ import annotations
@@ -53,9 +57,13 @@ class SessionRecorder:
         self._closed_flag = False
         self._stop = threading.Event()
         self._thread = None
+        self.claimed = None  # the session's claim (store/writers.py), while this records into it
         if not atomic:
-            self._thread = threading.Thread(target=self._flush_loop, name="heedful-store-flush", daemon=True)
-            self._thread.start()
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._flush_loop, name="heedful-store-flush", daemon=True)
+        self._thread.start()
 
     # ---------------------------------------------------------------- Recorder protocol
     def event(self, op: str, args: dict) -> None:
@@ -119,8 +127,29 @@ class SessionRecorder:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        self.flush()
-        self._closed_flag = True
+        try:
+            self.flush()
+        finally:
+            self._closed_flag = True
+            self._unclaim()
+
+    def release(self) -> None:
+        """Ends atomic (held) mode: writes what is held in one transaction, then records as it
+        happens. A no-op for a recorder that already streams."""
+        with self._lock:
+            if not self.atomic or self._closed_flag:
+                return
+            self._write()
+            self.atomic = False
+            if self.claimed is None and self._store is not None and self.session_id is not None:
+                self.claimed = self._store.claim(self.session_id)
+            self._stop.clear()
+            self._start_thread()
+
+    def _unclaim(self) -> None:
+        if self.claimed is not None:
+            self.claimed.release()
+            self.claimed = None
 
     # ---------------------------------------------------------------- store-specific
     def reset_resident(self, resident: list[int]) -> None:
@@ -140,6 +169,9 @@ class SessionRecorder:
     def discard(self) -> None:
         with self._lock:
             self._rows, self._evictions, self._events, self._recalls, self._closed = [], [], [], [], []
+            self._open_dirty = False
+            self._oldest = None
+            self._unclaim()
 
     # ---------------------------------------------------------------- internals
     def _flush_loop(self) -> None:
@@ -237,6 +269,8 @@ class SessionRecorder:
                 self._open_dirty = True
                 raise
         self.session_id = sid
+        if self.claimed is None and not self.atomic:  # a new session: its writer claims it
+            self.claimed = store.claim(sid)
         self._closed = []
         self._rows, self._evictions, self._events, self._recalls = [], [], [], []
         self._oldest = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ class SessionData:
 
 
 class Store:
-    def __init__(self, db, path: Path, uri: str | None = None, readonly: bool = False):
+    def __init__(self, db, path: Path, uri: str | None = None, readonly: bool = False, created: bool = False):
         self.db, self.path = db, path
+        self.created = created  # this open made the file: close() removes it if no session landed
         self.uri = uri or str(path)  # the file: URI SQLite opened
         self.readonly = readonly
         self.conn = db.conn
@@ -67,13 +69,15 @@ class Store:
         self.lock = threading.RLock()
 
     @classmethod
-    def open(cls, path=None, *, create: bool = True, readonly: bool = False) -> "Store":
+    def open(cls, path=None, *, create: bool = True, readonly: bool = False, keep_empty: bool = True) -> "Store":
         """Opens a store for recording (created when missing, unless create=False), or with
         readonly=True for reading only: nothing is created, switched or migrated, and a
-        database in a read-only file or folder can be read."""
+        database in a read-only file or folder can be read. keep_empty=False (a command's
+        store): a file this open created is removed by close() if no session landed in it."""
         path = Path(path) if path is not None else default_db_path()
+        created = not readonly and not keep_empty and not os.path.lexists(path)
         db, uri = connect(path, create, readonly)
-        return cls(db, path, uri, readonly)
+        return cls(db, path, uri, readonly, created)
 
     def _writable(self) -> None:
         if self.readonly:
@@ -87,7 +91,29 @@ class Store:
 
     def close(self) -> None:
         with self.lock:
+            gone = self.created and self._empty_and_alone()
             self.conn.close()
+            if gone:  # a command that failed (or recorded nothing) leaves no new file behind
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{self.path}{suffix}")
+
+    def _empty_and_alone(self) -> bool:
+        """No session in the store, and no other connection to it: leaving WAL mode needs
+        the database to itself, so it fails (at once) while another process has it open."""
+        try:
+            if self.conn.in_transaction or self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0]:
+                return False
+            self.conn.execute("PRAGMA busy_timeout = 0")
+            return self.conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0].lower() == "delete"
+        except sqlite3.Error:
+            return False
+
+    def claim(self, session_id: int):
+        """One writer per session (store/writers.py): a claim on it, or a one-line refusal."""
+        from heedful.store.writers import claim
+
+        return claim(self.path, session_id)
 
     def __enter__(self):
         return self
@@ -104,7 +130,17 @@ class Store:
     def reopen(self, session_id: int, **opts) -> SessionRecorder:
         """A recorder that continues a stored session (resume)."""
         self._writable()
-        info = self.session(session_id)
+        held = self.claim(self.session(session_id).id)
+        try:  # read after the claim: what the last writer left
+            rec = self._reopen(self.session(session_id), **opts)
+        except BaseException:
+            held.release()
+            raise
+        rec.claimed = held
+        return rec
+
+    def _reopen(self, info: SessionInfo, **opts) -> SessionRecorder:
+        session_id = info.id
         with self.guard():
             seq = self.conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM events WHERE session = ?",
                                     (session_id,)).fetchone()[0]

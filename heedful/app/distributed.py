@@ -273,8 +273,8 @@ class Recording:
         self.store = None
         if not self.wanted:
             return
-        if not ranks.parallel:
-            self.store = Store.open(db, create=session_id is None)
+        if not ranks.parallel:  # a run that fails leaves no new file behind
+            self.store = Store.open(db, create=session_id is None, keep_empty=False)
         elif session_id is not None:
             self.store = Store.open(db, create=False) if ranks.main else Store.open(db, readonly=True)
         elif ranks.main:  # a new session lands whole at the end: check now that it can
@@ -292,11 +292,12 @@ class Recording:
         return self.store.session(self.session_id).config.get("model") if self.session_id is not None else None
 
     def new_recorder(self):
-        """The recorder of a new session (None: the session records nothing)."""
+        """The recorder of a new session (None: the session records nothing). In one
+        process it is held (atomic) until the command's checks pass and it calls release()."""
         if not self.wanted:
             return None
         if not self.atomic:
-            return self.store.new_session(title=self.title)
+            return self.store.new_session(title=self.title, atomic=True)
 
         def make():
             from heedful.store import SessionRecorder
@@ -315,7 +316,7 @@ class Recording:
                 return rec.commit(self.store)
             from heedful.store import Store
 
-            with Store.open(self.path) as store:
+            with Store.open(self.path, keep_empty=False) as store:
                 return rec.commit(store)
         return getattr(rec, "session_id", None)
 

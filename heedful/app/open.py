@@ -105,27 +105,64 @@ def restore_session(lm_model, tokenizer, gated, config: dict, ids, texts, source
 
 
 def resume(store, session_id: int | None = None, *, model: str | None = None, dtype="auto", device=None,
-           trust_remote_code=False, lm=None, record: bool = True, atomic: bool = False, **settings):
+           trust_remote_code=False, lm=None, record: bool = True, atomic: bool = False, hold: bool = False,
+           **settings):
     """Reopens a stored session: the engine is rebuilt from the stream, pins and drops in
     the store (Session.restore) and continues recording into the same session. `settings`
     (window, budget, ...) override the stored configuration; None values are ignored.
-    `atomic`: the continuation is written only by its recorder's commit(store);
-    `record=False`: nothing is recorded (a parallel run's ranks other than 0)."""
+
+    The session is claimed first (one writer per session), and nothing is written until the
+    restore has passed every check: a refused resume changes nothing in the store.
+    `hold`: the resume stays held until the caller's own checks pass and it calls
+    session.recorder.release() (or discard() on failure); `atomic`: the continuation is
+    written only by its recorder's commit(store); `record=False`: nothing is recorded (a
+    parallel run's ranks other than 0)."""
+    rec = store.reopen(store.session(session_id).id, atomic=True) if record else NullRecorder()
+    try:
+        session = _resume(store, rec, session_id if not record else rec.session_id, model=model, dtype=dtype,
+                          device=device, trust_remote_code=trust_remote_code, lm=lm, **settings)
+        if record and not atomic and not hold:
+            rec.release()
+    except BaseException:
+        rec.discard()
+        rec.close()
+        raise
+    return session
+
+
+def _resume(store, rec, session_id, *, model, dtype, device, trust_remote_code, lm, **settings):
     data = store.load(session_id)
     info = data.info
     cfg = {**info.config, **{k: v for k, v in settings.items() if v is not None}}
     if lm is None:
         lm = load_model(model or cfg.get("model"), dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     cfg["model"] = lm.name
-    check_config(cfg, "resume")
+    try:
+        check_config(cfg, "settings")
+    except ValueError as e:  # a stored config of the wrong shape (the flags are checked by click)
+        raise HeedfulError(f"{store.path}: session {info.id}: {e} (a hand-edited database?)") from None
+    check_tokens(data.token_ids, lm, info)
     if settings.get("fold_budget") and not info.config.get("fold_budget") and "fold_compressor" not in settings:
         cfg["fold_compressor"] = "auto"  # automatic fold turned on now: the CLI's default
     if cfg.get("fold_budget") and cfg.get("fold_compressor", "mean") != "mean":  # absent: stored before, pooled by mean
         cfg = resolve_fold_settings(lm, cfg)
-    rec = store.reopen(info.id, atomic=atomic) if record else NullRecorder()
     n = len(data.token_ids)
     rec.event("resume", {"tokens": n, "config": cfg})
     st = info.state
     return restore_session(lm.model, lm.tokenizer, lm.gated, cfg, data.token_ids, data.token_texts,
                            data.token_sources, list(st.pins), list(st.dropped), rec,
                            folds=[(a, b, g) for (a, b), g in sorted(st.folds.items())])
+
+
+def check_tokens(ids, lm: LoadedModel, info) -> None:
+    """The stored token ids fit the model's vocabulary (a session recorded with another
+    model, or a hand-edited one, is one line, not an IndexError in the embedding)."""
+    if not ids:
+        return
+    emb = lm.model.get_input_embeddings()
+    vocab = getattr(emb, "num_embeddings", None) or getattr(lm.model.config, "vocab_size", None)
+    lo, hi = min(ids), max(ids)
+    if lo < 0 or (vocab is not None and hi >= vocab):
+        bad = lo if lo < 0 else hi
+        raise HeedfulError(f"session {info.id}: token id {bad} is outside {lm.name}'s vocabulary of {vocab} "
+                           f"(recorded with model {info.config.get('model') or info.model}? give that --model)")

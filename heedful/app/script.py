@@ -203,7 +203,12 @@ def check_step(op: str, a: dict) -> None:
 
 def parse_script(path) -> list[Step]:
     """Reads and validates a whole script; raises HeedfulError('FILE:LINE: reason')."""
+    from heedful.store.db import check_regular
+
+    check_regular(path)  # a FIFO would be waited on forever
     path = Path(path)
+    if path.is_dir():
+        raise HeedfulError(f"{path}: is a directory, not a script")
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -89,7 +89,7 @@ def generate(ctx, prompt, prompt_file, chat, system, n, pins, db, session_id, ti
 
                 pk = Picker.load(picker, lm)
             if session_id is not None:
-                session = resume(rec.store, session_id, lm=lm, record=ranks.main, atomic=rec.atomic,
+                session = resume(rec.store, session_id, lm=lm, record=ranks.main, atomic=rec.atomic, hold=True,
                                  **given_settings(ctx, settings))
             else:
                 session = session_for(lm, recorder=rec.new_recorder(), **settings)
@@ -101,8 +101,10 @@ def generate(ctx, prompt, prompt_file, chat, system, n, pins, db, session_id, ti
             try:
                 if system is not None:
                     session.say(system, "system")
+                # held until every check has passed (prompt, pins): a refused run writes nothing
+                ready = session.recorder.release if rec.wanted and not rec.atomic and ranks.main else None
                 summary = _run(session, prompt, pins, n, as_json, ignore_eos, pk, auto_pin,
-                               out=_Survivor(sys.stdout) if ranks.parallel else sys.stdout, chat=chat)
+                               out=_Survivor(sys.stdout) if ranks.parallel else sys.stdout, chat=chat, ready=ready)
             except BrokenPipeError:
                 # the reader of stdout left (`heedful generate --json | head -2`): not an error, and
                 # what was generated is kept; stdout goes to /dev/null so the final flush cannot fail
@@ -163,7 +165,8 @@ def read_prompt(prompt: str | None, path: str | None) -> str | None:
     return prompt
 
 
-def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=False, out=None, chat=False) -> dict:
+def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=False, out=None, chat=False,
+         ready=None) -> dict:
     """Prompts, pins and streams the tokens to `out`; returns what the summary adds."""
     targets = [parse_target(p) for p in pins]
     pinner = None
@@ -184,6 +187,8 @@ def _run(session, prompt, pins, n, as_json, ignore_eos, picker=None, auto_pin=Fa
         prompt_tokens = 0
         for t in targets:
             session.pin(t, occurrence="all")
+    if ready is not None:
+        ready()
     out = out or sys.stdout
     hidden = set(session.config.stop_ids) & set(getattr(session.tokenizer, "all_special_ids", ()))
     if pinner:

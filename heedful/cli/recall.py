@@ -32,10 +32,15 @@ def recall(target, span, db, session_id, append, model, dtype, device, trust_rem
         raise click.UsageError("give TEXT|/REGEX/ or --range START END (one of them)")
     what = parse_target(target, "TARGET") if target is not None else {"range": list(span)}
     with Store.open(db, create=False) as store:
+        # held: the resume and the recall land together, or not at all
         session = resume(store, session_id, model=model, dtype=dtype, device=device,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, hold=True)
         try:
             ranges = session.recall(what, append=append)
+            session.recorder.release()
+        except BaseException:
+            session.recorder.discard()
+            raise
         finally:
             session.recorder.close()
     sid = session.recorder.session_id

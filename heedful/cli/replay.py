@@ -115,7 +115,7 @@ def _replay(ranks, scripts, db, model, dtype, device, trust_remote_code, picker,
             continue
         sid = None
         if ranks.main:
-            with Store.open(db_path) as store:
+            with Store.open(db_path, keep_empty=False) as store:  # a failed first write leaves no file
                 sid = result.recorder.commit(store)
         st = result.session.stats()
         summary = {"event": "summary", "script": str(script), "session": sid, "tokens": st.tokens,
