@@ -202,7 +202,8 @@ def serve(turns, clients, requests, max_tokens, window, budget, max_kv_bytes, as
     click.echo(f"growing history, {turns} requests: prefill tokens per request: first {g['prefill_first']}, then "
                f"mean {g['prefill_mean_after_first'] or 0:.1f} (max {g['prefill_max_after_first']}); history before "
                f"the last request {g['history_last']} tokens; every request continued the session: "
-               f"{g['all_continued']}; TTFT first {g['ttft_first_s'] * 1e3:.0f} ms, last {g['ttft_last_s'] * 1e3:.0f} ms")
+               f"{g['all_continued']}; TTFT first {g['ttft_first_s'] * 1e3:.0f} ms, "
+               f"last {g['ttft_last_s'] * 1e3:.0f} ms")
     click.echo(f"{clients} clients x {requests} requests (streamed): {total} tokens in {wall:.1f} s = "
                f"{c['server_tokens_per_s']:.1f} tok/s at the server; per client: TTFT median "
                f"{c['ttft_median_s'] * 1e3:.0f} ms (max {c['ttft_max_s'] * 1e3:.0f} ms), decode "

@@ -7,7 +7,6 @@ import os
 import click
 
 from heedful.app.options import model_options, session_options
-from heedful.errors import HeedfulError
 from heedful.limits import MAX_GENERATE
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -240,7 +240,8 @@ class Pool:
         try:
             self.store.session(sid)
         except HeedfulError:
-            raise ApiError(f"session {sid}: no such session", 404, "heedful.session", code="session_not_found") from None
+            raise ApiError(f"session {sid}: no such session", 404, "heedful.session",
+                           code="session_not_found") from None
         with self.compute:
             s = resume(self.store, sid, lm=self.lm, atomic=True)
         return Live(s, sid, rebuilt=len(s.retained()))  # its resume event is held until a request commits
