@@ -36,6 +36,7 @@ import torch
 
 from heedful.errors import HeedfulError
 from heedful.selector.cache import Step, cache_kwargs
+from heedful.selector.config import SUM_ACROSS_RANKS
 
 CHOICES = ("auto", "off", "static")  # --cuda-graph; HEEDFUL_CUDA_GRAPH sets the default (tests)
 
@@ -194,5 +195,12 @@ class StaticDecode:
 
 
 def static_for(model, cache, choice: str | None = None) -> StaticDecode | None:
+    """The padded step for this session, or None. A model spread over devices (accelerate's
+    device map, offload) or ranks (tensor parallel: collectives in the forward) keeps the
+    unpadded step under `auto`."""
     mode = mode_for(choice, next(model.parameters()).device)
+    spread = getattr(model, SUM_ACROSS_RANKS, None) is not None or \
+        len(set(map(str, (getattr(model, "hf_device_map", None) or {}).values()))) > 1
+    if mode == "graph" and spread:
+        return None
     return StaticDecode(model, cache, mode) if mode else None

@@ -73,6 +73,12 @@ def test_the_paths_differ_where_they_should():
         type(path_for("sdpa", torch.device("cpu")).resident).__name__
     with pytest.raises(HeedfulError, match="--attention 'flash'"):
         path_for("flash", torch.device("cpu"))
+    # auto: pins + window through the Triton kernels on CUDA (the resident slots as the index
+    # set), dense SDPA on CPU; selection through the kernels of the same backend
+    cuda, cpu = path_for("auto", torch.device("cuda")), path_for("auto", torch.device("cpu"))
+    assert type(cuda.resident).__name__ == "Resident" and cuda.resident.kernels.name == "triton"
+    assert cuda.selected.kernels.name == "triton" and cuda.needs_order(None, False)
+    assert type(cpu.resident).__name__ == "Dense" and cpu.selected.kernels.name == "reference"
 
 
 @pytest.mark.parametrize("model,attention,kind", [("tiny_qwen35", "triton", "pins+window"),
