@@ -176,7 +176,8 @@ def tasks(task_names, contexts, budgets, seeds, seed0, policies, peers, quick, p
     model_dir = peers_mod.model_folder(lm, model) if python else None
     peer_run = _Peers(lm, python, model_dir, todo, fracs) if python else None
     try:
-        results, speed_rows, pickers_info = _run(lm, todo, chosen, fracs, chosen_tasks, ctxs, chunk, bars)
+        results, speed_rows, pickers_info = _run(lm, todo, chosen, fracs, chosen_tasks, ctxs, chunk, bars,
+                                                 _line if as_json else None)
         if peer_run:
             click.echo("waiting for kvpress's presses ...", err=True)
             results += peer_run.results()
@@ -192,7 +193,12 @@ def tasks(task_names, contexts, budgets, seeds, seed0, policies, peers, quick, p
     _report(lm, results, chosen, todo, ctxs, fracs, speed_rows, stock, pickers_info, png, as_json, peers, t_start)
 
 
-def _run(lm, todo, chosen, fracs, tasks, ctxs, chunk, bars):
+def _line(r: dict) -> None:
+    click.echo(json.dumps({**r, "fraction": None if r.get("fraction") is None else "%d/%d" % r["fraction"]}))
+    sys.stdout.flush()
+
+
+def _run(lm, todo, chosen, fracs, tasks, ctxs, chunk, bars, echo=None):
     from heedful.bench.tasks.learned import TRAIN_CONTEXT, Pickers
     from heedful.bench.tasks.policies import run
     from heedful.bench.tasks.tasks import Counter, episode
@@ -218,6 +224,8 @@ def _run(lm, todo, chosen, fracs, tasks, ctxs, chunk, bars):
                     r = run(lm, ep, p, rows or 0, picker=pk, chunk=chunk)
                     r.update(task=task, seed=seed, context=ctx, fraction=f, rows=rows)
                     results.append(r)
+                    if echo:  # as it is measured: a run cut short still has its lines
+                        echo(r)
                     if ctx == ctxs[-1] and r["gen_tokens"]:
                         speed_rows.setdefault(p, []).append((r["gen_seconds"], r["gen_tokens"]))
                     advance(1)
@@ -286,9 +294,10 @@ def _peer_results(eps, reqs, answers, fracs):
 def _report(lm, results, chosen, todo, ctxs, fracs, speed_rows, stock, pickers_info, png, as_json, peers, t_start):
     from heedful.bench.tasks.report import accuracy, mean_by_budget, plot, tables
 
-    if as_json:
+    if as_json:  # heedful's lines went out as they were measured; the peers' now
         for r in results:
-            click.echo(json.dumps({**r, "fraction": None if r.get("fraction") is None else "%d/%d" % r["fraction"]}))
+            if r["policy"].startswith("kvpress"):
+                _line(r)
     order = chosen + sorted({r["policy"] for r in results if r["policy"].startswith("kvpress")},
                             key=lambda p: (p != "kvpress:none", p))
     for line in tables(results, order):

@@ -79,13 +79,20 @@ def plot(results: list[dict], path: str, title: str) -> None:
         fr = sorted({r["fraction"] for r in results if r.get("fraction") and r["context"] == ctx},
                     key=lambda f: f[0] / f[1])
         xs = [f[0] / f[1] for f in fr]
-        for p, cols in acc.items():
-            ys = [cols.get(f"{ctx_label(ctx)} {frac_label(f)}") for f in fr]
-            if any(y is None for y in ys):
-                continue
+        shown = [p for p, cols in acc.items() if all(f"{ctx_label(ctx)} {frac_label(f)}" in cols for f in fr)]
+        for k, p in enumerate(shown):
+            ys = [acc[p][f"{ctx_label(ctx)} {frac_label(f)}"] for f in fr]
             peer = p.startswith("kvpress")
-            ax.plot(xs, ys, marker="o", label=p, linestyle="--" if peer else "-", linewidth=1.2 if peer else 1.8)
+            if p in ("full", "kvpress:none"):  # no budget: a level line
+                ax.axhline(ys[0], color="black" if p == "full" else "grey", linestyle=":" if peer else "-.",
+                           linewidth=1.2, label=p)
+                continue
+            jitter = 2 ** (0.06 * (k - len(shown) / 2))  # points that coincide stay visible
+            ax.plot([x * jitter for x in xs], ys, marker="s" if peer else "o", label=p,
+                    linestyle="--" if peer else "-", linewidth=1.1 if peer else 1.8)
         ax.set_xscale("log", base=2)
+        ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+        ax.minorticks_off()
         ax.set_xticks(xs, [frac_label(f) for f in fr])
         ax.set_title(f"context {ctx_label(ctx)} tokens")
         ax.set_xlabel("KV rows per layer (fraction of the context)")
