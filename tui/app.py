@@ -2,9 +2,11 @@
 
 The app is built around an existing Session (and, optionally, the store recorder it writes
 to), so tests construct it with a tiny model and never load one by name. Generation runs in
-a thread worker that pulls tokens from `Session.generate` and posts a batched refresh at
-most every `refresh_s` seconds: the UI keeps up with fast streams without one repaint per
-token, and marks made while it streams go through the engine between two tokens.
+a thread worker (tui/streaming.py) that pulls tokens from `Session.generate` and has the view
+refreshed at most every `refresh_s` seconds: the UI keeps up with fast streams without one
+repaint per token, and marks made while it streams go through the engine between two tokens.
+The rest is the controllers' (sessions, folding, suggest, streaming) and the token view's,
+which owns its cursor and selection keys.
 
 The app can start before its session exists (`heedful chat`): given an `opener` in place of
 a session, it paints at once with a "loading model …" line and runs the opener (which loads
@@ -17,8 +19,6 @@ exit 2 for a HeedfulError).
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,14 +29,14 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Input, Static
 
 from heedful.errors import HeedfulError
-from heedful.selector.rows import RowKind
 from heedful.tui.commands import HeedfulCommands
-from heedful.tui.folding import FoldActions
+from heedful.tui.folding import Folding
 from heedful.tui.panel import SidePanel
 from heedful.tui.prompt import PromptBox
-from heedful.tui.sessions import SessionActions
-from heedful.tui.suggest import SuggestActions
-from heedful.tui.styles import MemoryState
+from heedful.tui.sessions import Sessions, ShowSession
+from heedful.tui.suggest import Suggestions
+from heedful.tui.streaming import PromptTaken, Streaming
+from heedful.tui.styles import MemoryState, heat_map
 from heedful.tui.token_view import TokenView
 
 
@@ -56,7 +56,14 @@ SESSION_ACTIONS = frozenset((
     "accept_suggestions", "reject_suggestions", "toggle_auto_pin"))
 
 
-class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
+class HeedfulApp(App):
+    """The screen (the token view, the prompt box, the side panel), the session and its
+    generating worker, and the session's marks keys. What else the keys do is a controller's
+    (`sessions`, `folding`, `suggest`): each reads the app's public state (session, store,
+    recorder, view, generating, export_dir) and acts through its public operations (`apply`,
+    `mark`, `selected_span`, `refresh_stream`, `ui`, `notify`); a session to show instead of
+    the current one comes as a `ShowSession` message."""
+
     TITLE = "heedful"
     CSS = """
     Screen { layout: vertical; }
@@ -100,10 +107,10 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         self.export_dir = Path(export_dir) if export_dir else None  # None: see export_folder()
         self.show_speed = show_speed
         self.ignore_eos = ignore_eos  # else a stream stops at the model's end-of-text token
-        self.picker, self.auto_pin = picker, auto_pin  # session -> pinner (tui/suggest.py), or None
-        self._stop = threading.Event()
-        self.generating = False
-        self.last_export: Path | None = None
+        self.generating = False  # a stream runs (tui/streaming.py)
+        self.streaming = Streaming(self)
+        self.sessions, self.folding = Sessions(self), Folding(self)
+        self.suggest = Suggestions(self, picker, auto_pin)  # picker: session -> pinner (tui/suggest.py), or None
         if session is not None:
             self._attach(session)
 
@@ -144,7 +151,7 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         opened = self.opener()
         self.session, self.recorder = opened.session, opened.recorder
         if opened.picker is not None:
-            self.picker = opened.picker
+            self.suggest.picker = opened.picker
         self._attach(opened.session)
 
     @work(thread=True, group="open")
@@ -152,9 +159,9 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         try:
             self.open_now()
         except Exception as e:  # noqa: BLE001 - the CLI shows it (heedful/cli/chat.py)
-            self._ui(self._open_failed, e)
+            self.ui(self._open_failed, e)
             return
-        self._ui(self._opened)
+        self.ui(self._opened)
 
     def _open_failed(self, error: BaseException) -> None:
         self.load_error = error
@@ -198,34 +205,13 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         retained = s.retained()
         rows = s.rows()  # (order key, kind): tokens, gist rows, summary rows
         folds = s.folds()
-        heat = self._heat(attention, rows, folds) if attention else {}
+        heat = heat_map(attention, rows, folds) if attention else {}
         self.view.memory = MemoryState(resident=set(retained), pins=s.pins(), dropped=s.dropped(),
                                        sinks=s.config.sinks, heat=heat, folds={a: (b, g) for a, b, g in folds},
-                                       **self._picker_marks())
+                                       **self.suggest.marks())
         self.view.sync()
         self.query_one(SidePanel).show(s, generating=self.generating, show_speed=self.show_speed, retained=retained,
-                                       rows=rows, folds=folds, picker=self._picker_status())
-
-    @staticmethod
-    def _heat(attention: dict, rows: list, folds: list) -> dict:
-        """Token index -> the newest token's attention (mean over layers), relative to the most
-        attended. The weights have one entry per resident row (Session.rows), gist rows
-        included: a token's own row gives its heat, and a fold's gist rows together give the
-        heat of the fold (drawn under its first token); summary rows show nowhere."""
-        layers = list(attention.values())
-        if not layers or len(layers[0]) != len(rows):
-            return {}  # read while a step changed the rows: the next refresh shows it
-        mean = (sum(layers) / len(layers)).tolist()
-        heat = {}
-        for (key, kind), w in zip(rows, mean):
-            if kind is RowKind.TOKEN:
-                heat[key] = w
-            elif kind is RowKind.GIST:
-                a = next((a for a, b, _ in folds if a <= key < b), None)
-                if a is not None:
-                    heat[a] = heat.get(a, 0.0) + w
-        top = max(heat.values(), default=0.0) or 1.0
-        return {t: w / top for t, w in heat.items()}
+                                       rows=rows, folds=folds, picker=self.suggest.status())
 
     # ------------------------------------------------------------------ generation
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -248,11 +234,11 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         if not chat and not text[0].isspace() and not self._ends_with_space():
             text = " " + text  # not glued to the last word
         pins = box.pin_targets(text)
-        if self.picker is not None:  # the worker scores the prompt, then sends it (tui/suggest.py)
-            self._send_with_picker(box, text, pins)
+        if self.suggest.picker is not None:  # the worker scores the prompt, then sends it (tui/suggest.py)
+            self.streaming.start(self.chunk, self.suggest.pinner, (text, pins, box.marks_in(text), box.value))
             return
         send = self.session.say if chat else self.session.prompt
-        if not self._apply(lambda: send(text, pin=pins) if pins else send(text)):
+        if not self.apply(lambda: send(text, pin=pins) if pins else send(text)):
             return  # refused (e.g. the pins would overflow the budget): the text and marks stay
         box.value = ""
         if pins:
@@ -274,60 +260,33 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         if self.session.next_logits is None:
             self.notify("Type a prompt first (i)", severity="warning")
             return
-        self.generating = True
-        self._stop.clear()
-        self._stream(self.chunk, self.pinner)
+        self.streaming.start(self.chunk, self.suggest.pinner)
 
-    @work(thread=True, exclusive=True, group="generate")
-    def _stream(self, n: int, pinner=None, prompt: tuple | None = None) -> None:
-        """Streams n tokens; with a picker's pinner, the prompt first (tui/suggest.py: _prompt_in_worker)."""
-        last = time.monotonic()
-        s = self.session
-        stops = set() if self.ignore_eos else set(s.config.stop_ids or ())
-        try:
-            if prompt is not None and not self._prompt_in_worker(pinner, *prompt):
-                return
-            # as `heedful generate`: the answer ends at the model's stop ids (end of text, of a turn)
-            it = s.generate(n, stop_at_eos=bool(stops))
-            if pinner is not None:
-                pinner.start()  # its hooks, on this thread
-            token = None
-            for token in it:
-                if pinner is not None:
-                    pinner.token(s, token)
-                time.sleep(0)  # hand the GIL to the UI thread between two tokens
-                if self._stop.is_set():
-                    it.close()
-                    break
-                now = time.monotonic()
-                if now - last >= self.refresh_s:
-                    last = now
-                    self._ui(self.refresh_stream)
-            else:
-                if token is not None and token.id in stops and s.template is None:
-                    self._ui(self.notify, f"the model wrote end of text ({token.text}) and stopped: "
-                             "g continues past it", timeout=6)
-        except Exception as e:  # noqa: BLE001 - shown to the person; the session stays usable
-            self._ui(self.notify, f"generation failed: {e}", severity="error", timeout=8)
-        finally:
-            if pinner is not None:
-                self._end_stream(pinner)
-            self.generating = False
-            self._ui(self.refresh_stream)
+    def on_prompt_taken(self, message: PromptTaken) -> None:
+        """The worker's prompt is in the stream (tui/streaming.py): the box is emptied."""
+        box = self.query_one(PromptBox)
+        if box.value == message.typed:  # (not if the person typed on meanwhile)
+            box.value = ""
+        box.clear_marks()
+        if message.marks:
+            self.notify(f"pinned before the prompt was read: {', '.join(message.marks)}")
+        if self.focused is box:
+            self.view.focus()
+        self.refresh_stream()
 
-    def _ui(self, fn, *args, **kwargs) -> None:
+    def ui(self, fn, *args, **kwargs) -> None:
         """Runs fn on the UI thread; quiet if the app has already gone (quit mid-stream)."""
         try:
             self.call_from_thread(fn, *args, **kwargs)
         except RuntimeError:
-            self._stop.set()
+            self.streaming.stop()
 
     def action_stop(self) -> None:
         if self.generating:
-            self._stop.set()
+            self.streaming.stop()
 
     # ------------------------------------------------------------------ marks
-    def _apply(self, op) -> bool:
+    def apply(self, op) -> bool:
         """Runs an engine operation; bad input becomes a notification, not a crash."""
         try:
             op()
@@ -337,7 +296,7 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         self.refresh_stream()
         return True
 
-    def _span(self) -> tuple[int, int] | None:
+    def selected_span(self) -> tuple[int, int] | None:
         span = self.view.selection()
         if span is None:
             self.notify("Nothing to mark yet", severity="warning")
@@ -346,14 +305,14 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
     def _mark_span(self, op: str) -> bool:
         """pin / unpin / drop the selected span through the engine; clears the selection
         when the engine took it."""
-        span = self._span()
-        if span and self._apply(lambda: self._mark(op, span)):
+        span = self.selected_span()
+        if span and self.apply(lambda: self.suggest.mark(op, span)):
             self.view.clear_selection()
             return True
         return False
 
     def action_toggle_pin(self) -> None:
-        span = self._span()
+        span = self.selected_span()
         if span is None:
             return
         pins = self.session.pins()
@@ -378,7 +337,7 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         at = self.view.cursor
         if at <= 0:
             return
-        if self._apply(lambda: self.session.rewind(at)):
+        if self.apply(lambda: self.session.rewind(at)):
             self.view.move(at - 1)
             self.action_generate()
 
@@ -388,13 +347,66 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
         self.notify("attention heat overlay " + ("on" if self.view.heat_on else "off"))
 
     def recall_text(self, text: str) -> None:
-        self._apply(lambda: self.session.recall(text))
+        self.apply(lambda: self.session.recall(text))
 
     def apply_setting(self, name: str, value) -> None:
         """window / budget / temperature / top_p, through the engine (logged, replayable)."""
-        if self._apply(lambda: self.session.set(**{name: value})):
+        if self.apply(lambda: self.session.set(**{name: value})):
             self.notify(f"{name} = {value}")
             self._update_title()
+
+    # ------------------------------------------------------------------ the controllers' keys and commands
+    def action_fold(self) -> None:
+        self.folding.fold()
+
+    def action_unfold(self) -> None:
+        self.folding.unfold()
+
+    def action_accept_suggestions(self) -> None:
+        self.suggest.accept()
+
+    def action_reject_suggestions(self) -> None:
+        self.suggest.reject()
+
+    def action_toggle_auto_pin(self) -> None:
+        self.suggest.toggle_auto_pin()
+
+    def action_export(self, fmt: str = "md") -> None:
+        self.sessions.export(fmt)
+
+    def new_session(self) -> None:
+        self.sessions.new()
+
+    def open_session(self, session_id: int) -> None:
+        self.sessions.open(session_id)
+
+    # ------------------------------------------------------------------ the session shown
+    def on_show_session(self, message: ShowSession) -> None:
+        """Another session in place of this one (tui/sessions.py): the view, title and focus follow."""
+        if self.recorder is not None:
+            self.recorder.close()
+        self.session, self.recorder = message.session, message.recorder
+        self._attach(message.session)
+        self.view.show_stream(message.session.token_texts, message.session.token_sources)
+        self._update_title()
+        self.refresh_stream()
+        self._focus_default()
+        self.notify(message.notice)
+
+    @staticmethod
+    def _attach(session) -> None:
+        """What the app reads from a session: attention weights (the heat overlay) and, for a
+        gated model, its output gates (the side panel)."""
+        session.collect_attention = True
+        if session.gated:
+            session.watch_gates()
+
+    def _update_title(self) -> None:
+        if self.session is None:
+            self.sub_title = self.loading
+            return
+        c = self.session.config
+        self.sub_title = f"{c.model} | window {c.window} | budget {c.budget}"
 
     # ------------------------------------------------------------------ focus
     def action_focus_prompt(self) -> None:
@@ -419,12 +431,12 @@ class HeedfulApp(SessionActions, FoldActions, SuggestActions, App):
                 "generate", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold", "regenerate", "heat", "export",
                 "accept_suggestions", "reject_suggestions", "toggle_auto_pin"):
             return False
-        if self.picker is None and action in ("accept_suggestions", "reject_suggestions", "toggle_auto_pin"):
+        if self.suggest.picker is None and action in ("accept_suggestions", "reject_suggestions", "toggle_auto_pin"):
             return False  # hidden: no picker (heedful chat --picker DIR)
         return True
 
     def on_unmount(self) -> None:
         sys.setswitchinterval(self._switch_interval)
-        self._stop.set()
+        self.streaming.stop()
         if self.recorder is not None:
             self.recorder.flush()

@@ -45,7 +45,7 @@ class HeedfulCommands(Provider):
             ("Toggle auto-pin (the picker pins what it scores high)", app.action_toggle_auto_pin),
             ("Accept the picker's suggestions in view", app.action_accept_suggestions),
             ("Reject the picker's suggestions in view", app.action_reject_suggestions),
-        ] if app.picker is not None else [])
+        ] if app.suggest.picker is not None else [])
 
     async def discover(self) -> Hits:
         if self.app.session is None:  # the model is loading

@@ -8,12 +8,15 @@ fold (the span is not resident, overlaps a fold or a drop, the gist is not short
 budget would overflow) becomes a notification. `F` lets the gist of the fold under the
 cursor go and brings the text back, pinned (`Session.unfold`).
 
-A mixin of HeedfulApp (it uses the app's session, view, notify, _span, _ui, refresh_stream).
+`Folding` is a controller the app holds (`app.folding`; its keys `f` and `F` call it): it
+reads the app's public state (session, view) and acts through the app's public operations
+(`apply`, `selected_span`, `ui`, `refresh_stream`, `notify`).
 """
 
 from __future__ import annotations
 
-from textual import work
+from functools import partial
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -59,15 +62,19 @@ class GistScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class FoldActions:
-    def action_fold(self) -> None:
-        span = self._span()
+class Folding:
+    def __init__(self, app):
+        self.app = app
+
+    def fold(self) -> None:
+        """f: asks for the gist of the selected span, then folds it in a worker."""
+        app = self.app
+        span = app.selected_span()
         if span is None:
             return
         a, b = span
         if b - a < 2:
-            self.notify("Select the span to fold first (shift + arrows, or drag the mouse), then f",
-                        severity="warning")
+            app.notify("Select the span to fold first (shift + arrows, or drag the mouse), then f", severity="warning")
             return
 
         def folded(gist: str | None) -> None:
@@ -75,37 +82,39 @@ class FoldActions:
                 return
             gist = gist.strip() or None
             if gist is None:
-                self.notify(f"the model is writing a gist for [{a}, {b})…")
-            self._fold(span, gist)
+                app.notify(f"the model is writing a gist for [{a}, {b})…")
+            app.run_worker(partial(self._fold, span, gist), thread=True, group="fold")
 
-        self.push_screen(GistScreen(span, self.session.text(a, b)), folded)
+        app.push_screen(GistScreen(span, app.session.text(a, b)), folded)
 
-    @work(thread=True, group="fold")
     def _fold(self, span: tuple[int, int], gist: str | None) -> None:
+        """(worker thread) The engine's fold; a gist the model writes takes a forward per token."""
         try:
-            self.session.fold(span, gist=gist)
+            self.app.session.fold(span, gist=gist)
         except Exception as e:  # noqa: BLE001 - shown to the person; the session stays usable
             msg = str(e) if str(e).startswith("fold") else f"fold failed: {e}"
-            self._ui(self.notify, msg, severity="error", timeout=8)
+            self.app.ui(self.app.notify, msg, severity="error", timeout=8)
             return
-        self._ui(self._folded, span)
+        self.app.ui(self._folded, span)
 
     def _folded(self, span: tuple[int, int]) -> None:
-        self.refresh_stream()
-        gist = next((g for a, b, g in self.session.folds() if (a, b) == span), "")
-        self.view.clear_selection()
-        self.view.move(span[0])
-        self.notify(f"folded [{span[0]}, {span[1]}) into ⟨{gist}⟩ (F unfolds)")
+        app = self.app
+        app.refresh_stream()
+        gist = next((g for a, b, g in app.session.folds() if (a, b) == span), "")
+        app.view.clear_selection()
+        app.view.move(span[0])
+        app.notify(f"folded [{span[0]}, {span[1]}) into ⟨{gist}⟩ (F unfolds)")
 
-    def action_unfold(self) -> None:
-        view = self.view
+    def unfold(self) -> None:
+        """F: the gist of the fold under the cursor (or the selection) goes, the text comes back, pinned."""
+        app, view = self.app, self.app.view
         span = view.selection()
-        touched = [f for f in self.session.folds() if span and f[0] < span[1] and span[0] < f[1]]
+        touched = [f for f in app.session.folds() if span and f[0] < span[1] and span[0] < f[1]]
         if not touched:
-            self.notify("Nothing folded under the cursor (a fold shows as ⟨its gist⟩)", severity="warning")
+            app.notify("Nothing folded under the cursor (a fold shows as ⟨its gist⟩)", severity="warning")
             return
-        if self._apply(lambda: self.session.unfold(span)):
+        if app.apply(lambda: app.session.unfold(span)):
             view.clear_selection()
             view.move(touched[0][0])
             spans = ", ".join(f"[{a}, {b})" for a, b, _ in touched)
-            self.notify(f"unfolded {spans}: the text is back, pinned")
+            app.notify(f"unfolded {spans}: the text is back, pinned")

@@ -1,5 +1,6 @@
-"""What the token view draws with: the styles of each kind of token, and the engine's memory
-as captured once per refresh (MemoryState), which says each token's kind."""
+"""What the token view draws with: the styles of each kind of token, the engine's memory as
+captured once per refresh (MemoryState), which says each token's kind, and the heat overlay's
+weights (heat_map)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 
 from rich.style import Style
 
+from heedful.selector.rows import RowKind
 from heedful.spans import Spans
 
 # Colours are given as RGB: named ANSI colours ("yellow", "blue") are repainted by Textual's
@@ -59,3 +61,24 @@ class MemoryState:
         if t < self.sinks:
             return "sink"
         return "window"
+
+
+def heat_map(attention: dict, rows: list, folds: list) -> dict:
+    """Token index -> the newest token's attention (mean over layers), relative to the most
+    attended. The weights have one entry per resident row (Session.rows), gist rows
+    included: a token's own row gives its heat, and a fold's gist rows together give the
+    heat of the fold (drawn under its first token); summary rows show nowhere."""
+    layers = list(attention.values())
+    if not layers or len(layers[0]) != len(rows):
+        return {}  # read while a step changed the rows: the next refresh shows it
+    mean = (sum(layers) / len(layers)).tolist()
+    heat = {}
+    for (key, kind), w in zip(rows, mean):
+        if kind is RowKind.TOKEN:
+            heat[key] = w
+        elif kind is RowKind.GIST:
+            a = next((a for a, b, _ in folds if a <= key < b), None)
+            if a is not None:
+                heat[a] = heat.get(a, 0.0) + w
+    top = max(heat.values(), default=0.0) or 1.0
+    return {t: w / top for t, w in heat.items()}

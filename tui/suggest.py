@@ -24,7 +24,12 @@ leave first when room is needed, never the person's pins), logged `"by": "picker
 the person makes when the budget is full of auto-pins takes the room of the oldest ones.
 These events are `heedful learn`'s labels (heedful/learn/labels.py).
 
-A mixin of HeedfulApp (it uses the app's session, view, notify, generating, _apply, _ui).
+`Suggestions` is a controller the app holds (`app.suggest`; the keys `a`, `x`, `A` call
+it): it keeps the picker, the pinner of the current session and the suggestions shown, and
+acts through the app's public face (session, view, generating, `apply`, `notify`,
+`refresh_stream`). The app's generating worker calls the pinner it hands out; `marks()` and
+`status()` are what the view and the side panel show; `mark(op, span)` is how the app pins,
+unpins and drops the person's spans (a pin takes the oldest auto-pins' room).
 """
 
 from __future__ import annotations
@@ -43,11 +48,13 @@ def visible_tokens(view) -> tuple[int, int] | None:
     return (min(toks), max(toks) + 1) if toks else None
 
 
-class SuggestActions:
-    picker = None  # callable session -> pinner, or None (no --picker)
-    auto_pin = False
-    _pinner = _pinner_session = None
-    suggestions: list = []  # (start, end, score) of words suggested, sorted by start
+class Suggestions:
+    def __init__(self, app, picker=None, auto_pin: bool = False):
+        self.app = app
+        self.picker = picker  # callable session -> pinner, or None (no --picker)
+        self.auto_pin = auto_pin
+        self._pinner = self._pinner_session = None
+        self.suggestions: list = []  # (start, end, score) of words suggested, sorted by start
 
     # ------------------------------------------------------------------ the pinner
     @property
@@ -55,59 +62,34 @@ class SuggestActions:
         """The current session's pinner (made on first use, on the UI thread)."""
         if self.picker is None:
             return None
-        if self._pinner_session is not self.session:
+        session = self.app.session
+        if self._pinner_session is not session:
             if self._pinner is not None:
                 self._pinner.close()
-            tagging(self.session)  # before any worker runs: notes and the picker's tags go through it
-            self._pinner, self._pinner_session = self.picker(self.session), self.session
+            tagging(session)  # before any worker runs: notes and the picker's tags go through it
+            self._pinner, self._pinner_session = self.picker(session), session
             self._pinner.pinning = self.auto_pin
             self.suggestions = []
         return self._pinner
 
-    def _send_with_picker(self, box, text: str, pins) -> None:
-        """Enter with a picker: the worker scores the prompt, then processes it, then generates."""
-        self.generating = True
-        self._stop.clear()
-        self._stream(self.chunk, self.pinner, (text, pins, box.marks_in(text), box.value))
-
-    def _prompt_in_worker(self, pinner, text: str, pins, marks: list, typed: str) -> bool:
-        """(worker thread) The prompt through the pinner; False if the engine refused it."""
-        try:
-            pinner.prompt(self.session, text, pins)
-        except HeedfulError as e:  # the text and the marks stay in the box
-            self._ui(self.notify, str(e), severity="error", timeout=6)
-            return False
-        self._ui(self._prompt_sent, typed, marks)
-        return True
-
-    def _prompt_sent(self, typed: str, marks: list) -> None:
-        box = self.query_one("#prompt")
-        if box.value == typed:  # (not if the person typed on meanwhile)
-            box.value = ""
-        box.clear_marks()
-        if marks:
-            self.notify(f"pinned before the prompt was read: {', '.join(marks)}")
-        if self.focused is box:
-            self.view.focus()
-        self.refresh_stream()
-
-    def _end_stream(self, pinner) -> None:
+    @staticmethod
+    def end_stream(pinner, session) -> None:
         """(worker thread) The stream stopped: the last words are decided, the hooks go."""
         try:
-            pinner.flush(self.session)
+            pinner.flush(session)
         except HeedfulError:
             pass
         finally:
             pinner.close()
 
     # ------------------------------------------------------------------ what the view shows
-    def _picker_marks(self) -> dict:
+    def marks(self) -> dict:
         """MemoryState's suggested and auto spans: new suggestions taken from the pinner,
         those no longer in the stream, pinned or dropped left out."""
         pinner = self.pinner
         if pinner is None:
             return {}
-        s = self.session
+        s = self.app.session
         n, pins, dropped = len(s), Spans(s.pins()), Spans(s.dropped())
         out = []
         new = [(x.start, x.end, x.score) for x in pinner.take_suggestions()]
@@ -123,17 +105,17 @@ class SuggestActions:
         self.suggestions = out
         return {"suggested": Spans((a, b) for a, b, _ in out), "auto": Spans(pinner.owned())}
 
-    def _picker_status(self) -> dict | None:
+    def status(self) -> dict | None:
         if self.pinner is None:
             return None
         return {"auto_pin": self.auto_pin, "suggested": len(self.suggestions), "auto_pinned": len(self.pinner.owned())}
 
     # ------------------------------------------------------------------ the person's marks
-    def _mark(self, op: str, span: tuple[int, int]) -> None:
+    def mark(self, op: str, span: tuple[int, int]) -> None:
         """pin / unpin / drop of the person's span; a pin takes the room of the oldest
         auto-pins when the budget is full, and what auto-pin owned of the span is the
         person's from then on."""
-        s, pinner = self.session, self.pinner
+        s, pinner = self.app.session, self.pinner
         if op == "pin" and pinner is not None:
             try:
                 s.pin(span)
@@ -142,14 +124,14 @@ class SuggestActions:
                     raise
                 s.pin(span)
         else:
-            getattr(s, op)(span)
+            {"pin": s.pin, "unpin": s.unpin, "drop": s.drop}[op](span)
         if pinner is not None and op in ("pin", "unpin"):
             pinner.claim(*span)
 
     def _targets(self) -> tuple[list, list]:
         """(suggestions, auto-pins) the keys act on: those the cursor or the selection
         touches; else every suggestion in view."""
-        span = self.view.selection()
+        span = self.app.view.selection()
         if span is None:
             return [], []
         a, b = span
@@ -157,7 +139,7 @@ class SuggestActions:
         auto = [(x, y) for x, y in self.pinner.owned() if x < b and a < y]  # whole words
         if hit or auto:
             return hit, auto
-        seen = visible_tokens(self.view)
+        seen = visible_tokens(self.app.view)
         if seen is None:
             return [], []
         k = bisect.bisect_left(self.suggestions, (seen[0],))
@@ -165,7 +147,7 @@ class SuggestActions:
 
     def _note(self, op: str, a: int, b: int, score: float | None) -> None:
         args = {"range": [a, b], **({"score": round(float(score), 4)} if score is not None else {})}
-        tagging(self.session).note(op, args, streaming=self.generating)
+        tagging(self.app.session).note(op, args, streaming=self.app.generating)
 
     def _judged(self):
         """The suggestions and auto-pins an accept or reject applies to, or None (after saying
@@ -174,30 +156,30 @@ class SuggestActions:
             return None
         hit, auto = self._targets()
         if not hit and not auto:
-            self.notify("No suggestion here or in view (suggestions are underlined)", severity="warning")
+            self.app.notify("No suggestion here or in view (suggestions are underlined)", severity="warning")
             return None
         return hit, auto
 
-    def action_accept_suggestions(self) -> None:
+    def accept(self) -> None:
         if (judged := self._judged()) is None:
             return
         hit, auto = judged
-        done = 0
+        app, done = self.app, 0
         for a, b, score in hit:
-            if not self._apply(lambda: self._mark("pin", (a, b))):
+            if not app.apply(lambda: self.mark("pin", (a, b))):
                 break  # refused (the budget): the rest stay suggestions
             self._note("accept", a, b, score)
             done += 1
         for a, b in auto:
             self.pinner.claim(a, b)
             self._note("accept", a, b, None)
-        self.view.clear_selection()
-        self.refresh_stream()
+        app.view.clear_selection()
+        app.refresh_stream()
         what = [f"{done} suggestion{'s' * (done != 1)} pinned"] if hit else []
         what += [f"{len(auto)} auto-pin{'s' * (len(auto) != 1)} made yours"] if auto else []
-        self.notify("accepted: " + ", ".join(what))
+        app.notify("accepted: " + ", ".join(what))
 
-    def action_reject_suggestions(self) -> None:
+    def reject(self) -> None:
         if (judged := self._judged()) is None:
             return
         hit, auto = judged
@@ -205,29 +187,30 @@ class SuggestActions:
             self._note("reject", a, b, score)
         rejected = {(a, b) for a, b, _ in hit}
         self.suggestions = [x for x in self.suggestions if (x[0], x[1]) not in rejected]
+        app = self.app
         for a, b in auto:
-            if self._apply(lambda: self._mark("unpin", (a, b))):
+            if app.apply(lambda: self.mark("unpin", (a, b))):
                 self._note("reject", a, b, None)
-        self.view.clear_selection()
-        self.refresh_stream()
+        app.view.clear_selection()
+        app.refresh_stream()
         gone = hit + auto
-        words = ", ".join(repr(self.session.text(a, b).strip()) for a, b, *_ in gone[:4])
-        self.notify(f"rejected {len(gone)}: {words}" + (" …" if len(gone) > 4 else ""))
+        words = ", ".join(repr(app.session.text(a, b).strip()) for a, b, *_ in gone[:4])
+        app.notify(f"rejected {len(gone)}: {words}" + (" …" if len(gone) > 4 else ""))
 
-    def action_toggle_auto_pin(self) -> None:
+    def toggle_auto_pin(self) -> None:
         if self._no_picker():
             return
         self.auto_pin = not self.auto_pin
         pinner = self.pinner
         with pinner.lock:
             pinner.pinning = self.auto_pin
-        self.refresh_stream()
-        self.notify("auto-pin on: the picker pins what it scores high as the text streams (A turns it off)"
+        self.app.refresh_stream()
+        self.app.notify("auto-pin on: the picker pins what it scores high as the text streams (A turns it off)"
                     if self.auto_pin else "auto-pin off: the picker suggests, you decide (a accepts, x rejects)")
 
     def _no_picker(self) -> bool:
         if self.picker is None:
-            self.notify("No picker: start with heedful chat --picker DIR (made by heedful learn)", severity="warning")
+            self.app.notify("No picker: start with heedful chat --picker DIR (made by heedful learn)", severity="warning")
             return True
         return False
 

@@ -43,7 +43,7 @@ async def test_prompt_generate_pin_with_keys_and_mouse_unpin_export_resume(tiny_
         # export from the key binding: a file is written and the person is told where
         await pilot.press("e")
         await pilot.pause()
-        assert app.last_export is not None and app.last_export.exists()
+        assert app.sessions.last_export is not None and app.sessions.last_export.exists()
         pins_now = s.pins()
     # the store saw every mark, as ranges, in order
     sid = app.recorder.session_id

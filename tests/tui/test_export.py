@@ -39,8 +39,8 @@ async def test_export_goes_to_exports_beside_the_store_and_counts_tokens_and_spa
     async with app.run_test(size=(100, 30)) as pilot:
         note = await _pin_and_export(app, pilot, s)
     folder = store.path.parent / "exports"
-    assert app.last_export.parent == folder and app.last_export.exists()
-    assert note == f"exported 5 pinned tokens in 2 spans to {app.last_export}"
+    assert app.sessions.last_export.parent == folder and app.sessions.last_export.exists()
+    assert note == f"exported 5 pinned tokens in 2 spans to {app.sessions.last_export}"
     assert list(elsewhere.iterdir()) == []
 
 
@@ -49,8 +49,8 @@ async def test_export_without_a_store_goes_to_the_data_dir(tiny_qwen35, tmp_path
     app = HeedfulApp(s, chunk=5, show_speed=False, ignore_eos=True)
     async with app.run_test(size=(100, 30)) as pilot:
         note = await _pin_and_export(app, pilot, s)
-    assert app.last_export.parent == tmp_path / "data" / "heedful" / "exports"
-    assert s.text(1, 4) in app.last_export.read_text()
+    assert app.sessions.last_export.parent == tmp_path / "data" / "heedful" / "exports"
+    assert s.text(1, 4) in app.sessions.last_export.read_text()
     assert note.startswith("exported 5 pinned tokens in 2 spans to ")
     assert list(elsewhere.iterdir()) == []
 

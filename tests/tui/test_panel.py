@@ -34,10 +34,10 @@ async def test_evicted_in_the_panel_is_the_stores_figure_before_and_after_a_resu
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.press(*"The vault code is 4821. Remember it.", "enter")
         await settle(app, pilot)
-        app._apply(lambda: s.rewind(len(s) - 10))  # freed window tokens come back
+        app.apply(lambda: s.rewind(len(s) - 10))  # freed window tokens come back
         await pilot.press("g")
         await settle(app, pilot)
-        app._apply(lambda: s.drop((len(s) - 5, len(s) - 3)))  # dropped inside the window
+        app.apply(lambda: s.drop((len(s) - 5, len(s) - 3)))  # dropped inside the window
         app.recorder.flush()
         sid = app.recorder.session_id
         figures = _store_figures(store, sid)

@@ -115,7 +115,7 @@ def test_suggestions_and_auto_pins(snap_compare, tiny_qwen35, tmp_path):
     s = app.session
     auto = s.pin("noon")
     words = [r for w in ("vault", "Alice", "station", "code?") for r in s.resolve(w)]
-    app.picker, app.auto_pin = (lambda session: _Pinner(words, auto)), True
+    app.suggest.picker, app.suggest.auto_pin = (lambda session: _Pinner(words, auto)), True
 
     async def focus(pilot):
         pilot.app.view.focus()

@@ -56,7 +56,7 @@ async def test_suggestions_stream_in_then_a_accepts_and_x_rejects(tiny_qwen35, s
         await _send(app, pilot, FACTS)
         n_prompt = len(lm.tokenizer(FACTS)["input_ids"])
         assert len(s) == n_prompt + 12 and app.focused is app.view
-        sug = list(app.suggestions)
+        sug = list(app.suggest.suggestions)
         assert len(sug) >= 4 and not s.pins()  # the picker suggests; nothing is pinned by itself
         assert all(a < b <= len(s) and s.text(a, b).strip() for a, b, _ in sug)
         assert any(a >= n_prompt for a, _, _ in sug)  # generated words too, scored from the stream's own steps
@@ -76,14 +76,14 @@ async def test_suggestions_stream_in_then_a_accepts_and_x_rejects(tiny_qwen35, s
         await pilot.press("x")
         await pilot.pause()
         assert not Spans(s.pins()).overlaps(second[0], second[1])
-        assert all(x[0] != second[0] for x in app.suggestions) and view.memory.kind(second[0]) != "suggested"
+        assert all(x[0] != second[0] for x in app.suggest.suggestions) and view.memory.kind(second[0]) != "suggested"
         # x on a token no suggestion covers: every suggestion in view goes
-        free = next(t for t in range(len(s)) if t not in _tokens(app.suggestions) and t not in Spans(s.pins()))
+        free = next(t for t in range(len(s)) if t not in _tokens(app.suggest.suggestions) and t not in Spans(s.pins()))
         view.move(free)
-        rest = list(app.suggestions)
+        rest = list(app.suggest.suggestions)
         await pilot.press("x")
         await pilot.pause()
-        assert rest and not app.suggestions and s.pins() == [(first[0], first[1])]
+        assert rest and not app.suggest.suggestions and s.pins() == [(first[0], first[1])]
     sid = app.recorder.session_id
     events = store.events(sid)
     accepts = [e for e in events if e["op"] == "accept"]
@@ -141,7 +141,7 @@ async def _hold_with_a_suggestion_in_view(app, pilot, hold: _Hold, n0: int) -> N
         app.refresh_stream()  # the view at the stream's end, the pinner's new suggestions taken
         await pilot.pause()
         seen = visible_tokens(app.view)
-        if seen and any(a >= n0 and a < seen[1] and seen[0] < b for a, b, _ in app.suggestions):
+        if seen and any(a >= n0 and a < seen[1] and seen[0] < b for a, b, _ in app.suggest.suggestions):
             return
         hold.release()
         await pilot.pause(0.05)
@@ -155,12 +155,12 @@ async def test_a_accepts_every_suggestion_in_view_while_the_text_streams(tiny_qw
     s = app.session
     async with app.run_test(size=(110, 30)) as pilot:
         await _send(app, pilot, FACTS)
-        free = next(t for t in range(len(s)) if t not in _tokens(app.suggestions))
+        free = next(t for t in range(len(s)) if t not in _tokens(app.suggest.suggestions))
         app.view.move(free)
-        sug = list(app.suggestions)
+        sug = list(app.suggest.suggestions)
         await pilot.press("a")
         await pilot.pause()
-        assert sug and not app.suggestions and _tokens(sug) <= set(t for a, b in s.pins() for t in range(a, b))
+        assert sug and not app.suggest.suggestions and _tokens(sug) <= set(t for a, b in s.pins() for t in range(a, b))
         # while the model streams: suggestions of the new text appear, a accepts them between two tokens
         n0, app.chunk = len(s), 200_000
         await pilot.press("g")
@@ -197,10 +197,10 @@ async def test_auto_pin_toggle_pins_within_the_budget_and_the_persons_pins_stay(
         app.view.focus()
         await pilot.press("A")
         await pilot.pause()
-        assert app.auto_pin and app.pinner.pinning
+        assert app.suggest.auto_pin and app.suggest.pinner.pinning
         assert "auto-pin on" in str(app.query_one(SidePanel).render())
         await _send(app, pilot, FACTS)
-        owned = app.pinner.owned()
+        owned = app.suggest.pinner.owned()
         assert owned and _tokens(owned) <= _tokens(s.pins())  # the picker pinned words itself
         assert Spans(s.pins()).union_count(0) + 16 <= 40  # never over the budget
         resident_auto = [t for t in _tokens(owned) if t in set(s.retained())]
@@ -211,12 +211,12 @@ async def test_auto_pin_toggle_pins_within_the_budget_and_the_persons_pins_stay(
         app.view.move(mine[1] - 1, extend=True)
         await pilot.press("p")
         await pilot.pause()
-        assert _tokens([mine]) <= _tokens(s.pins()) and not _tokens([mine]) & _tokens(app.pinner.owned())
+        assert _tokens([mine]) <= _tokens(s.pins()) and not _tokens([mine]) & _tokens(app.suggest.pinner.owned())
         await pilot.press("g")  # more text: auto-pins come and go, the person's stays
         await settle(app, pilot)
         assert _tokens([mine]) <= _tokens(s.pins()) and Spans(s.pins()).union_count(0) + 16 <= 40
         # x on an auto-pin under the cursor: unpinned, rejected
-        a, b = app.pinner.owned()[-1]
+        a, b = app.suggest.pinner.owned()[-1]
         app.view.move(a)
         await pilot.press("x")
         await pilot.pause()
@@ -226,7 +226,7 @@ async def test_auto_pin_toggle_pins_within_the_budget_and_the_persons_pins_stay(
         pins_before = s.pins()
         await pilot.press("g")
         await settle(app, pilot)
-        assert not app.auto_pin and app.suggestions
+        assert not app.suggest.auto_pin and app.suggest.suggestions
         assert _tokens(s.pins()) <= _tokens(pins_before)
     events = store.events(app.recorder.session_id)
     by = [e for e in events if e.get("by") == "picker"]
@@ -248,7 +248,7 @@ async def test_without_a_picker_the_keys_are_hidden_and_say_so(tiny_qwen35, stor
         assert "auto-pin" not in str(app.query_one(SidePanel).render())
         app.action_toggle_auto_pin()
         await pilot.pause()
-        assert not app.auto_pin and not [e for e in store.events(app.recorder.session_id) if e["op"] == "accept"]
+        assert not app.suggest.auto_pin and not [e for e in store.events(app.recorder.session_id) if e["op"] == "accept"]
 
 
 def test_chat_picker_and_auto_pin_reach_the_app(tiny_qwen35_dir, picker_dir, tmp_path, monkeypatch, cli):
@@ -257,7 +257,7 @@ def test_chat_picker_and_auto_pin_reach_the_app(tiny_qwen35_dir, picker_dir, tmp
     seen = []
     def run(self, *a, **k):  # what the app's worker does first: the model, the picker, the session
         self.open_now()
-        seen.append((self.picker, self.auto_pin))
+        seen.append((self.suggest.picker, self.suggest.auto_pin))
 
     monkeypatch.setattr(HeedfulApp, "run", run)
     db = tmp_path / "chat.db"
