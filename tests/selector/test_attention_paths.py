@@ -117,3 +117,34 @@ def test_cuda_graph_choice():
     assert mode_for("static", torch.device("cpu")) == "static"
     with pytest.raises(HeedfulError, match="--cuda-graph 'always'"):
         mode_for("always", torch.device("cpu"))
+
+
+# ops that read a device tensor back to the host, or make one from Python data (on CUDA a
+# synchronous copy): either one breaks a CUDA graph's capture
+NOT_CAPTURABLE = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "lift_fresh", "item", "_assert_async")
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "triton"])
+def test_the_padded_step_syncs_nothing(attention, tiny_qwen35, monkeypatch):
+    """What CUDA captures (StaticDecode._body) runs no op that reads the device or makes a
+    tensor from host data, on either path: checked here op by op, on CPU."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from heedful.selector.static import StaticDecode
+
+    seen: set[str] = set()
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.add(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    body = StaticDecode._body
+
+    def watched(self):
+        with Ops():
+            body(self)
+
+    monkeypatch.setattr(StaticDecode, "_body", watched)
+    _run(tiny_qwen35, attention, static=True, monkeypatch=monkeypatch, window=12, budget=48)
+    assert seen and "index_copy_" in seen and not seen & set(NOT_CAPTURABLE), sorted(seen & set(NOT_CAPTURABLE))
