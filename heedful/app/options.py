@@ -57,11 +57,25 @@ def _cuda_graph_choice(ctx, param, value):
     return value
 
 
+def _gguf_file_choice(ctx, param, value):
+    """--gguf-file is read where the model's source is resolved (heedful.models.loading
+    resolve_source), through HEEDFUL_GGUF_FILE, like --attention."""
+    import os
+
+    if value:
+        os.environ["HEEDFUL_GGUF_FILE"] = value
+    return value
+
+
 def model_options(f):
     @click.option("-m", "--model", "model", default=None, metavar="NAME|DIR|HF_ID|FILE.gguf",
                   help="A named model (heedful models: smollm2), a local model folder, a Hugging Face id or a "
                        "GGUF file (converted once to safetensors in the user cache) [default: $HEEDFUL_MODEL, else "
                        "the embedded gated model].")
+    @click.option("--gguf-file", default=None, metavar="NAME", expose_value=False, envvar="HEEDFUL_GGUF_FILE",
+                  callback=_gguf_file_choice,
+                  help="With --model DIR or a Hugging Face id: the GGUF file in that folder or hub repository "
+                       "(downloaded through the hub's cache, HF_HOME respected), converted once like FILE.gguf.")
     @click.option("--dtype", default="auto", show_default=True,
                   type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
                   help="Weights dtype; auto: bfloat16 on a CUDA GPU that has it (else float16), float32 on CPU "

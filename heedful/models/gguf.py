@@ -49,6 +49,26 @@ def _check_file(path: Path, name: str) -> None:
             raise ModelLoadError(f"--model {name}: not a GGUF file (no GGUF magic)")
 
 
+def gguf_in(name: str, file: str) -> Path:
+    """The GGUF file `file` of a model folder, or of a hub repository (through the hub's
+    cache: HF_HOME and HF_HUB_OFFLINE respected, the hub's progress bar on)."""
+    where = Path(name).expanduser()
+    if where.is_dir():
+        path = where / file
+        if not path.is_file():
+            raise ModelLoadError(f"--gguf-file {file}: no such file in {name}")
+        return path
+    if Path(file).name != file:
+        raise ModelLoadError(f"--gguf-file {file}: a file name in the repository, not a path")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id=name, filename=file))
+    except Exception as e:  # offline, no such repository or file: the hub's own reason, one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"--model {name} --gguf-file {file}: cannot get it from the hub: {msg[:160]}") from None
+
+
 def converted_folder(path: str | Path, name: str, provenance: dict | None = None) -> Path:
     """The safetensors folder of a GGUF file, converted on first use."""
     path = Path(path).expanduser()

@@ -100,6 +100,11 @@ def resolve_source(name: str | None) -> tuple[str, str, bool]:
         name = os.environ.get("HEEDFUL_MODEL") or None
     if name in NAMED:
         return str(named_folder(name)), name, True
+    gguf_file = os.environ.get("HEEDFUL_GGUF_FILE")
+    if gguf_file and name not in (None, "default") and not name.lower().endswith(".gguf"):
+        from heedful.models.gguf import converted_folder, gguf_in
+
+        return str(converted_folder(gguf_in(name, gguf_file), f"{name} --gguf-file {gguf_file}")), name, True
     if name is not None and name.lower().endswith(".gguf"):
         from heedful.models.gguf import converted_folder
 

@@ -143,3 +143,26 @@ def test_models_lists_the_named_models_as_json():
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [x["name"] for x in rows][:2] == ["default", "smollm2"]
     assert rows[1]["licence"] == "Apache-2.0" and (rows[1]["installed"] or "pip install" in rows[1]["install"])
+
+
+@needs_smollm2
+def test_gguf_file_in_a_model_folder_is_converted_like_the_file_itself(smollm2, cache, tmp_path, monkeypatch):
+    from heedful.models.loading import resolve_source
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "model.gguf").symlink_to(SMOLLM2.gguf_path())
+    monkeypatch.setenv("HEEDFUL_GGUF_FILE", "model.gguf")
+    source, shown, local = resolve_source(str(folder))
+    monkeypatch.delenv("HEEDFUL_GGUF_FILE")
+    assert local and shown == str(folder) and source == resolve_source("smollm2")[0]  # one sha256, one folder
+
+
+def test_gguf_file_that_is_not_there_is_one_line(tmp_path):
+    r = _heedful("inspect", "x", "--model", str(tmp_path), "--gguf-file", "none.gguf")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"heedful: error: --gguf-file none.gguf: no such file in {tmp_path}"]
+    r = _heedful("inspect", "x", "--model", "someone/nothing-here", "--gguf-file", "m.gguf",
+                 env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "--model someone/nothing-here --gguf-file m.gguf: cannot get it from the hub" in r.stderr
