@@ -111,7 +111,8 @@ def _growing(url: str, chat: bool, turns: int, max_tokens: int) -> list[dict]:
         h = r["heedful"]
         sid = h["session"]
         rows.append({"turn": i + 1, "prefill": h["prefill_tokens"], "history": h["tokens"] - r["tokens"]
-                     - h["prefill_tokens"], "ttft": r["ttft"], "continued": h["continued"]})
+                     - h["prefill_tokens"], "ttft": r["ttft"], "continued": h["continued"],
+                     "tokens": r["tokens"], "decode_s": r["decode_s"]})
         history += [{"role": "user", "content": prompt}, {"role": "assistant", "content": r["text"]}]
     return rows
 
@@ -186,7 +187,8 @@ def serve(turns, clients, requests, max_tokens, window, budget, max_kv_bytes, as
                     "prefill_mean_after_first": statistics.mean(r["prefill"] for r in grow[1:]) if turns > 1 else None,
                     "prefill_max_after_first": max((r["prefill"] for r in grow[1:]), default=None),
                     "history_last": grow[-1]["history"], "all_continued": all(r["continued"] for r in grow[1:]),
-                    "ttft_first_s": grow[0]["ttft"], "ttft_last_s": grow[-1]["ttft"]},
+                    "ttft_first_s": grow[0]["ttft"], "ttft_last_s": grow[-1]["ttft"],
+                    "tokens_per_s": sum(r["tokens"] - 1 for r in grow) / max(1e-9, sum(r["decode_s"] for r in grow))},
         "clients": {"clients": clients, "requests": requests, "wall_s": wall, "tokens": total,
                     "server_tokens_per_s": total / wall, "ttft_median_s": statistics.median(ttft),
                     "ttft_max_s": max(ttft), "client_tokens_per_s_median": statistics.median(per_client),
@@ -203,7 +205,7 @@ def serve(turns, clients, requests, max_tokens, window, budget, max_kv_bytes, as
                f"mean {g['prefill_mean_after_first'] or 0:.1f} (max {g['prefill_max_after_first']}); history before "
                f"the last request {g['history_last']} tokens; every request continued the session: "
                f"{g['all_continued']}; TTFT first {g['ttft_first_s'] * 1e3:.0f} ms, "
-               f"last {g['ttft_last_s'] * 1e3:.0f} ms")
+               f"last {g['ttft_last_s'] * 1e3:.0f} ms; decode {g['tokens_per_s']:.1f} tok/s (one client)")
     click.echo(f"{clients} clients x {requests} requests (streamed): {total} tokens in {wall:.1f} s = "
                f"{c['server_tokens_per_s']:.1f} tok/s at the server; per client: TTFT median "
                f"{c['ttft_median_s'] * 1e3:.0f} ms (max {c['ttft_max_s'] * 1e3:.0f} ms), decode "
