@@ -3,7 +3,7 @@
 # of at most 8 minutes each (docs/perf.md, "GPU check"):
 #
 #   scripts/gpu-check.sh 1     # checks, CUDA kernel tests, kernel table, bench stream 1k / 32k (~5 min)
-#   scripts/gpu-check.sh 2     # gated `gpu` model + ungated twin trained, evaluated, weights (~7.5 min)
+#   scripts/gpu-check.sh 2     # gated `gpu` model + ungated twin trained, evaluated, weights (~6.5 min)
 #   scripts/gpu-check.sh tiny  # the whole thing with tiny sizes, on CPU too (what the test runs)
 #
 # Figures go to $OUT/figures-part{1,2}.json (every key; what was not measured says why), the

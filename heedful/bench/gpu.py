@@ -9,7 +9,7 @@ decode); `bench stream` at 1k and 32k tokens of context on a real-size preset, h
 (Triton path, captured step) against stock transformers with a static cache and
 torch.compile (reduce-overhead).
 
-Part 2 (about 7.5 minutes): the `gpu` preset's gated model trained for `--minutes`, its
+Part 2 (about 6.5 minutes): the `gpu` preset's gated model trained for `--minutes`, its
 ungated twin for the same steps, both evaluated (bits per character on held-out prose,
 full-attention recall, the first token's attention share), their weights in bf16 packed
 into tar parts of at most 15 MiB (what the device machine brings back: 8 files, 64 MiB).
@@ -218,7 +218,17 @@ def tiny_corpus(root: Path) -> Path:
 
 
 def find_corpus(corpus: str, work: Path) -> Path:
-    """A corpus folder, or a .tar.xz of one (docs/model.md's carried archive), unpacked in work."""
+    """A corpus folder, or a .tar.xz of one (docs/model.md's carried archive), unpacked in work;
+    "build": one built here from this Python's packages (permissive licences) and generated
+    text, when no archive could be carried (its time unmeasured; not the recipe's corpus)."""
+    if corpus == "build":
+        from heedful.train.corpus import build_corpus
+
+        out = work / "corpus-built"
+        if not (out / "manifest.json").is_file():
+            build_corpus(out, doc_root=None, workers=os.cpu_count() or 1, n_stories=20000, n_recall=50000,
+                         max_natural_chars=20_000_000, log=lambda m: click.echo(m, err=True))
+        return out
     p = Path(corpus)
     if p.is_dir() and (p / "manifest.json").is_file():
         return p
@@ -357,8 +367,9 @@ def merge(paths: list[str]) -> dict:
               help="Where figures and weights go [default: $OUT, else runs/gpu-check].")
 @click.option("--tiny", is_flag=True, help="Tiny sizes on CPU: checks the whole thing in a minute (figures meaningless).")
 @click.option("--corpus", default="runs/carry/corpus-gpu.tar.xz", show_default=True,
-              help="Part 2: the corpus folder, or its .tar.xz (docs/model.md builds and carries it).")
-@click.option("--minutes", type=float, default=2.25, show_default=True,
+              help="Part 2: the corpus folder, or its .tar.xz (docs/model.md builds and carries it), or build "
+                   "(from this Python's packages, on the spot: when nothing could be carried).")
+@click.option("--minutes", type=float, default=2.0, show_default=True,
               help="Part 2: minutes of training steps for the gated model (the twin takes its step count).")
 @click.option("--preset", default="qwen3-0.6b", show_default=True, help="Part 1: the model bench stream decodes with.")
 @click.option("--steps", type=click.IntRange(min=10), default=200, show_default=True,
