@@ -197,6 +197,36 @@ def test_the_cycle_check_sees_a_cycle(tmp_path, monkeypatch):
     assert module_cycles() == [{"heedful.train.a", "heedful.train.b"}]
 
 
+# Rooms whose functions import only optional or heavy packages and other rooms' modules kept
+# off the start-up path: no standard-library module (nothing to delay) and nothing of their own
+# room (a lazy import inside a room hides a cycle). The other rooms join as they are cleaned.
+LAZY_CLEAN = {"base", "kernels", "learn", "train", "tui"}
+
+
+def lazy_imports(path: Path):
+    """(line, module) of each import inside a function."""
+    tree = ast.parse(path.read_text(), str(path))
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    yield from ((node.lineno, a.name) for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    yield node.lineno, node.module or ""
+
+
+def test_imports_inside_functions_are_for_optional_or_heavy_packages():
+    bad = []
+    for name, path in modules().items():
+        if room(name) not in LAZY_CLEAN:
+            continue
+        for line, target in lazy_imports(path):
+            same_room = (target == "heedful" or target.startswith("heedful.")) and room(target) == room(name)
+            if target.split(".")[0] in sys.stdlib_module_names or same_room:
+                bad.append(f"{path.relative_to(ROOT)}:{line}: {target}")
+    assert not bad, "imports inside functions (put them at the top):\n" + "\n".join(bad)
+
+
 def test_the_allowed_arrows_have_no_cycle():
     order, done = [], set()
 

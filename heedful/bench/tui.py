@@ -28,7 +28,7 @@ from pathlib import Path
 
 import click
 
-from heedful.selector.config import SessionConfig
+from heedful.selector.config import SessionConfig, Stats
 from heedful.selector.rows import RowKind
 
 WORDS = ("the vault code is 4821 remember it alice met bob at the station at noon and then "
@@ -102,8 +102,6 @@ class SyntheticSession:
         return "".join(self.token_texts[a:b])
 
     def stats(self):
-        from heedful.selector.session import Stats
-
         n = len(self.token_texts)
         return Stats(tokens=n, generated=self.generated, resident=min(n, 256), peak_resident=min(n, 256),
                      evicted=max(0, n - 256), tokens_per_s=self.rate, window=256, budget=1024,

@@ -27,11 +27,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers import AttentionInterface
 
 from heedful.errors import HeedfulError
 from heedful.selector.attention import implementation
 from heedful.selector.compressor import LearnedPool, MeanPool, model_sizes
 from heedful.selector.rope import Rotary
+from heedful.train.synthetic import copy_drill, recall_episode, story
 
 ATTENTION = "heedful_fold_train"
 EVAL_SEED = 12345  # generated held-out text (bench fold's too); training text uses other seeds
@@ -105,8 +107,6 @@ def fold_attention_on(model):
     """Routes the model's attention through fold_attention for the duration."""
     global _registered
     if not _registered:
-        from transformers import AttentionInterface
-
         AttentionInterface.register(ATTENTION, fold_attention)
         _registered = True
     with implementation(model, ATTENTION):
@@ -136,8 +136,6 @@ def fold_loss(model, ids: torch.Tensor, pattern: FoldPattern, compressor=None, o
 # ---------------------------------------------------------------------- data
 def synthetic_text(seed: int, chars: int) -> str:
     """Generated stories, recall episodes and copy drills, mixed (heedful.train.synthetic)."""
-    from heedful.train.synthetic import copy_drill, recall_episode, story
-
     rng = random.Random(seed)
     parts, n = [], 0
     while n < chars:

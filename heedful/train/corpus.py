@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 
 from heedful.train.debian import debian_sources
-# clean_paragraph and is_prose are read from here too (heedful/bench/tasks)
-from heedful.train.paragraphs import Source, clean_paragraph, is_prose, split_paragraphs  # noqa: F401
+# is_prose is read from here too (heedful/bench/tasks)
+from heedful.train.paragraphs import Source, is_prose, split_paragraphs  # noqa: F401
 from heedful.train.synthetic import copy_drill, recall_episode, story
 
 DOC_SEP = "<|endoftext|>"

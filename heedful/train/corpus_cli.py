@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from heedful.train.corpus import _auto, build_corpus
+from heedful.train.debian import RECIPE_PACKAGES, apt_command, packages as list_packages
 
 
 @click.command()
@@ -27,17 +32,11 @@ import click
               help="Processes reading Debian packages (the result does not depend on it).")
 def corpus(out_dir, list_only, apt_only, packages, max_mb, stories, recall, seed, doc_root, pypi, workers):
     """Build the corpus into OUT (deterministic; manifest.json lists every source's licence)."""
-    from heedful.train.debian import RECIPE_PACKAGES, apt_command, packages as list_packages
-
     if apt_only:
         click.echo(apt_command())
         return
     only = list(RECIPE_PACKAGES) if packages == "recipe" else None
     if list_only:
-        from pathlib import Path
-
-        from heedful.train.corpus import _auto
-
         pkgs = list_packages(Path(doc_root), *(_auto("auto", p, doc_root) for p in (
             "/usr/share/info", "/usr/share/man", "/var/lib/dpkg/info", "/var/lib/dpkg/status")), only=only)
         for p in pkgs:
@@ -50,7 +49,5 @@ def corpus(out_dir, list_only, apt_only, packages, max_mb, stories, recall, seed
         if missing:
             click.echo(f"recipe packages not installed: {' '.join(missing)}\n  {apt_command(missing)}", err=True)
         return
-    from heedful.train.corpus import build_corpus
-
     build_corpus(out_dir, seed=seed, site_packages=None if pypi else False, doc_root=doc_root, debian_packages=only, n_stories=stories, n_recall=recall, workers=workers,
                  max_natural_chars=int(max_mb * 1e6) if max_mb else None, log=lambda m: click.echo(m, err=True))

@@ -14,6 +14,7 @@ policy (which licences are accepted and why) is :data:`ACCEPTED` and docs/model.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,8 +300,6 @@ def debian_sources(doc_root: Path = DOC_ROOT, info_root: Path | None = INFO_ROOT
     log(f"corpus: {len(todo)} of {len(pkgs)} Debian packages accepted, reading "
         f"{sum(len(t[0].files) for t in todo)} files")
     if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
         with mp.get_context("spawn").Pool(workers) as pool:
             sources = list(pool.imap(read_package, todo))
     else:

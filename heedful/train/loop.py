@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+from transformers.utils import logging as hf_logging
 
 from heedful.train.corpus import build_corpus, read_docs, read_episodes, write_copy_drills
 from heedful.train.models import PRESETS, ModelSize, build_model, count_params
@@ -223,8 +226,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
     """Runs the whole pipeline; returns the final metrics (also in out_dir/training.json)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     out = Path(cfg.out_dir)
@@ -263,8 +264,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(cfg.size, len(tokenizer), tokenizer, gated=cfg.gated, seed=cfg.seed).to(device)
     if cfg.init_from:
-        from safetensors.torch import load_file
-
         sd = load_file(str(Path(cfg.init_from) / "model.safetensors"), device=str(device))
         try:
             missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -288,8 +287,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
     ckpt = out / "ckpt"
     step, elapsed, tokens_seen = 0, 0.0, 0
     if resume and (ckpt / "state.pt").is_file():
-        from safetensors.torch import load_file
-
         state = torch.load(ckpt / "state.pt", map_location=device, weights_only=False)
         sd = load_file(str(ckpt / "model.safetensors"), device=str(device))
         model.load_state_dict(sd, strict=False)
@@ -329,8 +326,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
 
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     model.train()
     last = {}

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
 
 @dataclass
@@ -45,12 +47,8 @@ def make_config(size: ModelSize, vocab_size: int, tokenizer=None, gated: bool = 
         common.update(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                       bos_token_id=tokenizer.bos_token_id)
     if gated:
-        from transformers.models.qwen3_5 import Qwen3_5TextConfig
-
         # all layers full attention: heedful's KV eviction applies to every layer
         return Qwen3_5TextConfig(layer_types=["full_attention"] * size.num_hidden_layers, **common)
-    from transformers import Qwen3Config
-
     return Qwen3Config(**common)
 
 
@@ -59,12 +57,8 @@ def build_model(size: ModelSize, vocab_size: int, tokenizer=None, gated: bool = 
     torch.manual_seed(seed)
     cfg = make_config(size, vocab_size, tokenizer, gated)
     if gated:
-        from transformers.models.qwen3_5 import Qwen3_5ForCausalLM
-
         model = Qwen3_5ForCausalLM(cfg)
     else:
-        from transformers import Qwen3ForCausalLM
-
         model = Qwen3ForCausalLM(cfg)
     return model
 

@@ -18,11 +18,14 @@ scorings: SCORES).
 
 from __future__ import annotations
 
+import random
 import re
 
 from heedful.selector.config import POOLS, SCORES
+from heedful.selector.session import Session
 from heedful.train.h2o import HeavyHitterPolicy
 from heedful.train.evaluate import answer_correct
+from heedful.train.synthetic import recall_episode
 
 POLICIES = ["full", "window", "sinks+window", "h2o", "topk", "pins", "pins+topk", "recall", "recall-append", "fold",
             "autofold", "autofold-mean"]
@@ -57,10 +60,6 @@ def is_policy(name: str) -> bool:
 def heldout_episodes(n: int, seed: int = 2, n_filler: int | None = 10) -> list[dict]:
     """The held-out recall episodes, regenerated (the corpus writes the same ones, seed 2, to
     recall_valid.jsonl); a fixed filler length makes the filler outlast small budgets."""
-    import random
-
-    from heedful.train.synthetic import recall_episode
-
     rng = random.Random(seed)
     return [recall_episode(rng, n_filler=n_filler).to_dict() for _ in range(n)]
 
@@ -71,8 +70,6 @@ def policy_session(model, tok, ep: dict, policy: str, budget: int, gated: bool, 
     selection; with pins (pins, recall, fold) the window gets what the facts' pins and
     `reserve` other fixed rows (a fold's gists) leave of the budget; H2O's policy;
     automatic fold's rows and compressor ("autofold": `fold_compressor`)."""
-    from heedful.selector.session import Session
-
     settings = dict(prefill_chunk=chunk, seed=0)
     n_ctx = getattr(model.config, "max_position_embeddings", 256)
     if policy == "full":

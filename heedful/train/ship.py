@@ -9,6 +9,9 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file, save
+
 from heedful.errors import HeedfulError
 from heedful.models.loading import EMBEDDED_MODEL_DIR
 from heedful.selector.compressor import FOLDER, META
@@ -19,9 +22,6 @@ LIMIT = 40 * 1024 * 1024
 
 
 def _bf16_weights(src: Path) -> tuple[bytes, dict]:
-    import torch
-    from safetensors.torch import load_file, save
-
     sd = load_file(str(src / "model.safetensors"))
     sd = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
     cfg = json.loads((src / "config.json").read_text())

@@ -1,5 +1,5 @@
 """Start-up: `heedful --help`, every command's --help and `bench --help` load neither torch
-nor transformers (the measuring modules of bench stream, kernels and memory still import
+nor transformers (the measuring modules of bench stream, kernels, memory and gpu still import
 torch at their top: their own --help takes ~3 s). The subcommands of the groups (train, learn,
 bench) are probed too."""
 
@@ -14,7 +14,7 @@ import pytest
 from heedful.cli import COMMANDS, cli
 from heedful.cli.bench import SUBCOMMANDS
 
-TORCH_AT_TOP = {"stream", "kernels", "memory"}
+TORCH_AT_TOP = {"stream", "kernels", "memory", "gpu"}
 
 PROBE = """
 import sys
