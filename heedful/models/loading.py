@@ -134,6 +134,14 @@ def _hub_offline() -> bool:
     ).lower() in ("1", "true", "yes")
 
 
+def _strict_errors() -> tuple:
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # an older huggingface_hub: its checks raise ValueError or TypeError
+        return ()
+    return (StrictDataclassError,)
+
+
 def load_config(source: str, name: str, is_local: bool, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
@@ -148,8 +156,12 @@ def load_config(source: str, name: str, is_local: bool, trust_remote_code: bool 
             )
             raise ModelLoadError(f"--model {name}: {why}") from None
         raise ModelLoadError(f"--model {name}: cannot read config.json: {str(e).splitlines()[0]}") from None
-    except ValueError as e:
-        raise ModelLoadError(f"--model {name}: {str(e).splitlines()[0]}") from None
+    except (ValueError, TypeError, *_strict_errors()) as e:  # transformers' strict config fields
+        msg = " ".join(str(e).split())
+        if "trust_remote_code" in msg:
+            raise ModelLoadError(f"--model {name}: its folder ships its own code (auto_map), which heedful runs only "
+                                 "with --trust-remote-code") from None
+        raise ModelLoadError(f"--model {name}: config.json: {msg[:300]}") from None
 
 
 # Architectures transformers runs that heedful refuses, and why: the engine's contract
@@ -176,6 +188,24 @@ def check_supported(config, name: str) -> bool:
             f"(heedful supports {', '.join(sorted(SUPPORTED_TYPES))})"
         )
     return mtype in GATED_TYPES
+
+
+def check_shapes(config, name: str) -> None:
+    """The sizes the engine divides by are whole numbers >= 1 that divide as they must (a
+    hand-edited config.json is one line, not a ZeroDivisionError)."""
+    cfg = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    heads = getattr(cfg, "num_attention_heads", None)
+    kv = getattr(cfg, "num_key_value_heads", None)
+    kv = heads if kv is None else kv
+    for key, v in (("num_attention_heads", heads), ("num_key_value_heads", kv),
+                   ("hidden_size", getattr(cfg, "hidden_size", None)),
+                   ("num_hidden_layers", getattr(cfg, "num_hidden_layers", None)),
+                   ("vocab_size", getattr(cfg, "vocab_size", None))):
+        if v is not None and (type(v) is not int or v < 1):
+            raise ModelLoadError(f"--model {name}: config.json: {key} is {v!r}, not a whole number >= 1")
+    if heads and kv and heads % kv:
+        raise ModelLoadError(f"--model {name}: config.json: num_attention_heads {heads} is not a multiple of "
+                             f"num_key_value_heads {kv}")
 
 
 # what a tokenizer is saved as (tokenizer_config.json alone only names a class)
@@ -226,6 +256,7 @@ def load_model(
     source, display, is_local = resolve_source(name)
     config = load_config(source, display, is_local, trust_remote_code)
     gated = check_supported(config, display)
+    check_shapes(config, display)
     placement: dict = {}
     parallel.check_options(tp, device, device_map, adapter, max_memory, offload_folder)
     if tp is not None:  # each rank loads its own shard; torchrun's world is joined first
@@ -261,8 +292,10 @@ def load_model(
             trust_remote_code=trust_remote_code,
             local_files_only=local_only,
             attn_implementation=attn_implementation,
+            output_loading_info=True,
             **placement,
         )
+        model, info = model
     except OSError as e:
         msg = str(e).splitlines()[0]
         if "safetensors" in msg.lower() or "model.safetensors" in msg:
@@ -275,6 +308,11 @@ def load_model(
             raise  # another rank is gone: not this file's fault (heedful.app.distributed says so)
         raise ModelLoadError(f"--model {display}: its weights cannot be read (truncated or corrupt file?): "
                              f"{str(e).splitlines()[0]}") from None
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:  # transformers would fill them with random values
+        raise ModelLoadError(f"--model {display}: its weights miss {len(missing)} tensor"
+                             f"{'s' if len(missing) > 1 else ''} ({', '.join(missing[:3])}"
+                             f"{', ...' if len(missing) > 3 else ''})")
     if adapter:
         model = apply_adapter(model, adapter)
     if placement:  # already where it runs: each rank's shard, or accelerate's placement

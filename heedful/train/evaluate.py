@@ -26,12 +26,25 @@ SAMPLE_PROMPTS = [
 
 
 def _load(model_dir: str, device: str = "cpu"):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Through heedful's own loader: safetensors only, no folder's code run (no
+    --trust-remote-code here), every load error one line."""
+    from heedful.models.loading import load_model
 
-    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32,
-                                                 local_files_only=True, attn_implementation="sdpa").eval()
-    return model.to(device), tok
+    lm = load_model(model_dir, dtype="float32", device=device, trust_remote_code=False, attn_implementation="sdpa")
+    return lm.model, lm.tokenizer
+
+
+def check_corpus(corpus_dir) -> Path:
+    """The corpus folder holds what evaluate reads; one line naming what is missing."""
+    from heedful.errors import HeedfulError
+
+    corpus = Path(corpus_dir)
+    if not corpus.is_dir():
+        raise HeedfulError(f"--corpus {corpus_dir}: no such folder")
+    for name in ("valid.txt", "recall_valid.jsonl"):
+        if not (corpus / name).is_file():
+            raise HeedfulError(f"--corpus {corpus_dir}: no {name} in it (made by `heedful train corpus`)")
+    return corpus
 
 
 @torch.no_grad()
@@ -59,8 +72,8 @@ def evaluate(model_dir: str, corpus_dir: str = "runs/corpus", rows: int = 64, se
     if device == "cpu":
         torch.set_num_threads(1)
     t0 = time.time()
+    corpus = check_corpus(corpus_dir)
     model, tok = _load(model_dir, device)
-    corpus = Path(corpus_dir)
     valid = TokenStream.from_texts(tok, read_docs(corpus / "valid.txt"), seq_len)
     rng = np.random.default_rng([seed, 7])
     starts = rng.choice(valid.starts, min(rows, len(valid.starts)), replace=False)

@@ -53,7 +53,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, out_dir: str |
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
 
 
 def main(argv=None) -> None:
