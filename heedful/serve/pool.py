@@ -20,6 +20,7 @@ import collections
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 
@@ -122,7 +123,12 @@ class Pool:
         if not getattr(self.lm.tokenizer, "chat_template", None):
             return
         stops = [self.lm.tokenizer.decode([t]) for t in self.stop_ids]
-        for info in self.store.sessions()[-limit:]:
+        try:
+            infos = self.store.sessions()[-limit:]
+        except HeedfulError as e:  # a damaged row: the server still serves, new histories start sessions
+            sys.stderr.write(f"heedful: warning: the store's sessions are not indexed ({e})\n")
+            return
+        for info in infos:
             if info.model != self.lm.name or not info.tokens:
                 continue
             try:
