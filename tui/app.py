@@ -101,7 +101,7 @@ class HeedfulApp(App):
         self.session = session
         self.opener, self.loading = opener, loading  # () -> Opened, run in a worker (see the docstring)
         self.load_error: BaseException | None = None
-        self._send_when_open = False
+        self._send_when_open = self._quitting = False
         self.store, self.recorder = store, recorder
         self.chunk, self.refresh_s = chunk, refresh_s
         self.export_dir = Path(export_dir) if export_dir else None  # None: see export_folder()
@@ -164,11 +164,15 @@ class HeedfulApp(App):
         self.ui(self._opened)
 
     def _open_failed(self, error: BaseException) -> None:
+        if self._quitting:  # the person quit while it loaded: nothing to report
+            return
         self.load_error = error
         self.exit(return_code=2 if isinstance(error, HeedfulError) else 1)
 
     def _opened(self) -> None:
         """(UI thread) The session is open: the view shows it; a prompt sent meanwhile goes now."""
+        if self._quitting:
+            return
         self.query_one("#loading").remove()
         self.view.show_stream(self.session.token_texts, self.session.token_sources)
         self._update_title()
@@ -434,6 +438,10 @@ class HeedfulApp(App):
         if self.suggest.picker is None and action in ("accept_suggestions", "reject_suggestions", "toggle_auto_pin"):
             return False  # hidden: no picker (heedful chat --picker DIR)
         return True
+
+    async def action_quit(self) -> None:
+        self._quitting = True
+        await super().action_quit()
 
     def on_unmount(self) -> None:
         sys.setswitchinterval(self._switch_interval)

@@ -79,3 +79,20 @@ def test_chat_reports_a_model_it_cannot_load_in_one_line(cli, tmp_path, monkeypa
 def test_the_app_takes_a_session_or_an_opener():
     with pytest.raises(ValueError):
         HeedfulApp()
+
+
+async def test_quitting_while_the_model_loads_leaves_quietly(tmp_path):
+    go, opened = threading.Event(), []
+
+    def opener():
+        assert go.wait(60)
+        opened.append(True)
+        raise HeedfulError("never shown: the app has gone")
+
+    app = HeedfulApp(opener=opener, export_dir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        go.set()
+    assert opened and app.load_error is None and app.return_code in (0, None)
