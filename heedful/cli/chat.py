@@ -82,9 +82,10 @@ def chat(ctx, db, session_id, title, chunk, export_dir, ignore_eos, picker, auto
                 session.say(system, "system")
         return Opened(session, opened[0], pinner)
 
-    name = model or (f"of session {session_id}" if session_id is not None else "")
+    what = (f"model {model}" if model else f"the model of session {session_id}" if session_id is not None
+            else "the default model")
     app = HeedfulApp(opener=opener, store=store, chunk=chunk, export_dir=export_dir, ignore_eos=ignore_eos,
-                     auto_pin=auto_pin, loading=f"loading model {name} …".replace("  ", " "))
+                     auto_pin=auto_pin, loading=f"loading {what} …")
     try:
         app.run()
         if app.load_error is not None:  # one line, exit 2 for a HeedfulError or a UsageError (heedful.cli.main)
