@@ -166,13 +166,13 @@ class StaticDecode:
         c.master(a.ranks)  # eagerly: rows re-rotated for the first time get their masters
         fixed = [c.slots.slots[r] for r in a.ranks]
         new = c.slots.alloc(1)[0]
+        _, _, _, slot, position, _ = b.views(c.capacity)
+        c.step = Step([new], slot, a.new_positions, c.capacity, position, b.mask)  # abort() frees the slot
+        self.plan.slots = c.step
         self._fill(new, fixed, a.positions, a.new_positions[0], token)
         c.slots.set_positions(a.ranks, a.positions)
         if a.ranks:
             c.rows_changed(min(a.ranks))
-        _, _, _, slot, position, _ = b.views(c.capacity)
-        c.step = Step([new], slot, a.new_positions, c.capacity, position, b.mask)
-        self.plan.slots = c.step
         c.forget_positions()
         self.steps += 1
         if self.mode == "graph" and self.failed is None:
