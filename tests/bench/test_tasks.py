@@ -147,3 +147,24 @@ def test_a_runner_that_dies_is_one_error(tmp_path):
     runner.write_text("import sys\nsys.stderr.write('ImportError: no kvpress\\n')\nsys.exit(3)\n")
     with pytest.raises(peers.PeerError, match="no kvpress"):
         peers.run_requests(sys.executable, "unused", [{"id": "0:none:0", "press": "none"}], runner=runner)
+
+
+def test_from_renders_earlier_lines(cli, tmp_path):
+    lines = tmp_path / "a.jsonl"
+    rows = [{"policy": "full", "rows": None, "score": 1.0, "task": "vt", "seed": 0, "context": 1024, "fraction": None,
+             "gen_seconds": 1.0, "gen_tokens": 10},
+            {"policy": "pins", "rows": 128, "score": 0.6, "task": "vt", "seed": 0, "context": 1024, "fraction": "1/8",
+             "gen_seconds": 0.5, "gen_tokens": 10},
+            {"policy": "kvpress:snapkv", "rows": 128, "score": 0.2, "task": "vt", "seed": 0, "context": 1024,
+             "fraction": "1/8"}]
+    lines.write_text("a banner\n" + "".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = _run(cli, "--from", lines, "--png", tmp_path / "f.png")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["by_task"]["vt"] == {"full": {"1k 1/8": 1.0}, "pins": {"1k 1/8": 0.6},
+                                        "kvpress:snapkv": {"1k 1/8": 0.2}}
+    assert summary["ms_per_token"] == {"full": 100.0, "pins": 50.0}
+    assert (tmp_path / "f.png").exists()
+    lines.write_text('{"policy": "full", "fraction": 3}\n')
+    code, _, err = _run(cli, "--from", lines, "--png", tmp_path / "g.png")
+    assert code == 2 and "a.jsonl:1" in err and not (tmp_path / "g.png").exists()

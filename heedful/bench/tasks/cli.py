@@ -143,9 +143,11 @@ class Bars:
               help="Time per generated token at the largest context, beside stock full-cache decoding.")
 @click.option("--chunk", type=click.IntRange(min=8), default=64, show_default=True, help="Prefill chunk, tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Every episode's result as a JSON line before the summary.")
+@click.option("--from", "from_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Measure nothing: the tables, plot and summary of the result lines of earlier --json runs.")
 @model_options
-def tasks(task_names, contexts, budgets, seeds, seed0, policies, peers, quick, png, speed, chunk, as_json, model,
-          dtype, device, trust_remote_code):
+def tasks(task_names, contexts, budgets, seeds, seed0, policies, peers, quick, png, speed, chunk, as_json, from_files,
+          model, dtype, device, trust_remote_code):
     """RULER's needle and variable-tracking tasks and MT-Eval's multi-turn recall on a real
     model: accuracy by policy and KV budget, kvpress's presses beside (docs/tasks.md).
 
@@ -155,6 +157,8 @@ def tasks(task_names, contexts, budgets, seeds, seed0, policies, peers, quick, p
     from heedful.bench.tasks.tasks import TASKS
 
     t_start = time.perf_counter()
+    if from_files:
+        return _from_files(from_files, model or "smollm2", png, speed)
     q = QUICK if quick else {}
     chosen_tasks = _names(task_names or q.get("tasks") or ",".join(TASKS), TASKS, "tasks")
     chosen = _names(policies or q.get("policies") or ",".join(POLICIES), POLICIES, "policies")
@@ -190,7 +194,8 @@ def tasks(task_names, contexts, budgets, seeds, seed0, policies, peers, quick, p
         bars.close()
         if peer_run:
             peer_run.stop()
-    _report(lm, results, chosen, todo, ctxs, fracs, speed_rows, stock, pickers_info, png, as_json, peers, t_start)
+    _report(lm.name, results, chosen, ctxs, fracs, _speed(speed_rows, stock), pickers_info, png, as_json, peers,
+            round(time.perf_counter() - t_start, 1))
 
 
 def _line(r: dict) -> None:
@@ -291,7 +296,14 @@ def _peer_results(eps, reqs, answers, fracs):
     return out
 
 
-def _report(lm, results, chosen, todo, ctxs, fracs, speed_rows, stock, pickers_info, png, as_json, peers, t_start):
+def _speed(speed_rows: dict, stock) -> dict:
+    speed = {p: round(1000 * sum(s for s, _ in v) / sum(n for _, n in v), 1) for p, v in speed_rows.items()}
+    if speed and stock is not None:
+        speed["stock full-cache"] = round(1000 * stock, 1)
+    return speed
+
+
+def _report(name, results, chosen, ctxs, fracs, speed, pickers_info, png, as_json, peers, seconds, extra=None):
     from heedful.bench.tasks.report import accuracy, mean_by_budget, plot, tables
 
     if as_json:  # heedful's lines went out as they were measured; the peers' now
@@ -302,23 +314,51 @@ def _report(lm, results, chosen, todo, ctxs, fracs, speed_rows, stock, pickers_i
                             key=lambda p: (p != "kvpress:none", p))
     for line in tables(results, order):
         click.echo(line)
-    speed = {}
-    if speed_rows:
-        speed = {p: round(1000 * sum(s for s, _ in v) / sum(n for _, n in v), 1) for p, v in speed_rows.items()}
-        if stock is not None:
-            speed["stock full-cache"] = round(1000 * stock, 1)
+    if speed:
         click.echo(f"\nms per generated token at context {ctxs[-1]} (the answer's tokens; all rows for full):")
         for p, ms in speed.items():
             click.echo(f"  {p:<20} {ms:>8.1f}")
-    seconds = round(time.perf_counter() - t_start, 1)
     machine = _machine()
-    seeds = sorted({s for _, _, s in todo})
-    title = (f"{lm.name}: {len({t for t, _, _ in todo})} tasks, seeds {seeds[0]}-{seeds[-1]}, {machine}, "
-             f"{seconds / 60:.1f} min")
+    seeds = sorted({r["seed"] for r in results})
+    n_tasks = len({r["task"] for r in results})
+    title = f"{name}: {n_tasks} tasks, seeds {seeds[0]}-{seeds[-1]}, {machine}, {seconds / 60:.1f} min"
     plot(results, png, title)
     click.echo(f"plot: {png}")
-    summary = {"model": lm.name, "machine": machine, "seeds": seeds, "contexts": ctxs,
-               "budgets": ["%d/%d" % f for f in fracs], "episodes": len(todo), "peers": peers,
-               "accuracy": mean_by_budget(results), "by_task": accuracy(results), "ms_per_token": speed, "learned": pickers_info,
-               "seconds": seconds}
+    summary = {"model": name, "machine": machine, "seeds": seeds, "contexts": ctxs,
+               "budgets": ["%d/%d" % f for f in fracs], "episodes": len({(r["task"], r["context"], r["seed"])
+                                                                          for r in results}),
+               "peers": peers, "accuracy": mean_by_budget(results), "by_task": accuracy(results),
+               "ms_per_token": speed, "learned": pickers_info, "seconds": seconds, **(extra or {})}
     click.echo(json.dumps(summary))
+
+
+def _from_files(files, name, png, speed_on):
+    """--from: the tables, plot and summary of JSON lines that earlier runs printed (--json)."""
+    from heedful.bench.tasks.policies import POLICIES
+
+    results = []
+    for f in files:
+        try:
+            with open(f) as fh:
+                for k, line in enumerate(fh, 1):
+                    if not line.startswith('{"policy"'):
+                        continue
+                    try:
+                        r = json.loads(line)
+                        r["fraction"] = tuple(int(x) for x in r["fraction"].split("/")) if r["fraction"] else None
+                        results.append(r)
+                    except (ValueError, KeyError, AttributeError):
+                        raise TasksError(f"--from {f}:{k}: not a result line of bench tasks --json") from None
+        except OSError as e:
+            raise TasksError(f"--from {f}: {e.strerror}") from None
+    if not results:
+        raise TasksError("--from: no result lines (run bench tasks --json and keep its output)")
+    ctxs = sorted({r["context"] for r in results})
+    fracs = sorted({r["fraction"] for r in results if r["fraction"]}, key=lambda f: f[0] / f[1])
+    rows: dict = {}
+    for r in results:
+        if speed_on and r["context"] == ctxs[-1] and r.get("gen_tokens"):
+            rows.setdefault(r["policy"], []).append((r["gen_seconds"], r["gen_tokens"]))
+    chosen = [p for p in POLICIES if any(r["policy"] == p for r in results)]
+    _report(name, results, chosen, ctxs, fracs, _speed(rows, None), {}, png, False, "from files", 0.0,
+            {"from": [str(f) for f in files]})
