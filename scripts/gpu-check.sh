@@ -23,7 +23,7 @@ PY="${PYTHON:-}"
 if [[ -z "$PY" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 fi
-if ! "$PY" -c "import heedful.selector" 2>/dev/null; then
+if ! "$PY" -c "import sys, heedful.selector as s; sys.exit(not s.__file__.startswith('$ROOT/'))" 2>/dev/null; then
   # not installed: heedful from the checkout (pyproject maps these folders into heedful.*)
   for d in selector store tui; do [[ -e "heedful/$d" ]] || ln -sfn "../$d" "heedful/$d"; done
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
