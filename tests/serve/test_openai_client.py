@@ -143,3 +143,21 @@ def test_requests_to_one_session_are_serialized(server):
     for q, a in zip(msgs[::2], msgs[1::2]):
         k = int(q["content"].split()[1].rstrip("."))
         assert a["content"] == answers[k]
+
+
+def test_completions_equal_generate_and_continue_a_named_session(server, cli, tiny_chat_dir):
+    prompt = "The vault code is 4821. The vault code is"
+    code, expected, err = cli("generate", prompt, "--model", tiny_chat_dir, "--dtype", "float32", "--device", "cpu",
+                              "-n", 10, "--window", SETTINGS["window"], "--budget", SETTINGS["budget"])
+    assert code == 0, err
+    c = client(server)
+    r = c.completions.create(model="tiny", prompt=prompt, max_tokens=10, temperature=0)
+    assert r.choices[0].text == expected[:-1]
+    h = r.model_extra["heedful"]
+    assert not h["continued"] and h["prefill_tokens"] == h["tokens"] - r.usage.completion_tokens
+    more = c.completions.create(model="tiny", prompt=" And then", max_tokens=3, stream=False,
+                                extra_body={"heedful": {"session": h["session"], "pin": ["4821"]}})
+    h2 = more.model_extra["heedful"]
+    assert h2["session"] == h["session"] and h2["continued"]
+    assert h2["prefill_tokens"] == h2["tokens"] - h["tokens"] - more.usage.completion_tokens
+    assert [p["text"] for p in h2["pins"]] == [" 4821"] or [p["text"].strip() for p in h2["pins"]] == ["4821"]
