@@ -347,7 +347,6 @@ class HeedfulApp(App):
 
     def action_heat(self) -> None:
         self.view.heat_on = not self.view.heat_on
-        self.view.refresh()
         self.notify("attention heat overlay " + ("on" if self.view.heat_on else "off"))
 
     def recall_text(self, text: str) -> None:

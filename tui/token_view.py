@@ -26,6 +26,7 @@ from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
+from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -64,6 +65,8 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         Binding("end", "end", "Last token, follow", show=False),
     ]
 
+    heat_on = reactive(False)  # the attention heat overlay (h): setting it repaints
+
     class CursorMoved(Message):
         def __init__(self, cursor: int) -> None:
             self.cursor = cursor
@@ -82,7 +85,6 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         self.cursor = 0
         self.anchor: int | None = None  # selection: [min(anchor, cursor), max(...)] inclusive
         self.memory = MemoryState()
-        self.heat_on = False
         self.follow = True
         self._dragging = False
 
