@@ -43,10 +43,10 @@ def serve(host, port, db, api_key, model_id, max_kv_bytes, max_tokens_limit, def
     "heedful": {"pin": [...], "budget": 512, ...} (docs/serve.md)."""
     from heedful.serve.pool import parse_size
 
-    limit = parse_size(max_kv_bytes)
     if host not in LOOPBACK and not api_key:
         click.echo(f"heedful: warning: serving on {host} without --api-key: anyone who reaches it can use it",
                    err=True)
+    limit = parse_size(max_kv_bytes)
     import uvicorn
 
     from heedful.models.loading import load_model

@@ -61,6 +61,8 @@ CASES = [
     ({"messages": USER, "heedful": {"budget": "big"}}, 400, "heedful.budget"),
     ({"messages": USER, "heedful": {"session": 10**6}}, 404, "heedful.session"),
     ({"messages": USER, "heedful": {"pin": ["/(unclosed/"]}}, 400, "heedful.pin[0]"),
+    ({"messages": [{"role": "user", "content": "x"}] * 4097}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": "x" * 1_000_001}]}, 400, "messages[0].content"),
 ]
 
 
@@ -134,7 +136,32 @@ def test_an_api_key_is_required_when_set_and_cors_is_off(tiny_chat, tmp_path):
         running.store.close()
 
 
-def test_serve_refuses_a_bad_size_in_one_line(cli):
+def test_serve_refuses_a_bad_size_in_one_line_and_warns_off_loopback_without_a_key(cli):
     code, out, err = cli("serve", "--max-kv-bytes", "lots")
     assert code == 2
     assert err.strip() == "heedful: error: --max-kv-bytes 'lots': a size such as 512MiB, 2GiB or 100000000"
+    code, out, err = cli("serve", "--host", "0.0.0.0", "--max-kv-bytes", "lots")
+    assert code == 2 and err.startswith("heedful: warning: serving on 0.0.0.0 without --api-key")
+    code, out, err = cli("serve", "--host", "0.0.0.0", "--api-key", "k", "--max-kv-bytes", "lots")
+    assert code == 2 and "warning" not in err
+
+
+def test_cors_answers_only_the_origins_given(tiny_chat, tmp_path):
+    from heedful.serve.app import Config, make_app
+    from heedful.serve.pool import Pool
+    from heedful.store import Store
+    from tests.serve.conftest import SETTINGS, Running
+
+    store = Store.open(tmp_path / "cors.db")
+    app = make_app(Pool(tiny_chat, store, SETTINGS, max_kv_bytes=1 << 30),
+                   Config(model_id="tiny", cors=["http://127.0.0.1:5173"]))
+    running = Running(app)
+    try:
+        with httpx.Client(base_url=running.url, timeout=30) as c:
+            ok = c.options("/models", headers={"Origin": "http://127.0.0.1:5173", "Access-Control-Request-Method": "GET"})
+            assert ok.headers.get("access-control-allow-origin") == "http://127.0.0.1:5173"
+            other = c.options("/models", headers={"Origin": "http://127.0.0.2:9", "Access-Control-Request-Method": "GET"})
+            assert "access-control-allow-origin" not in other.headers
+    finally:
+        running.stop()
+        store.close()
