@@ -121,4 +121,4 @@ def chat_demo(lm, conversations: int, budget: int, turns: int, as_json: bool) ->
         return
     click.echo(f"over {conversations} conversations: "
                + ", ".join(f"{label} {score[p]}/{conversations}" for p, label in CHAT_RUNS))
-    click.echo("more conversations and what a pin should hold: heedful bench chat (docs/model.md)")
+    click.echo("more conversations and what a pin should hold: heedful bench chat (docs/chat.md)")
