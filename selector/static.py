@@ -12,6 +12,8 @@ buffers written before the step:
 - `fixed` / `fixed_pos` [capacity]: the rows re-rotated at this step (the pins, gists...)
   and their new positions, padded with the new row's slot, whose key every layer writes
   after the re-rotation (so what the padding wrote there is overwritten before it is read);
+  the step reads the first 16, 32, 64... of them (a power of two, one graph each: in steady
+  state the same pins at every step, one graph);
 - the new row's slot, its position id and token id, [1] each.
 
 One host-to-device copy fills the integers, one the mask. The work that depends on Python
@@ -73,7 +75,7 @@ class StaticDecode:
         self.model, self.cache, self.mode = model, cache, mode
         self._key = None
         self.buffers: Buffers | None = None
-        self.graph = None
+        self.graphs: dict = {}  # bucket of re-rotated rows -> its captured step
         self.plan = None
         self.steps = self.replays = self.captures = 0
         self.failed: str | None = None  # why capture was given up (the step then runs eagerly)
@@ -102,7 +104,7 @@ class StaticDecode:
             from heedful.selector.attention import StepPlan
 
             self.plan = StepPlan(path=path, mask=self.buffers.mask, static=self.buffers)
-            self.graph, self._key = None, key
+            self.graphs, self._key = {}, key
         return self.buffers
 
     def _fill(self, new: int, fixed: list[int], positions: list[int], position: int, token: int) -> None:
@@ -125,10 +127,12 @@ class StaticDecode:
         b.mask.copy_(self._host_mask, non_blocking=True)
 
     # ------------------------------------------------------------------ the step
-    def _body(self) -> None:
-        """What is captured: the fixed rows re-rotated, one token's forward, the logits kept."""
+    def _body(self, bucket: int) -> None:
+        """What is captured: the fixed rows re-rotated (the first `bucket` entries of their
+        buffer), one token's forward, the logits kept."""
         c, b, cap = self.cache, self.buffers, self.cache.capacity
         index, fixed, fixed_pos, slot, position, token = b.views(cap)
+        fixed, fixed_pos = fixed[:bucket], fixed_pos[:bucket]
         b.index.copy_(index.view(1, 1, cap))
         bank = c.bank
         m = bank.masters.index_select(3, fixed).float()
@@ -141,19 +145,21 @@ class StaticDecode:
             b.logits = torch.empty_like(logits)
         b.logits.copy_(logits)
 
-    def _capture(self) -> None:
+    def _capture(self, bucket: int):
         torch.cuda.synchronize()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):  # warm-up (compiles the kernels); the step is idempotent
-                self._body()
+                self._body(bucket)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._body()
-        self.graph = graph
+        # thread_local: another thread's CUDA calls (a UI's) do not invalidate the capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self._body(bucket)
+        self.graphs[bucket] = graph
         self.captures += 1
+        return graph
 
     @torch.inference_mode()
     def step(self, token: int, path) -> torch.Tensor:
@@ -170,6 +176,9 @@ class StaticDecode:
         c.step = Step([new], slot, a.new_positions, c.capacity, position, b.mask)  # abort() frees the slot
         self.plan.slots = c.step
         self._fill(new, fixed, a.positions, a.new_positions[0], token)
+        # the rows re-rotated, padded to a power of two (16 at least): in steady state the
+        # pins, one graph; a re-base (every row) captures another once
+        bucket = min(c.capacity, max(16, 1 << max(0, len(fixed) - 1).bit_length()))
         c.slots.set_positions(a.ranks, a.positions)
         if a.ranks:
             c.rows_changed(min(a.ranks))
@@ -177,16 +186,14 @@ class StaticDecode:
         self.steps += 1
         if self.mode == "graph" and self.failed is None:
             try:
-                if self.graph is None:
-                    self._capture()
-                self.graph.replay()
+                (self.graphs.get(bucket) or self._capture(bucket)).replay()
                 self.replays += 1
                 return b.logits  # the caller copies it to the CPU
             except Exception as e:  # noqa: BLE001 - not capturable here: the same step, eagerly
-                self.failed, self.graph = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else \
-                    type(e).__name__, None
+                self.failed = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
+                self.graphs = {}
                 torch.cuda.synchronize()
-        self._body()
+        self._body(bucket)
         return b.logits if b.logits.device.type == "cuda" else b.logits.clone()  # the buffer is the next step's
 
     def stats(self) -> dict:

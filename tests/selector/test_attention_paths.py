@@ -141,9 +141,9 @@ def test_the_padded_step_syncs_nothing(attention, tiny_qwen35, monkeypatch):
 
     body = StaticDecode._body
 
-    def watched(self):
+    def watched(self, bucket):
         with Ops():
-            body(self)
+            body(self, bucket)
 
     monkeypatch.setattr(StaticDecode, "_body", watched)
     _run(tiny_qwen35, attention, static=True, monkeypatch=monkeypatch, window=12, budget=48)
