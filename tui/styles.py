@@ -31,6 +31,26 @@ STYLES = {
 }
 
 
+def component_class(kind: str) -> str:
+    """The token view's component class of a kind: "suggested_evicted" -> "token-view--suggested-evicted"."""
+    return "token-view--" + kind.replace("_", "-")
+
+
+def component_css() -> str:
+    """STYLES as the token view's component classes (DEFAULT_CSS): an app's CSS may restyle
+    each kind (`TokenView > .token-view--pinned { background: ...; }`)."""
+    rules = []
+    for kind, st in STYLES.items():
+        decl = [f"color: {st.color.triplet.hex};"] if st.color else []
+        decl += [f"background: {st.bgcolor.triplet.hex};"] if st.bgcolor else []
+        flags = [name for name, on in (("bold", st.bold), ("dim", st.dim), ("italic", st.italic),
+                                       ("underline", st.underline), ("strike", st.strike), ("reverse", st.reverse))
+                 if on]
+        decl += [f"text-style: {' '.join(flags)};"] if flags else []
+        rules.append(f"TokenView > .{component_class(kind)} {{ {' '.join(decl)} }}")
+    return "\n".join(rules)
+
+
 @dataclass
 class MemoryState:
     """What the view needs to colour tokens, captured once per refresh."""

@@ -31,7 +31,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from heedful.selector.chat import MARKUP
-from heedful.tui.styles import STYLES, MemoryState
+from heedful.tui.styles import STYLES, MemoryState, component_class, component_css
 
 WORDS = re.compile(r"\s*\S+|\s+")
 
@@ -39,7 +39,9 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
     DEFAULT_CSS = """
     TokenView { height: 1fr; border: round $primary; padding: 0 1; }
     TokenView:focus { border: round $accent; }
-    """
+    """ + component_css()
+    # each kind of token (tui/styles.py: STYLES) is a component class, restyled by CSS
+    COMPONENT_CLASSES = {component_class(kind) for kind in STYLES}
     # ScrollView's own bindings would take the arrows, home and end for scrolling as soon as
     # the stream is taller than the view; here those keys move the token cursor (shift
     # extends the selection), and only the page keys scroll. Tab (shown in the footer) or i
@@ -87,6 +89,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         self.memory = MemoryState()
         self.follow = True
         self._dragging = False
+        self._kind_styles: dict | None = None
 
     def show_stream(self, texts: list[str], sources: list[str] | None = None) -> None:
         """Shows another session's stream (a new or resumed session): everything is wrapped
@@ -244,28 +247,39 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         lo, hi = min(a, self.cursor), max(a, self.cursor)
         return self.unit_start(lo), self.unit_end(hi)
 
+    def kind_styles(self) -> dict:
+        """Kind -> the Rich style of its component class (the CSS in force), kept until the styles change."""
+        if self._kind_styles is None:
+            self._kind_styles = {k: self.get_component_rich_style(component_class(k), partial=True) for k in STYLES}
+        return self._kind_styles
+
+    def notify_style_update(self) -> None:
+        self._kind_styles = None
+        super().notify_style_update()
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         n = y + scroll_y
         if n >= len(self.lines):
             return Strip.blank(self.size.width)
         sel = self.selection() if self.anchor is not None else None
+        styles = self.kind_styles()
         segs = []
         for t, piece in self.lines[n]:
             text = piece if piece else (" " if t == self.cursor and not any(p for _, p in self.lines[n]) else "")
             if not text and t != self.cursor:
                 continue
             kind = self.memory.kind(t)
-            style = STYLES[kind]
+            style = styles[kind]
             if t < len(self.sources) and self.sources[t] == MARKUP:  # a chat template's role headers
-                style = style + STYLES["markup"]
+                style = style + styles["markup"]
             if self.heat_on and t in self.memory.heat:
                 w = min(1.0, self.memory.heat[t])
                 style = style + Style(bgcolor=f"rgb({int(40 + 215 * w)},{int(40 * (1 - w))},{int(40 * (1 - w))})")
             if sel and sel[0] <= t < sel[1]:
-                style = style + STYLES["selected_pinned" if kind in ("pinned", "autopinned") else "selected"]
+                style = style + styles["selected_pinned" if kind in ("pinned", "autopinned") else "selected"]
             if t == self.cursor and self.has_focus:
-                style = style + STYLES["cursor"]
+                style = style + styles["cursor"]
             segs.append(Segment(text or " ", style))
         strip = Strip(segs)
         return strip.crop(scroll_x, scroll_x + self.size.width)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from rich.style import Style
 
 from heedful.selector.session import Session, SessionConfig
 from heedful.tui.app import HeedfulApp
@@ -68,3 +69,22 @@ async def test_the_screen_shows_those_colours_not_the_themes(tiny_qwen35, tmp_pa
     for name in ("pinned", "window", "evicted", "dropped", "selected", "selected_pinned", "folded"):
         for colour in _code_colours(STYLES[name]):
             assert colour in svg, (name, colour)
+
+
+async def test_each_kind_is_a_component_class_that_css_can_restyle(tmp_path):
+    """The view draws each kind with its component class's style: STYLES by default, another
+    where an app's CSS says so (Textual's habit, as Input's classes)."""
+    from heedful.bench.tui import SyntheticSession
+    from heedful.tui.styles import component_class
+
+    class Restyled(HeedfulApp):
+        CSS = HeedfulApp.CSS + "TokenView > .token-view--pinned { background: #00ff00; }"
+
+    for app_class, pinned in ((HeedfulApp, STYLES["pinned"]), (Restyled, STYLES["pinned"] + Style(bgcolor="#00ff00"))):
+        app = app_class(SyntheticSession(1000.0, preload=20), show_speed=False, export_dir=tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            styles = app.view.kind_styles()
+            assert set(styles) == set(STYLES) and component_class("pinned") in app.view.COMPONENT_CLASSES
+            assert styles["pinned"] == pinned
+            assert all(styles[k] == v for k, v in STYLES.items() if k != "pinned")
