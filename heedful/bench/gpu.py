@@ -349,7 +349,7 @@ def judge(fig: Figures) -> None:
     r1, r32 = ratio("stream.ctx1024.stock_over_heedful"), ratio("stream.ctx32768.stock_over_heedful")
     g("goal.decode_1k_vs_stock", None if r1 is None else r1 >= 1.0)
     g("goal.decode_32k_3x", None if r32 is None else r32 >= 3.0)
-    bw = [ratio(f"kernels.n{n}.k16384.peak_pct") for n, _ in KERNEL_CELLS[:1]]
+    bw = [ratio(f"kernels.n{n}.k{k}.peak_pct") for n, k in KERNEL_CELLS if k == 16384]
     g("goal.bandwidth_60pct_16k", None if None in bw else min(bw) >= 60)
     sel = [ratio(f"kernels.n{n}.k{k}.select_pct") for n, k in KERNEL_CELLS]
     g("goal.selection_under_20pct", None if None in sel else max(sel) < 20)

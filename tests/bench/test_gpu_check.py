@@ -83,3 +83,21 @@ def test_parts_merge_and_the_script_refuses_a_bad_part(tiny_check, tmp_path):
     script = Path(__file__).resolve().parents[2] / "scripts" / "gpu-check.sh"
     r = subprocess.run(["bash", str(script), "3"], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_goals_are_judged_from_the_figures(tmp_path):
+    from heedful.bench.gpu import Figures, judge
+
+    fig = Figures(tmp_path / "f.json", {1, 2}, "test")
+    fig["gpu"] = {"name": "a GPU"}
+    for key, value in {"stream.ctx1024.stock_over_heedful": 1.02, "stream.ctx32768.stock_over_heedful": 2.5,
+                       "kernels.n32768.k16384.peak_pct": 61.0, "kernels.n131072.k16384.peak_pct": 59.0,
+                       "train.gated.bits_per_char": 1.39, "train.gated.recall_full_attention": 0.9,
+                       "train.gated.first_token_share": 0.05, "train.ungated.first_token_share": 0.3}.items():
+        fig[key] = value
+    judge(fig)
+    assert fig["goal.decode_1k_vs_stock"] == "met" and fig["goal.decode_32k_3x"] == "not met"
+    assert fig["goal.bandwidth_60pct_16k"] == "not met"  # one of the two n under 60%
+    assert fig["goal.selection_under_20pct"] == "unmeasured"  # its cells were not measured
+    assert fig["goal.bpc_1.4"] == fig["goal.recall_0.85"] == fig["goal.sink_ungated_over_gated"] == "met"
+    assert json.loads((tmp_path / "f.json").read_text())["goal.decode_32k_3x"] == "not met"
