@@ -80,7 +80,9 @@ class StockRun:
         self.length = len(ids)
         device = model.device
         self.forward = model.forward
-        with implementation(model, "sdpa"), torch.inference_mode():
+        # torch.compile's CUDA graphs under no_grad, as transformers' static-cache recipe runs them
+        self.grad_off = torch.no_grad if mode == "compiled" else torch.inference_mode
+        with implementation(model, "sdpa"), self.grad_off():
             if mode == "dynamic":
                 self.cache, extra = DynamicCache(config=model.config), {}
             else:
@@ -101,7 +103,7 @@ class StockRun:
     def step(self) -> None:
         device = self.model.device
         extra = {} if self.mode == "dynamic" else {"cache_position": torch.tensor([self.length], device=device)}
-        with implementation(self.model, "sdpa"), torch.inference_mode():
+        with implementation(self.model, "sdpa"), self.grad_off():
             out = self.forward(input_ids=torch.tensor([[self.next]], device=device),
                                **cache_kwargs(self.model, self.cache), use_cache=True, logits_to_keep=1, **extra)
             self.next = int(out.logits[0, -1].argmax())
