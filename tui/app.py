@@ -124,7 +124,7 @@ class HeedfulApp(App):
                 s, none = self.session, self.session is None
                 yield TokenView([] if none else s.token_texts, [] if none else s.token_sources, id="tokens")
                 yield PromptBox(placeholder="Type text for the model, Enter to send and generate", id="prompt")
-            yield SidePanel(id="panel")
+            yield SidePanel(self.loading if self.session is None else "", id="panel")
         yield Footer()
 
     @property

@@ -36,6 +36,7 @@ async def test_the_screen_shows_while_the_model_loads_and_a_prompt_typed_meanwhi
         box = app.query_one(PromptBox)
         assert app.session is None and app.focused is box
         assert "loading model tiny …" in str(app.query_one("#loading").render())
+        assert "loading model tiny …" in str(app.query_one(SidePanel).render())
         await pilot.press(*"Alice met Bob.")
         await pilot.press("enter", "g", "space")  # typed text; the session's keys do nothing yet
         await pilot.pause()
