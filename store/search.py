@@ -40,12 +40,13 @@ def fts_query(text: str) -> str:
 def _narrow(rows, needle: str, word_start: bool) -> list[tuple[int, int]]:
     """Token ranges (absolute) of every case-insensitive occurrence of needle in rows, in
     order, not overlapping, starting a word if word_start (what the index matched); [] if
-    there is none (or casefold changes lengths: no offsets)."""
+    there is none (the index matched words, the text as typed is not there: "vault:code"),
+    None if casefold changes lengths (no offsets: the chunk is the hit)."""
     texts = [r[2] for r in rows]
     full = "".join(texts)
     hay, pin = full.casefold(), needle.casefold()
     if not pin or len(hay) != len(full):
-        return []
+        return None
     ends, pos = [], 0  # ends[k]: the character just after token k
     for t in texts:
         pos += len(t)
@@ -63,7 +64,7 @@ def _narrow(rows, needle: str, word_start: bool) -> list[tuple[int, int]]:
 
 
 def search(store, text: str, session_id: int | None = None, limit: int = 20) -> list[Hit]:
-    if not text.strip():
+    if not text.strip() or "\x00" in text:  # SQLite's text ends at a NUL: no session text holds one
         return []
     where = " AND c.session = ?" if session_id is not None else ""
     tail = ([session_id] if session_id is not None else []) + [limit]
@@ -73,20 +74,26 @@ def search(store, text: str, session_id: int | None = None, limit: int = 20) -> 
             + where + " ORDER BY c.session, c.start_idx LIMIT ?")
     with store.guard():
         found = store.conn.execute(fts, [fts_query(text)] + tail).fetchall()
-        word_start = bool(found)
-        if not found:
+        hits = _hits(store, found, text, True, limit) if found else []
+        if not hits:  # not as words: anywhere inside a word, or punctuation the index skips
             found = store.conn.execute(scan, [text] + tail).fetchall()
-        states = {}
-        hits = []
-        for sid, a, b in found:
-            rows = list(store.token_rows(sid, a, b))
-            if sid not in states:
-                row = store.conn.execute("SELECT state FROM sessions WHERE id = ?", (sid,)).fetchone()
-                states[sid] = load_state(row[0], f"{store.path}: session {sid}")
-            for lo, hi in _narrow(rows, text, word_start) or [(a, b)]:  # every occurrence in the chunk
-                st = {states[sid].token_state(i) for i in range(lo, hi)}
-                hits.append(Hit(sid, lo, hi, "".join(r[2] for r in rows if lo <= r[0] < hi),
-                                st.pop() if len(st) == 1 else "mixed"))
-                if len(hits) == limit:
-                    return hits
+            hits = _hits(store, found, text, False, limit)
+    return hits
+
+
+def _hits(store, found, text: str, word_start: bool, limit: int) -> list[Hit]:
+    """Every occurrence of the text as typed in the chunks found (none: no hit)."""
+    states, hits = {}, []
+    for sid, a, b in found:
+        rows = list(store.token_rows(sid, a, b))
+        if sid not in states:
+            row = store.conn.execute("SELECT state FROM sessions WHERE id = ?", (sid,)).fetchone()
+            states[sid] = load_state(row[0], f"{store.path}: session {sid}")
+        spans = _narrow(rows, text, word_start)
+        for lo, hi in spans if spans is not None else [(a, b)]:
+            st = {states[sid].token_state(i) for i in range(lo, hi)}
+            hits.append(Hit(sid, lo, hi, "".join(r[2] for r in rows if lo <= r[0] < hi),
+                            st.pop() if len(st) == 1 else "mixed"))
+            if len(hits) == limit:
+                return hits
     return hits

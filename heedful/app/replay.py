@@ -149,6 +149,8 @@ class _Runner:
 
             def __exit__(self, et, e, tb):
                 if isinstance(e, HeedfulError) and not str(e).startswith(f"{path}:"):
+                    if e.exit_code != HeedfulError.exit_code:  # a fault (full output, disk): not the line's
+                        return False
                     raise HeedfulError(f"{path}:{step.line}: {e}") from None
                 return False
 

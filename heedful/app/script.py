@@ -138,7 +138,7 @@ def check_step(op: str, a: dict) -> None:
         check_config(a.get("config", {}), "resume: field 'config'")
     elif op in ("prompt", "say"):
         allowed.add("text")
-        if not (isinstance(a.get("text"), str) and a["text"].strip() if op == "say" else a.get("text")):
+        if not (isinstance(a.get("text"), str) and (a["text"].strip() if op == "say" else a["text"])):
             raise ValueError(f"{op}: field 'text' must be a non-empty string")
         check_text(f"{op}: field 'text'", a["text"])
         if op == "say":  # a turn of the conversation, through the model's chat template
@@ -240,7 +240,9 @@ def parse_script(path) -> list[Step]:
             if last:  # the file does not end with a newline and the line does not parse
                 raise bad("truncated last line (incomplete JSON, no newline at the end)") from None
             raise bad(f"not JSON ({e.msg} at column {e.colno})") from None
-        except ValueError as e:  # NaN, Infinity
+        except ValueError as e:  # NaN, Infinity, an integer of thousands of digits
+            if "digits" in str(e):
+                raise bad("an integer of more than 4,300 digits (integers are at most 2^63 - 1)") from None
             raise bad(str(e)) from None
         except RecursionError:
             raise bad("JSON nested too deeply (a line is one flat object)") from None

@@ -30,10 +30,18 @@ def export(db, session_id, what, fmt, output, force):
 
     fmt = fmt or ("jsonl" if what == "events" else "md")
     db_path = Path(db) if db else default_db_path()
+    from heedful.cli.generate import output_failed
+
     with Store.open(db_path, readonly=True) as store:
         store.session(session_id)  # a bad --session fails before the output file is created
-        if output == "-":
-            run(store, session_id, what, fmt, sys.stdout)
-        else:
-            with output_file(output, force=force, protect=[db_path]) as f:
-                run(store, session_id, what, fmt, f)
+        try:
+            if output == "-":
+                run(store, session_id, what, fmt, sys.stdout)
+                sys.stdout.flush()
+            else:
+                with output_file(output, force=force, protect=[db_path]) as f:
+                    run(store, session_id, what, fmt, f)
+        except BrokenPipeError:
+            raise
+        except OSError as e:  # a full device: one line, exit 1
+            raise output_failed(e, "standard output" if output == "-" else f"-o {output}") from None

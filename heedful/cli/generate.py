@@ -15,6 +15,58 @@ from heedful.limits import MAX_GENERATE, MAX_PROMPT_CHARS
 from heedful.spans import Spans
 
 
+class OutputFault(HeedfulError):
+    """The output could not be written (a full device, an I/O error): a fault, exit 1."""
+
+    exit_code = 1
+
+
+def output_failed(e: OSError, what: str = "standard output") -> OutputFault:
+    """The one line for a write that failed; standard output then goes to /dev/null, so the
+    interpreter's last flush cannot fail again with a traceback."""
+    if what == "standard output":
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+            pass
+    return OutputFault(f"{what}: cannot write: {e.strerror or e}")
+
+
+class _Checked:
+    """stdout whose failures (other than a reader that left) are one line, exit 1."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, text: str) -> None:
+        try:
+            self.out.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise output_failed(e) from None
+
+    def flush(self) -> None:
+        try:
+            self.out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise output_failed(e) from None
+
+
+def utf8_arg(value: str | None, option: str) -> str | None:
+    """A command-line value as valid Unicode: bytes that are not UTF-8 (they reach Python as
+    lone surrogates) are one line naming the option, not an error deep in SQLite."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise HeedfulError(f"{option}: not valid UTF-8 (byte 0x{ord(value[e.start]) - 0xDC00:02x} at "
+                               f"character {e.start + 1})") from None
+    return value
+
+
 def parse_target(value: str, option: str = "--pin"):
     """`/regex/` is a regex; anything else is literal text."""
     if len(value) >= 2 and value.startswith("/") and value.endswith("/"):
@@ -68,6 +120,7 @@ def generate(ctx, prompt, prompt_file, chat, system, n, pins, db, session_id, ti
     from heedful.app.open import resume, session_for
     from heedful.models.loading import load_model
 
+    title = utf8_arg(title, "--title")
     prompt = read_prompt(prompt, prompt_file)
     chat = chat or system is not None
     scale = scale_settings(settings)
@@ -104,7 +157,8 @@ def generate(ctx, prompt, prompt_file, chat, system, n, pins, db, session_id, ti
                 # held until every check has passed (prompt, pins): a refused run writes nothing
                 ready = session.recorder.release if rec.wanted and not rec.atomic and ranks.main else None
                 summary = _run(session, prompt, pins, n, as_json, ignore_eos, pk, auto_pin,
-                               out=_Survivor(sys.stdout) if ranks.parallel else sys.stdout, chat=chat, ready=ready)
+                               out=_Survivor(sys.stdout) if ranks.parallel else _Checked(sys.stdout), chat=chat,
+                               ready=ready)
             except BrokenPipeError:
                 # the reader of stdout left (`heedful generate --json | head -2`): not an error, and
                 # what was generated is kept; stdout goes to /dev/null so the final flush cannot fail
@@ -231,7 +285,7 @@ def _fold_summary(session) -> dict | None:
 
 def _summarize(session, summary: dict, sid: int | None, as_json: bool) -> None:
     """The run's last line: a JSON summary on stdout, or a bracketed line on stderr."""
-    out, picked = sys.stdout, summary["picked"]
+    out, picked = _Checked(sys.stdout), summary["picked"]
     st = session.stats()
     if as_json:
         line = {"event": "summary", "tokens": st.tokens, "resident": st.resident,

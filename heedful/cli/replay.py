@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,8 +51,9 @@ def _replay(ranks, scripts, db, model, dtype, device, trust_remote_code, picker,
     from heedful.app.distributed import session_digest
     from heedful.app.replay import model_for, run_script
     from heedful.app.script import parse_script
+    from heedful.cli.generate import output_failed
     from heedful.store import Store, default_db_path
-    from heedful.store.db import check_writable
+    from heedful.store.db import StoreFault, check_writable
 
     single = len(scripts) == 1
     db_path = Path(db) if db else default_db_path()
@@ -81,11 +83,21 @@ def _replay(ranks, scripts, db, model, dtype, device, trust_remote_code, picker,
     pickers: dict = {}
 
     def show(r):
-        if as_json:
-            out.write(json.dumps(r, ensure_ascii=False) + "\n")
-        elif r["op"] == "generate":
-            out.write(r["text"])
-        out.flush()
+        nonlocal out
+        try:
+            if as_json:
+                out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            elif r["op"] == "generate":
+                out.write(r["text"])
+            out.flush()
+        except BrokenPipeError:  # the reader left (`| head`): the scripts still run and land whole
+            out = open(os.devnull, "w")
+            try:
+                os.dup2(out.fileno(), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+        except OSError as e:  # a full device: one line, exit 1
+            raise output_failed(e) from None
 
     for script, steps in parsed:
         error = None
@@ -115,8 +127,11 @@ def _replay(ranks, scripts, db, model, dtype, device, trust_remote_code, picker,
             continue
         sid = None
         if ranks.main:
-            with Store.open(db_path, keep_empty=False) as store:  # a failed first write leaves no file
-                sid = result.recorder.commit(store)
+            try:
+                with Store.open(db_path, keep_empty=False) as store:  # a failed first write leaves no file
+                    sid = result.recorder.commit(store)
+            except StoreFault as e:  # a full disk: the rest would fail too; say which script stopped
+                raise StoreFault(f"{script}: not written: {e}") from None
         st = result.session.stats()
         summary = {"event": "summary", "script": str(script), "session": sid, "tokens": st.tokens,
                    "resident": st.resident, "peak_resident": st.peak_resident, "evicted": st.evicted,
@@ -124,12 +139,11 @@ def _replay(ranks, scripts, db, model, dtype, device, trust_remote_code, picker,
         if pinner is not None:
             summary["auto_pins"] = Spans(pinner.auto_spans).to_list()
         if as_json:
-            out.write(json.dumps(summary) + "\n")
+            show(summary)
         else:
-            out.write("\n")
+            show({"op": "generate", "text": "\n"})
             click.echo(f"[{'' if single else str(script) + ': '}session {sid} in {db_path}: {st.tokens} tokens, "
                        f"resident {st.resident}, evicted {st.evicted}]", err=True)
-        out.flush()
     if failed:
         raise HeedfulError(f"{len(failed)} of {len(scripts)} scripts failed and were not written: "
                            + ", ".join(failed))

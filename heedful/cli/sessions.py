@@ -22,8 +22,10 @@ def _when(t: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per session or hit.")
 def sessions(db, text, session_id, limit, as_json):
     """List the sessions of a store (tokens, events, pinned, evicted), or search them."""
+    from heedful.cli.generate import utf8_arg
     from heedful.store import Store, default_db_path
 
+    text = utf8_arg(text, "--search")
     with Store.open(Path(db) if db else default_db_path(), readonly=True) as store:
         if text is not None:
             if session_id is not None:
