@@ -138,10 +138,6 @@ def module_imports(name: str, path: Path, mods: dict[str, Path]):
                 yield node.lineno, t
 
 
-# module cycles that their room's owner has yet to break (each listed must still be one)
-KNOWN_CYCLES: list[set[str]] = []
-
-
 def module_cycles() -> list[set[str]]:
     """The strongly connected groups of two or more modules in the import graph (Tarjan)."""
     mods = modules()
@@ -182,9 +178,8 @@ def module_cycles() -> list[set[str]]:
 def test_no_module_import_cycle():
     """Within a room too: modules import each other one way (lazy imports included), so a
     reader meets no forward reference and nothing hides a cycle inside a function."""
-    found = module_cycles()
-    new = [sorted(c) for c in found if c not in KNOWN_CYCLES]
-    assert not new, f"module import cycles: {new}"
+    found = [sorted(c) for c in module_cycles()]
+    assert not found, f"module import cycles: {found}"
 
 
 def test_the_cycle_check_sees_a_cycle(tmp_path, monkeypatch):
