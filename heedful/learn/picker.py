@@ -266,6 +266,9 @@ class Picker:
             raise HeedfulError(f"{where}: picker.json lacks {', '.join(k for k in need if k not in meta)}")
         if meta["format"] != FORMAT:
             raise HeedfulError(f"{where}: picker format {meta['format']!r}; this heedful reads {FORMAT}")
+        t = meta["threshold"]
+        if type(t) not in (int, float) or not 0 <= t <= 1:  # NaN fails both comparisons
+            raise HeedfulError(f"{where}: picker.json: threshold {t!r} is not a number from 0 to 1")
         try:
             state = load_file(str(d / "picker.safetensors"))
             hd = meta["head"]
@@ -275,7 +278,12 @@ class Picker:
         except FileNotFoundError:
             raise HeedfulError(f"{where}: no picker.safetensors") from None
         except (SafetensorError, RuntimeError, KeyError, TypeError, ValueError, OSError) as e:
-            raise HeedfulError(f"{where}: picker.safetensors cannot be read: {str(e).splitlines()[0]}") from None
+            # load_state_dict says what is wrong on the lines after its first ("Error(s) in ...:")
+            why = " ".join(str(e).split())
+            raise HeedfulError(f"{where}: picker.safetensors cannot be read: {why[:300]}") from None
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise HeedfulError(f"{where}: picker.safetensors: {bad[0]} holds NaN or infinite values")
         picker = cls(head, meta)
         if lm is not None:
             picker.check(lm.model, lm.tokenizer, where)
