@@ -148,3 +148,55 @@ def test_a_device_as_db_is_refused_before_it_is_opened(cli):
     for args in (["sessions", "--db", "/dev/zero"], ["export", "--db", "/dev/null"]):
         code, _, err = cli(*args)
         assert code == 2 and "is a device" in err, err
+
+
+# ---------------------------------------------------------------- the API chat and the TUI resume through
+@pytest.mark.parametrize("settings", [{"budget": 4}, {"window": 100000}, {"fold_budget": 5000}],
+                         ids=["budget", "window", "fold-budget"])
+def test_the_resume_api_refused_changes_nothing(paths, tiny_qwen35, settings):
+    """heedful.app.open.resume (what `chat --session` and the TUI call): refused, no event."""
+    from heedful.app.open import resume
+    from heedful.errors import HeedfulError
+    from heedful.store import Store
+    from tests.attack.harness import db_state
+
+    before = db_state(paths["db"])
+    with Store.open(paths["db"]) as store:
+        with pytest.raises(HeedfulError):
+            resume(store, 1, lm=tiny_qwen35, **settings)
+    assert db_state(paths["db"]) == before
+    with Store.open(paths["db"]) as store:  # and the claim is given back
+        s = resume(store, 1, lm=tiny_qwen35)
+        s.recorder.close()
+
+
+# ---------------------------------------------------------------- good input: exit 0, quietly
+def _events_end_with(*ops):
+    def check(tmp, paths, out, err):
+        conn = sqlite3.connect(paths["db"])
+        got = [op for (op,) in conn.execute("SELECT op FROM events ORDER BY seq")]
+        conn.close()
+        got = [op for k, op in enumerate(got) if k == 0 or got[k - 1] != op]  # a pin of each occurrence
+        assert got[-len(ops):] == list(ops), got
+        assert "Warning" not in err and "Traceback" not in err, err
+
+    return check
+
+
+GOOD = [
+    Case("good-resume", [*RESUME, "--json"], code=0, unchanged=False, check=_events_end_with("resume", "generate")),
+    Case("good-resume-pin", [*RESUME, "--pin", "vault"], code=0, unchanged=False,
+         check=_events_end_with("resume", "pin", "generate")),
+    Case("good-recall", ["recall", "vault", "--db", "{db}", *M], code=0, unchanged=False,
+         check=_events_end_with("resume", "recall")),
+    Case("good-recall-range", ["recall", "--range", "0", "3", "--db", "{db}", *M, "--json"], code=0,
+         unchanged=False, check=_events_end_with("resume", "recall")),
+    Case("good-sessions", ["sessions", "--db", "{db}"], code=0),
+    Case("good-export-events", ["export", "--db", "{db}", "--what", "events"], code=0),
+    Case("good-export-file", ["export", "--db", "{db}", "-o", "{tmp}/out.md"], code=0, unchanged=False),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in GOOD])
+def test_good_input_exits_0(attack, case):
+    attack(case)
