@@ -77,7 +77,8 @@ def files(folder) -> dict:
 
 def one_line(err: str, code: int, shape: str = "") -> None:
     """Bad input or a fault: exactly one line on stderr, no traceback, matching `shape`."""
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    # progress notes ("heedful: converting X.gguf ...") are not the error line
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("heedful: converting ")]
     assert "Traceback" not in err, err
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
     assert lines[0].startswith("heedful: error: "), lines[0]
