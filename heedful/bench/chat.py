@@ -58,7 +58,7 @@ def conversation(seed: int, turns: int) -> dict:
             "question": "What is my locker code? Answer with the number only."}
 
 
-def settings(policy: str, budget: int, total: int) -> tuple[dict, object]:
+def settings(policy: str, budget: int, total: int, pin_rows: int = 48) -> tuple[dict, object]:
     """Session settings and the pin targets of turn 1 for a policy."""
     if policy == "full":
         b = max(budget, total + 64)
@@ -69,17 +69,16 @@ def settings(policy: str, budget: int, total: int) -> tuple[dict, object]:
         return {"window": budget - 4, "budget": budget, "sinks": 4}, ()
     # the pins: the model's own sinks (4 on an ungated model, none on a gated one) and rows
     # kept for what is pinned; the rest is the window
-    room = 48
-    return {"window": budget - room, "budget": budget, "sinks": None}, None
+    return {"window": budget - pin_rows, "budget": budget, "sinks": None}, None
 
 
-def run_conversation(lm, conv: dict, policy: str, budget: int, answer_tokens: int = 12) -> dict:
+def run_conversation(lm, conv: dict, policy: str, budget: int, answer_tokens: int = 12, pin_rows: int = 48) -> dict:
     from heedful.selector.recorder import NullRecorder
     from heedful.selector.session import Session, SessionConfig
 
     tok = lm.tokenizer
-    total = 40 * (len(conv["chatter"]) + 2)  # a generous bound on the conversation's tokens
-    cfg, _ = settings(policy, budget, total)
+    total = 128 * (len(conv["chatter"]) + 2)  # a generous bound on the conversation's tokens (full attention evicts nothing)
+    cfg, _ = settings(policy, budget, total, pin_rows)
     s = Session(lm.model, tok, config=SessionConfig(model="bench", temperature=0, **cfg), recorder=NullRecorder(),
                 gated=lm.gated)
     pin = {"pin-fact": [conv["code"]], "pin-content": [conv["fact"]]}.get(policy, ())
@@ -105,17 +104,21 @@ def run_conversation(lm, conv: dict, policy: str, budget: int, answer_tokens: in
               help="Exchanges of chatter between the fact and the question.")
 @click.option("--budget", type=click.IntRange(min=40), default=256, show_default=True,
               help="KV rows per layer for every policy but full attention.")
+@click.option("--pin-rows", type=click.IntRange(min=1), default=48, show_default=True,
+              help="Rows of the budget left for what the pin policies pin (and the sinks); the rest is the window.")
 @click.option("--policies", default=",".join(POLICIES), show_default=True, help="Comma-separated policies.")
 @click.option("--seed", type=int, default=0, show_default=True, help="First conversation's seed.")
 @click.option("--json", "as_json", is_flag=True, help="Every answer as a JSON line, then the summary.")
 @model_options
-def chat(conversations, turns, budget, policies, seed, as_json, model, dtype, device, trust_remote_code):
+def chat(conversations, turns, budget, pin_rows, policies, seed, as_json, model, dtype, device, trust_remote_code):
     """A fact from turn 1 asked after TURNS exchanges, at a KV budget: accuracy by policy.
 
     Needs a model with a chat template (default: -m smollm2 if installed)."""
     from heedful.errors import HeedfulError
     from heedful.models.loading import load_model
 
+    if pin_rows >= budget:
+        raise click.BadParameter(f"{pin_rows} leaves no window in a budget of {budget}", param_hint="--pin-rows")
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
     bad = [p for p in chosen if p not in POLICIES]
     if bad or not chosen:
@@ -130,7 +133,7 @@ def chat(conversations, turns, budget, policies, seed, as_json, model, dtype, de
         for k in range(conversations):
             conv = conversation(seed + k, turns)
             for p in chosen:
-                r = run_conversation(lm, conv, p, budget)
+                r = run_conversation(lm, conv, p, budget, pin_rows=pin_rows)
                 right[p] += r["right"]
                 if as_json:
                     click.echo(json.dumps({"conversation": seed + k, **r}))
