@@ -97,3 +97,24 @@ async def test_quitting_while_the_model_loads_leaves_quietly(tmp_path):
         await pilot.pause()
         go.set()
     assert opened and app.load_error is None and app.return_code in (0, None)
+
+
+def test_chat_opens_and_resumes_through_its_opener(cli, tiny_qwen35_dir, tmp_path, monkeypatch):
+    """What heedful chat's opener does in the app's worker: a new recorded session, then the
+    same one resumed with --session (each closed and reported when the app ends)."""
+    seen = []
+
+    def run(self, *a, **k):  # the app's worker, run here: open, then type into the session
+        assert self.session is None
+        self.open_now()
+        if not len(self.session):
+            self.session.prompt("Alice met Bob.")
+        seen.append((self.recorder.session_id, len(self.session), self.session.text()))
+
+    monkeypatch.setattr(HeedfulApp, "run", run)
+    db = tmp_path / "c.db"
+    code, _, err = cli("chat", "--db", db, "--model", tiny_qwen35_dir)
+    assert code in (0, None) and "session 1 saved" in err, err
+    code, _, err = cli("chat", "--db", db, "--model", tiny_qwen35_dir, "--session", 1)
+    assert code in (0, None) and "session 1 saved" in err, err
+    assert seen[0] == seen[1] and seen[0][2] == "Alice met Bob."
