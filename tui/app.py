@@ -50,10 +50,12 @@ class Opened:
     picker: object = None
 
 
-# the actions that need an open session: refused (hidden) while the model loads
-SESSION_ACTIONS = frozenset((
-    "generate", "stop", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold", "regenerate", "heat", "export",
-    "accept_suggestions", "reject_suggestions", "toggle_auto_pin"))
+# the picker's actions (tui/suggest.py), hidden without one
+PICKER_ACTIONS = frozenset(("accept_suggestions", "reject_suggestions", "toggle_auto_pin"))
+# the app's actions on the session: refused (hidden) while the model loads, and but for stop
+# (esc) while the prompt box has the focus
+SESSION_ACTIONS = frozenset(("generate", "stop", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold",
+                             "regenerate", "heat", "export")) | PICKER_ACTIONS
 
 
 class HeedfulApp(App):
@@ -429,12 +431,9 @@ class HeedfulApp(App):
     def check_action(self, action: str, parameters) -> bool | None:
         if self.session is None and action in SESSION_ACTIONS:
             return False  # the model is loading
-        # typing in the prompt must not trigger single-letter bindings
-        if isinstance(self.focused, Input) and action in (
-                "generate", "toggle_pin", "pin", "unpin", "drop", "fold", "unfold", "regenerate", "heat", "export",
-                "accept_suggestions", "reject_suggestions", "toggle_auto_pin"):
-            return False
-        if self.suggest.picker is None and action in ("accept_suggestions", "reject_suggestions", "toggle_auto_pin"):
+        if isinstance(self.focused, Input) and action in SESSION_ACTIONS - {"stop"}:
+            return False  # typing in the prompt must not trigger single-letter bindings
+        if self.suggest.picker is None and action in PICKER_ACTIONS:
             return False  # hidden: no picker (heedful chat --picker DIR)
         return True
 
