@@ -47,6 +47,13 @@ def load_state(text, where: str) -> "StreamState":
         raise HeedfulError(f"{where}: column state: {e}") from None
 
 
+def _fingerprints(d: dict) -> dict | None:
+    v = d.get("fingerprints")
+    if v is not None and not (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())):
+        raise ValueError(f"fingerprints is {v!r:.40}, not an object of strings")
+    return v
+
+
 def _whole(d: dict, key: str, default: int) -> int:
     v = d.get(key, default)
     if type(v) is not int or v < 0:
@@ -81,6 +88,8 @@ class StreamState:
     dropped: Spans = field(default_factory=Spans)
     evicted: Spans = field(default_factory=Spans)  # tokens whose KV rows were freed
     folds: dict = field(default_factory=dict)  # (a, b) -> gist: spans held as a gist (their tokens evicted)
+    # the model's and tokenizer's fingerprints ({"model": ..., "tokenizer": ...}): a resume checks them
+    fingerprints: dict | None = None
     _op_start: int = field(default=-1, repr=False)  # stream length when the current multi-range pin/recall began
     _pending: int = field(default=0, repr=False)  # tokens the current pin/recall will append
 
@@ -169,7 +178,8 @@ class StreamState:
     def to_json(self) -> dict:
         return {"tokens": self.tokens, "window": self.window, "sinks": self.sinks,
                 "pins": self.pins.to_list(), "dropped": self.dropped.to_list(),
-                "evicted": self.evicted.to_list(), "folds": [[a, b, g] for (a, b), g in sorted(self.folds.items())]}
+                "evicted": self.evicted.to_list(), "folds": [[a, b, g] for (a, b), g in sorted(self.folds.items())],
+                **({"fingerprints": dict(self.fingerprints)} if self.fingerprints else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "StreamState":
@@ -178,7 +188,7 @@ class StreamState:
             raise ValueError(f"a JSON {type(d).__name__}, not an object")
         return cls(tokens=_whole(d, "tokens", 0), window=_whole(d, "window", 1), sinks=_whole(d, "sinks", 0),
                    pins=_spans(d, "pins"), dropped=_spans(d, "dropped"), evicted=_spans(d, "evicted"),
-                   folds=_folds(d))
+                   folds=_folds(d), fingerprints=_fingerprints(d))
 
     def clipped(self, n: int) -> "StreamState":
         """This state cut to a stream of n tokens (the tokens a crash left on disk)."""

@@ -82,8 +82,23 @@ def resolve_fold_settings(lm: LoadedModel, settings: dict, given: bool = True) -
     return out
 
 
+def fingerprints(lm: LoadedModel) -> dict:
+    """What a stored session carries of its model and tokenizer (a resume checks them)."""
+    from heedful.models.loading import model_fingerprint, tokenizer_fingerprint
+
+    return {"model": model_fingerprint(lm.model), "tokenizer": tokenizer_fingerprint(lm.tokenizer)}
+
+
+def stamp(recorder, lm: LoadedModel) -> None:
+    """Writes the model's fingerprints into a store recorder's session state."""
+    state = getattr(recorder, "state", None)
+    if state is not None and hasattr(state, "fingerprints"):
+        state.fingerprints = fingerprints(lm)
+
+
 def session_for(lm: LoadedModel, *, recorder=None, **settings) -> Session:
     """A new session over a loaded model; settings given as None keep their defaults."""
+    stamp(recorder, lm)
     settings = resolve_fold_settings(lm, settings)
     config = SessionConfig(model=lm.name, **{k: v for k, v in settings.items() if v is not None})
     return Session(lm.model, lm.tokenizer, recorder=recorder, gated=lm.gated, config=config)
@@ -141,7 +156,9 @@ def _resume(store, rec, session_id, *, model, dtype, device, trust_remote_code, 
         check_config(cfg, "settings")
     except ValueError as e:  # a stored config of the wrong shape (the flags are checked by click)
         raise HeedfulError(f"{store.path}: session {info.id}: {e} (a hand-edited database?)") from None
+    check_model(lm, info)
     check_tokens(data.token_ids, lm, info)
+    stamp(rec, lm)
     if settings.get("fold_budget") and not info.config.get("fold_budget") and "fold_compressor" not in settings:
         cfg["fold_compressor"] = "auto"  # automatic fold turned on now: the CLI's default
     if cfg.get("fold_budget") and cfg.get("fold_compressor", "mean") != "mean":  # absent: stored before, pooled by mean
@@ -152,6 +169,18 @@ def _resume(store, rec, session_id, *, model, dtype, device, trust_remote_code, 
     return restore_session(lm.model, lm.tokenizer, lm.gated, cfg, data.token_ids, data.token_texts,
                            data.token_sources, list(st.pins), list(st.dropped), rec,
                            folds=[(a, b, g) for (a, b), g in sorted(st.folds.items())])
+
+
+def check_model(lm: LoadedModel, info) -> None:
+    """A session that carries fingerprints continues only with the same model and tokenizer."""
+    stored = info.state.fingerprints or {}
+    if not stored:
+        return  # recorded before sessions carried them: check_tokens is what can be checked
+    now = fingerprints(lm)
+    for what in ("model", "tokenizer"):
+        if stored.get(what) not in (None, now[what]):
+            raise HeedfulError(f"session {info.id} was recorded with another {what} ({info.config.get('model')}, "
+                               f"fingerprint {stored[what]}), not {lm.name} ({now[what]}): give that --model")
 
 
 def check_tokens(ids, lm: LoadedModel, info) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from heedful.app.open import clip_spans, resolve_fold_settings, restore_session
+from heedful.app.open import clip_spans, resolve_fold_settings, restore_session, stamp
 from heedful.app.script import NOTE_OPS, TARGET_OPS, Step
 from heedful.errors import HeedfulError
 from heedful.models.loading import load_model
@@ -57,6 +57,7 @@ class _Runner:
         cfg = {**step.args, "model": self.lm.name}
         if "fold_compressor" in cfg:  # "auto", a folder relative to here, or one recorded elsewhere
             cfg = resolve_fold_settings(self.lm, cfg)
+        stamp(self.rec, self.lm)  # the session carries its model's and tokenizer's fingerprints
         self.session = Session(self.lm.model, self.lm.tokenizer, recorder=self.rec, gated=self.lm.gated,
                                config=SessionConfig(**cfg))
         self.emit(step, config=self.session.config.to_dict())
@@ -151,10 +152,25 @@ class _Runner:
                 if isinstance(e, HeedfulError) and not str(e).startswith(f"{path}:"):
                     if e.exit_code != HeedfulError.exit_code:  # a fault (full output, disk): not the line's
                         return False
-                    raise HeedfulError(f"{path}:{step.line}: {e}") from None
+                    raise HeedfulError(f"{path}:{step.line}: {_script_words(str(e))}") from None
                 return False
 
         return _Ctx()
+
+
+def _script_words(message: str) -> str:
+    """An engine message in a script's words: its settings, not the command line's flags
+    ("--fold-budget 40" is "fold_budget 40" on a script line; --model, --tp stay flags)."""
+    import re
+
+    from heedful.app.script import _config_fields
+
+    names = {k.replace("_", "-") for k in _config_fields()} - {"model"}
+
+    def word(m):
+        return m.group(1).replace("-", "_") if m.group(1) in names else m.group(0)
+
+    return re.sub(r"(?<![\w-])--([a-z][a-z-]*)", word, message)
 
 
 def model_for(steps: list[Step], path, *, model: str | None = None, dtype="auto", device=None,

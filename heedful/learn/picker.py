@@ -15,7 +15,6 @@ refuses it (hidden states differ).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,9 @@ from torch import nn
 
 from heedful.errors import HeedfulError
 from heedful.learn.features import decoder_layers, hidden_states
+from heedful.models.loading import model_fingerprint, tokenizer_fingerprint  # noqa: F401 (re-exported)
 
 FORMAT = 1
-ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-             "intermediate_size", "vocab_size", "head_dim")
 
 
 class Head(nn.Module):
@@ -101,28 +99,6 @@ def ahead(h: torch.Tensor, lookahead: int, ends: torch.Tensor | None = None, row
 
 
 # ---------------------------------------------------------------------- fingerprints
-def _text_config(model):
-    cfg = model.config
-    return cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
-
-
-def model_fingerprint(model) -> str:
-    cfg = _text_config(model)
-    arch = {k: getattr(cfg, k, None) for k in ARCH_KEYS}
-    emb = model.get_input_embeddings().weight
-    sample = emb[: min(256, emb.shape[0])].detach().to("cpu", torch.bfloat16).float().numpy().tobytes()
-    h = hashlib.sha256(json.dumps(arch, sort_keys=True).encode())
-    h.update(sample)
-    return h.hexdigest()[:16]
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    vocab = sorted(tokenizer.get_vocab().items())
-    special = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
-    h = hashlib.sha256(json.dumps([vocab, special], ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
-
-
 def adapter_fingerprint(model) -> str | None:
     """The fingerprint of the LoRA adapter merged into the model (load_model's adapter=,
     or heedful learn --lora), or None for a plain model."""

@@ -328,6 +328,37 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, name=display, gated=gated)
 
 
+# what a model's fingerprint hashes of its config (pickers and stored sessions carry it)
+ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+             "intermediate_size", "vocab_size", "head_dim")
+
+
+def model_fingerprint(model) -> str:
+    """Its architecture and a sample of its embedding (rounded to bfloat16, so a float32
+    and a bfloat16 load agree)."""
+    import hashlib
+    import json
+
+    cfg = model.config
+    cfg = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+    arch = {k: getattr(cfg, k, None) for k in ARCH_KEYS}
+    emb = model.get_input_embeddings().weight
+    sample = emb[: min(256, emb.shape[0])].detach().to("cpu", torch.bfloat16).float().numpy().tobytes()
+    h = hashlib.sha256(json.dumps(arch, sort_keys=True).encode())
+    h.update(sample)
+    return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Its vocabulary and special tokens."""
+    import hashlib
+    import json
+
+    vocab = sorted(tokenizer.get_vocab().items())
+    special = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
+    return hashlib.sha256(json.dumps([vocab, special], ensure_ascii=False).encode()).hexdigest()[:16]
+
+
 def adapter_fingerprint(state: dict) -> str:
     """A hash of a LoRA adapter's tensors (names and values rounded to bfloat16)."""
     import hashlib
