@@ -133,7 +133,7 @@ def load_compressor(folder: str | Path, *, layers: int, heads: int, head_dim: in
         sizes = tuple(meta[k] for k in ("layers", "heads", "head_dim", "block"))
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise HeedfulError(f"{meta_path}: unreadable compressor description ({e})") from None
-    if not all(type(x) is int and x > 0 for x in sizes):
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in sizes):  # JSON: no true, no 2.0
         raise HeedfulError(f"{meta_path}: layers, heads, head_dim and block must be positive integers")
     want = (layers, heads, head_dim, block)
     if sizes[:3] != want[:3]:

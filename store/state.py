@@ -61,10 +61,15 @@ def _whole(d: dict, key: str, default: int) -> int:
     return v
 
 
+def _whole_number(x) -> bool:
+    """A JSON integer: not true/false, not 2.0."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def _spans(d: dict, key: str) -> Spans:
     v = d.get(key, [])
     if not isinstance(v, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) and 0 <= p[0] <= p[1]
+            isinstance(p, list) and len(p) == 2 and all(_whole_number(x) for x in p) and 0 <= p[0] <= p[1]
             for p in v):
         raise ValueError(f"{key} is {v!r:.40}, not a list of [start, end] index pairs")
     return Spans(v)
@@ -73,7 +78,7 @@ def _spans(d: dict, key: str) -> Spans:
 def _folds(d: dict) -> dict:
     v = d.get("folds", [])
     if not isinstance(v, list) or not all(
-            isinstance(f, list) and len(f) == 3 and type(f[0]) is int and type(f[1]) is int and 0 <= f[0] < f[1]
+            isinstance(f, list) and len(f) == 3 and _whole_number(f[0]) and _whole_number(f[1]) and 0 <= f[0] < f[1]
             and isinstance(f[2], str) for f in v):
         raise ValueError(f"folds is {v!r:.40}, not a list of [start, end, gist]")
     return {(a, b): g for a, b, g in v}
