@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -65,18 +66,37 @@ def compressor(out_dir, model, dtype, device, trust_remote_code, window, fold_ro
     it gains without reading the text)."""
     import torch
 
-    from heedful.models.loading import load_model
-    from heedful.train.compressor import EVAL_SEED, FoldPattern, synthetic_text, token_rows, train
-
     if threads:
         torch.set_num_threads(threads)
     if not texts and not synthetic:
         raise click.UsageError("no training text: give --text FILE or leave --synthetic on")
+    from heedful.store.db import check_regular
+
+    for p in texts:  # a FIFO would be waited on forever
+        check_regular(p, "--text ")
+    if eval_text:
+        check_regular(eval_text, "--eval-text ")
     out = Path(out_dir)
+    made = not out.exists()
     try:  # before any training: a folder that cannot be written is found now, not after minutes
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise HeedfulError(f"--out {out_dir}: {e.strerror}") from None
+    try:
+        _train(out, out_dir, model, dtype, device, trust_remote_code, window, fold_rows, fold_block, texts,
+               max_chars, synthetic, eval_text, seq_len, steps, batch, lr, seed, as_json)
+    except BaseException:
+        if made:  # a run that fails leaves no new folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(out, out_dir, model, dtype, device, trust_remote_code, window, fold_rows, fold_block, texts, max_chars,
+           synthetic, eval_text, seq_len, steps, batch, lr, seed, as_json):
+    import torch
+
+    from heedful.models.loading import load_model
+    from heedful.train.compressor import EVAL_SEED, FoldPattern, synthetic_text, token_rows, train
     if synthetic and seed + 1 == EVAL_SEED:
         raise HeedfulError(f"--seed {seed}: its generated text is the held-out text (seed {EVAL_SEED}); pick another")
     lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)

@@ -121,6 +121,18 @@ CASES = [
                                 "{tmp}/none"], shape=r"--fold-compressor .*none"),
     Case("compressor-empty-folder", [*GEN[:-2], "--fold-budget", "2", "--fold-block", "4", "--fold-compressor",
                                      "{tmp}"], shape=r"not a compressor folder"),
+    Case("train-compressor-text-fifo", ["train", "compressor", "--out", "{tmp}/c", "--model", "{model}", "--text",
+                                        "{tmp}/fifo"], shape=r"--text .*fifo: is a FIFO",
+         setup=lambda tmp, p: os.mkfifo(f"{tmp}/fifo")),
+    Case("train-compressor-text-missing", ["train", "compressor", "--out", "{tmp}/c", "--model", "{model}", "--text",
+                                           "{tmp}/none.txt", "--steps", "1"], shape=r"--text .*none.txt"),
+    Case("train-compressor-out-is-file", ["train", "compressor", "--out", "{db}", "--model", "{model}"],
+         shape=r"--out"),
+    Case("learn-db-fifo", ["learn", "--db", "{tmp}/fifo", "--out", "{tmp}/o"], shape=r"is a FIFO",
+         setup=lambda tmp, p: os.mkfifo(f"{tmp}/fifo")),
+    Case("learn-db-missing", ["learn", "--db", "{tmp}/none.db", "--out", "{tmp}/o"], shape=r"no such database"),
+    Case("learn-out-is-file", ["learn", "--db", "{db}", "--out", "{db}"], shape=r"--out .*expected a folder"),
+    Case("learn-epochs-zero", ["learn", "--db", "{db}", "--out", "{tmp}/o", "--epochs", "0"], shape=r"--epochs"),
     Case("compressor-without-fold", [*GEN[:-2], "--fold-compressor", "{tmp}"], shape=r"only with --fold-budget"),
 ]
 
