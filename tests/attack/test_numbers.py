@@ -48,7 +48,8 @@ NUMBERS = [
     ("session-negative", ["--session", "-1"], r"--session -1"),
 ]
 STRINGS = [
-    ("title-not-utf8", ["generate", "hi", "-n", "1", *M, "--db", "{tmp}/new.db", "--title", BAD], r"--title: not valid UTF-8"),
+    ("title-not-utf8", ["generate", "hi", "-n", "1", *M, "--db", "{tmp}/new.db", "--title", BAD],
+     r"--title: not valid UTF-8"),
     ("db-not-utf8", ["generate", "hi", "-n", "1", *M, "--db", "{tmp}/" + BAD + ".db"], r"not valid UTF-8"),
     ("search-not-utf8", ["sessions", "--db", "{db}", "--search", BAD], r"--search: not valid UTF-8"),
     ("prompt-lone-surrogate", ["generate", "a\ud800b", "-n", "1", *M, "--db", "{db}"], r"surrogate|Unicode|UTF-8"),
@@ -78,3 +79,47 @@ CASES += [Case(name, args, shape=shape, setup=_files) for name, args, shape in S
 @pytest.mark.parametrize("case", [c.param() for c in CASES])
 def test_a_bad_number_or_string_is_one_line(attack, case):
     attack(case)
+
+
+# ---------------------------------------------------------------- generated command lines
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VALUES = st.sampled_from(["0", "1", "-1", "2", "99", HUGE[:30], "nan", "", " ", "x", BAD, "{db}", "{tmp}",
+                          "/dev/null", "md", "txt", "jsonl", "events", "all", "pinned", "retained", "vault",
+                          "((vault", "-", "--", "1e3"])
+FLAGS = {"sessions": ["--db", "--search", "--session", "--limit", "--json"],
+         "export": ["--db", "--session", "--what", "--format", "-o", "--force"]}
+
+
+@st.composite
+def command_lines(draw):
+    cmd = draw(st.sampled_from(sorted(FLAGS)))
+    args = [cmd, "--db", "{db}"]
+    for flag in draw(st.lists(st.sampled_from(FLAGS[cmd]), max_size=4)):
+        args.append(flag)
+        if flag not in ("--json", "--force"):
+            args.append(draw(VALUES))
+    return args
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command_lines())
+def test_generated_command_lines_exit_0_or_one_line(cli, paths, args):
+    """Any mix of flags and values for the store's readers: exit 0, or 2 with one line; the
+    database never changes. (No NUL among the values: a command line cannot hold one.)"""
+    import os
+
+    from tests.attack.harness import db_state, fill, one_line
+
+    before = db_state(paths["db"])
+    if "-o" in args:  # never over the suite's files
+        args[args.index("-o") + 1] = os.path.join(paths["tmp"], "out")
+    code, out, err = cli(*fill(args, paths))
+    assert code in (0, 2), (args, code, err)
+    if code == 2:
+        one_line(err, 2)
+    assert "Traceback" not in err
+    assert db_state(paths["db"]) == before
+    if os.path.exists(os.path.join(paths["tmp"], "out")) and not os.path.isdir(os.path.join(paths["tmp"], "out")):
+        os.unlink(os.path.join(paths["tmp"], "out"))
