@@ -123,3 +123,33 @@ def test_generated_command_lines_exit_0_or_one_line(cli, paths, args):
     assert db_state(paths["db"]) == before
     if os.path.exists(os.path.join(paths["tmp"], "out")) and not os.path.isdir(os.path.join(paths["tmp"], "out")):
         os.unlink(os.path.join(paths["tmp"], "out"))
+
+
+GEN_FLAGS = ["--window", "--budget", "--sinks", "--pin", "--fold-budget", "--fold-block", "--auto-topk", "--top-k",
+             "--temperature", "--seed", "-n", "--auto-pool", "--min-p"]
+GEN_VALUES = st.sampled_from(["0", "1", "2", "3", "4", "8", "16", "24", "64", "1000", "-1", "0.5", "vault", "/v.*t/",
+                              "/(/", "4821", "zzz", "nan", BAD, "fifo", "credit"])
+
+
+@st.composite
+def continuations(draw):
+    args = ["generate", "--db", "{db}", "--session", "1", "--model", "{model}", "-n", "2"]
+    for flag in draw(st.lists(st.sampled_from(GEN_FLAGS), max_size=4)):
+        args += [flag, draw(GEN_VALUES)]
+    return args
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(continuations())
+def test_generated_continuations_exit_0_or_change_nothing(cli, paths, args):
+    """Any mix of settings for `generate --session`: exit 0, or 2 with one line and the
+    database as it was."""
+    from tests.attack.harness import db_state, fill, one_line
+
+    before = db_state(paths["db"])
+    code, out, err = cli(*fill(args, paths))
+    assert code in (0, 2), (args, code, err)
+    assert "Traceback" not in err
+    if code == 2:
+        one_line(err, 2)
+        assert db_state(paths["db"]) == before
