@@ -213,3 +213,19 @@ def test_kill_9_at_a_random_point_of_a_stream(tmp_path, tiny_qwen35_dir, seed):
     child.wait()
     if db.exists():
         consistent(db)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3))
+def test_kill_9_during_a_replay_leaves_the_script_whole_or_absent(tmp_path, tiny_qwen35_dir, seed):
+    script = tmp_path / "long.jsonl"
+    script.write_text('{"op": "config", "window": 8, "budget": 24}\n{"op": "prompt", "text": "The vault code is 4821."}\n'
+                      '{"op": "generate", "n": 3000, "stop_at_eos": false}\n')
+    db = tmp_path / "r.db"
+    child = _heedful("replay", script, "--db", db, "--model", tiny_qwen35_dir)
+    time.sleep(3 + random.Random(seed).random() * 5)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    if db.exists():
+        tokens, _ = consistent(db)
+        assert tokens == 0 or tokens > 3000  # nothing, or the prompt and all 3000 tokens

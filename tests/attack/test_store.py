@@ -207,3 +207,35 @@ GOOD = [
 @pytest.mark.parametrize("case", [c.param() for c in GOOD])
 def test_good_input_exits_0(attack, case):
     attack(case)
+
+
+# ---------------------------------------------------------------- export never over the database
+def _link(kind, target_suffix=""):
+    def setup(tmp, paths):
+        target = paths["db"] + target_suffix
+        if target_suffix and not os.path.exists(target):
+            open(target, "wb").close()
+        (os.symlink if kind == "symlink" else os.link)(target, f"{tmp}/out.md")
+
+    return setup
+
+
+EXPORT_OVER = [
+    Case("export-onto-db", ["export", "--db", "{db}", "-o", "{db}", "--force"], shape=r"is the database"),
+    Case("export-onto-wal", ["export", "--db", "{db}", "-o", "{db}-wal", "--force"], shape=r"is the database",
+         setup=lambda tmp, p: open(p["db"] + "-wal", "wb").close()),
+    Case("export-onto-shm", ["export", "--db", "{db}", "-o", "{db}-shm", "--force"], shape=r"is the database"),
+    Case("export-onto-symlink", ["export", "--db", "{db}", "-o", "{tmp}/out.md", "--force"],
+         shape=r"is the database", setup=_link("symlink")),
+    Case("export-onto-hardlink", ["export", "--db", "{db}", "-o", "{tmp}/out.md", "--force"],
+         shape=r"is the database", setup=_link("hardlink")),
+    Case("export-onto-existing", ["export", "--db", "{db}", "-o", "{tmp}/out.md"], shape=r"exists \(--force",
+         setup=lambda tmp, p: open(f"{tmp}/out.md", "w").write("keep me")),
+    Case("export-into-folder", ["export", "--db", "{db}", "-o", "{tmp}"], shape=r"is a folder"),
+    Case("export-under-a-file", ["export", "--db", "{db}", "-o", "{db}/x.md"], shape=r"x\.md"),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in EXPORT_OVER])
+def test_export_never_writes_over_the_database(attack, case):
+    attack(case)
