@@ -222,8 +222,10 @@ class Store:
                 row = self.conn.execute(self._SESSION_SQL + " ORDER BY s.id DESC LIMIT 1").fetchone()
                 if row is None:
                     raise HeedfulError(f"{self.path}: no sessions yet")
-            else:
-                row = self.conn.execute(self._SESSION_SQL + " WHERE s.id = ?", (session_id,)).fetchone()
+            else:  # an id past SQLite's integers is no session (not an OverflowError)
+                fits = type(session_id) is int and -2**63 <= session_id < 2**63
+                row = self.conn.execute(self._SESSION_SQL + " WHERE s.id = ?", (session_id,)).fetchone() if fits \
+                    else None
                 if row is None:
                     raise HeedfulError(f"--session {session_id}: no such session in {self.path}")
         return self._info(row)

@@ -59,6 +59,13 @@ STRINGS = [
     ("export-db-not-utf8", ["export", "--db", "{tmp}/" + BAD], r"not valid UTF-8"),
     ("prompt-empty-file", ["generate", "--file", "{tmp}/empty.txt", *M], r"--file .*empty"),
     ("prompt-file-not-utf8", ["generate", "--file", "{tmp}/bin.txt", *M], r"not UTF-8"),
+    ("export-session-30-digits", ["export", "--db", "{db}", "--session", "9" * 30], r"--session 9+: no such session"),
+    ("search-session-30-digits", ["sessions", "--db", "{db}", "--search", "vault", "--session", "9" * 30],
+     r"--session 9+: no such session"),
+    ("recall-session-30-digits", ["recall", "vault", "--db", "{db}", "--session", "9" * 30, *M],
+     r"--session 9+: no such session"),
+    ("resume-session-30-digits", ["generate", "--db", "{db}", "--session", "9" * 30, *M],
+     r"--session 9+: no such session"),
     ("recall-range-negative", ["recall", "--range", "-1", "3", "--db", "{db}", *M], r"--range"),
     ("recall-range-5000-digits", ["recall", "--range", "1", HUGE, "--db", "{db}", *M], r"--range"),
     ("sessions-limit-zero", ["sessions", "--db", "{db}", "--search", "vault", "--limit", "0"], r"--limit"),
@@ -113,8 +120,9 @@ def test_generated_command_lines_exit_0_or_one_line(cli, paths, args):
     from tests.attack.harness import db_state, fill, one_line
 
     before = db_state(paths["db"])
-    if "-o" in args:  # never over the suite's files
-        args[args.index("-o") + 1] = os.path.join(paths["tmp"], "out")
+    for k, a in enumerate(args[:-1]):  # every -o into the case's folder, never the working one
+        if a == "-o":
+            args[k + 1] = os.path.join(paths["tmp"], "out")
     code, out, err = cli(*fill(args, paths))
     assert code in (0, 2), (args, code, err)
     if code == 2:
