@@ -344,7 +344,9 @@ class Session:
                     tid = self._sampler(self.next_logits, self.stream.ids)
                     index = len(self.token_ids)
                     self.next_logits = self.residency.run([index], [tid], self._kept(), evict=True)
-                    record = self.stream.append(tid, "generated")
+                    # a turn's end is the template's markup (drawn dimmed, left out of exports' content)
+                    end = self.template is not None and tid in self._stops
+                    record = self.stream.append(tid, MARKUP if end else "generated")
                     self.recorder.tokens([record])
                     self._generated += 1
                     self._gen_seconds += time.perf_counter() - t0

@@ -69,6 +69,22 @@ def gguf_in(name: str, file: str) -> Path:
         raise ModelLoadError(f"--model {name} --gguf-file {file}: cannot get it from the hub: {msg[:160]}") from None
 
 
+def _check_readable(path: Path, name: str) -> None:
+    """The whole file parses (header, metadata, every tensor's data in bounds) before any
+    conversion starts: a file cut short anywhere is one line, not the reader's traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(f"--model {name}: reading GGUF needs the gguf package (pip install gguf)")
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(str(path))
+    except Exception as e:  # struct.error, ValueError, IndexError...: the file is cut short or damaged
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"--model {name}: not a readable GGUF file (truncated or damaged: {msg[:120]})") from None
+
+
 def converted_folder(path: str | Path, name: str, provenance: dict | None = None) -> Path:
     """The safetensors folder of a GGUF file, converted on first use."""
     path = Path(path).expanduser()
@@ -77,6 +93,7 @@ def converted_folder(path: str | Path, name: str, provenance: dict | None = None
     folder = cache_root() / sha[:32]
     if (folder / PROVENANCE).is_file():
         return folder
+    _check_readable(path, name)
     folder.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.write(f"heedful: converting {path.name} to safetensors, once (cached in {folder})\n")
     tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=folder.parent))

@@ -104,9 +104,21 @@ def test_a_truncated_gguf_is_one_line_and_leaves_no_half_folder(tmp_path, monkey
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(SMOLLM2.gguf_path().read_bytes()[: 2_000_000])
     monkeypatch.setenv("HEEDFUL_CACHE", str(tmp_path / "c"))
-    with pytest.raises(ModelLoadError, match="cut.gguf"):
+    with pytest.raises(ModelLoadError, match="cut.gguf: not a readable GGUF file"):
         load_model(str(cut))
-    assert not any((tmp_path / "c" / "gguf").iterdir())
+    assert not (tmp_path / "c" / "gguf").exists() or not any((tmp_path / "c" / "gguf").iterdir())
+
+
+@needs_smollm2
+@pytest.mark.parametrize("size", [30, 5_000_000])  # cut in the header; cut in the tensors' data
+def test_a_gguf_cut_anywhere_is_one_line_before_any_conversion(tmp_path, size):
+    cut = tmp_path / "cut.gguf"
+    with open(SMOLLM2.gguf_path(), "rb") as f:
+        cut.write_bytes(f.read(size))
+    r = _heedful("generate", "hi", "-n", "1", "-m", str(cut), env={"HEEDFUL_CACHE": str(tmp_path / "c")})
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        r.stderr.strip()] and "not a readable GGUF file (truncated or damaged" in r.stderr
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_killed_conversion_leaves_no_half_folder(tmp_path, monkeypatch):
@@ -119,6 +131,7 @@ def test_a_killed_conversion_leaves_no_half_folder(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(gguf, "_convert", dies)
+    monkeypatch.setattr(gguf, "_check_readable", lambda path, name: None)
     with pytest.raises(KeyboardInterrupt):
         gguf.converted_folder(f, "m.gguf")
     assert list((tmp_path / "c" / "gguf").iterdir()) == []

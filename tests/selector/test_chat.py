@@ -65,6 +65,9 @@ def test_generation_stops_at_the_end_of_turn(tiny_chat):
     s._sampler = ends_third
     out = list(s.generate(20, stop_at_eos=True))
     assert len(out) == 3 and out[-1].id == end
+    # the turn's end is the template's markup, not the assistant's content
+    assert s.stream.sources[-3:] == ["generated", "generated", "markup"]
+    assert s.turns()[-1].end == len(s) - 1
     s.say("And again?")  # the next turn follows the closed one
     assert [t.role for t in s.turns()] == ["user", "assistant", "user"]
 
