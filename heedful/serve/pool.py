@@ -5,7 +5,10 @@ stored session holds, and the locks that keep requests apart.
   under `compute`, a fair (first come, first served) lock with `slots` holders, so the
   streams of requests to different sessions interleave token by token.
 - Requests to one session are serialized by that session's lock (`session_lock`).
-- Live sessions' KV banks (Stats.allocated_bytes) are counted against `max_kv_bytes`: to
+- Live sessions' KV banks are counted against `max_kv_bytes` at the most each can grow to
+  for its budget (`bound`: `budget` rows of keys and values, and of the rotary masters a
+  bank allocates once a row is dropped, folded or evicted), so the banks' real bytes never
+  pass it; a budget change reserves the new bound before the bank is reallocated. To
   make room, the least recently used idle session is released (everything it holds is in
   the store already) and rebuilt from the store on its next request (app.open.resume).
 - The index maps a conversation (its messages, role and stripped content) to the stored
@@ -90,7 +93,7 @@ class Live:
         self.session, self.sid = session, sid
         self.rebuilt = rebuilt  # tokens re-encoded to bring it back from the store
         self.busy = False
-        self.kv = session.stats().allocated_bytes
+        self.kv = 0  # bytes counted for it: its bound (Pool.bound), set by the pool
         self.last = time.monotonic()
 
     @property
@@ -112,7 +115,11 @@ class Pool:
         self.released = 0  # sessions released to make room
         self._all: set[Live] = set()  # every session the pool holds, live or being opened
         self._reserved = 0  # bytes of sessions being opened
-        self.stop_ids, self.session_bytes = self._probe()
+        self.stop_ids, self.row_bytes = self._probe()
+        self.session_bytes = self.bound(self.settings.get("budget") or self._default_budget)
+        if self.session_bytes > max_kv_bytes:
+            raise HeedfulError(f"--max-kv-bytes {max_kv_bytes:,}: one session (budget {self._default_budget}) "
+                               f"needs up to {self.session_bytes:,} bytes of KV; give at least that")
         self._build_index(index_sessions)
 
     # ---------------------------------------------------------------- the index
@@ -140,14 +147,27 @@ class Pool:
                 self._index[key], self._key[info.id] = info.id, key
 
     def _probe(self) -> tuple[list[int], int]:
-        """The model's stop ids and the KV bytes of a session of the configured settings (a
-        session opened and let go; bad settings are refused here, at start)."""
+        """The model's stop ids and the most KV bytes one budget row can take (keys, values
+        and the rotary masters a bank allocates once a row is dropped, folded or evicted),
+        from a session of the configured settings opened and let go (bad settings are
+        refused here, at start)."""
         from heedful.app.open import session_for
 
         s = session_for(self.lm, **self.settings)
         with self.compute:
             s.feed([sorted(s.config.stop_ids)[0] if s.config.stop_ids else 0])  # the KV banks are allocated at once
-        return sorted(s.config.stop_ids), s.stats().allocated_bytes
+        cache = s.residency.cache
+        if cache.bank is not None:
+            cache.bank.ensure_masters()  # what the bank grows to
+        self._default_budget = s.config.budget
+        return sorted(s.config.stop_ids), -(-cache.allocated_bytes() // cache.capacity)
+
+    def bound(self, budget: int) -> int:
+        """The most KV bytes a session of this budget holds."""
+        return self.row_bytes * int(budget)
+
+    def _bound_of(self, session) -> int:
+        return max(self.bound(session.config.budget), session.stats().allocated_bytes)
 
     def match(self, messages) -> tuple[int, int] | None:
         """(session id, k): the stored session whose conversation is the longest prefix
@@ -211,9 +231,12 @@ class Pool:
         live.recorder.close()  # everything was committed at the end of its last request
         self.released += 1
 
-    def _opening(self, open_it) -> Live:
-        """Opens a session with room reserved for it first."""
-        need = self.session_bytes
+    def _opening(self, open_it, need: int | None = None) -> Live:
+        """Opens a session with room reserved for it first (its bound)."""
+        need = self.session_bytes if need is None else need
+        if need > self.max_kv_bytes:
+            raise ApiError(f"a session needs {need:,} bytes of KV, over --max-kv-bytes {self.max_kv_bytes:,}",
+                           503, None, "server_error", "kv_memory")
         with self._cond:
             self._room(need)
             self._reserved += need
@@ -224,9 +247,31 @@ class Pool:
                 self._reserved -= need
                 self._cond.notify_all()
         with self._cond:
+            live.kv = self._bound_of(live.session)
             live.busy = True
             self._all.add(live)
         return live
+
+    def rebudget(self, live: Live, budget: int | None) -> None:
+        """Before a session's budget changes to `budget`: room for its new bound (idle
+        sessions released, as for a new one). `settled` then counts what it holds."""
+        if budget is None or not isinstance(budget, int) or isinstance(budget, bool):
+            return
+        new = self.bound(budget)
+        if new > self.max_kv_bytes:
+            raise ApiError(f"heedful.budget: budget {budget} needs up to {new:,} bytes of KV, over the server's "
+                           f"bound of {self.max_kv_bytes:,} (at most {self.max_kv_bytes // self.row_bytes:,})",
+                           400, "heedful.budget", code="kv_memory")
+        with self._cond:
+            if new > live.kv:
+                self._room(new - live.kv)
+                live.kv = new
+
+    def settled(self, live: Live) -> None:
+        """After a budget change (made or refused): the session counts its bound again."""
+        with self._cond:
+            live.kv = self._bound_of(live.session)
+            self._cond.notify_all()
 
     def checkout(self, sid: int) -> Live:
         """The live session `sid`, marked busy; rebuilt from the store when it is not live."""
@@ -236,18 +281,20 @@ class Pool:
                 live.busy = True
                 self._live.move_to_end(sid)
                 return live
-        live = self._opening(lambda: self._open(sid))
+        try:
+            info = self.store.session(sid)
+        except HeedfulError:
+            raise ApiError(f"session {sid}: no such session", 404, "heedful.session",
+                           code="session_not_found") from None
+        budget = info.config.get("budget") if isinstance(info.config, dict) else None
+        need = self.bound(budget) if isinstance(budget, int) and budget > 0 else self.session_bytes
+        live = self._opening(lambda: self._open(sid), need)
         self.admit(live)
         return live
 
     def _open(self, sid: int) -> Live:
         from heedful.app.open import resume
 
-        try:
-            self.store.session(sid)
-        except HeedfulError:
-            raise ApiError(f"session {sid}: no such session", 404, "heedful.session",
-                           code="session_not_found") from None
         with self.compute:
             s = resume(self.store, sid, lm=self.lm, atomic=True)
         return Live(s, sid, rebuilt=len(s.retained()))  # its resume event is held until a request commits
@@ -275,7 +322,7 @@ class Pool:
         with self._cond:
             live.busy = False
             live.last = time.monotonic()
-            live.kv = live.session.stats().allocated_bytes
+            live.kv = self._bound_of(live.session)
             try:
                 self._room(0)
             except ApiError:

@@ -96,18 +96,27 @@ def _title(req) -> str:
     return "serve: " + " ".join(text.split())[:72]
 
 
-def _apply_settings(session, ex, sampling) -> None:
+def _apply_settings(pool: Pool, live: Live, ex, sampling) -> None:
+    session = live.session
     changes = dict(ex.settings)
     if sampling.temperature is not None and sampling.temperature != session.config.temperature:
         changes["temperature"] = sampling.temperature
     if sampling.top_p is not None and sampling.top_p > 0 and sampling.top_p != session.config.top_p:
         changes["top_p"] = sampling.top_p
     if changes:
-        try:
-            session.set(**changes)
-        except HeedfulError as e:
-            name = next(iter(ex.settings), None)
-            raise bad(f"heedful.{name}" if name else "temperature", str(e)) from None
+        _set(pool, live, changes)
+
+
+def _set(pool: Pool, live: Live, changes: dict) -> None:
+    """Session.set (room for a larger budget was reserved before the compute lock was
+    taken: pool.rebudget may wait for other requests)."""
+    try:
+        live.session.set(**changes)
+    except HeedfulError as e:
+        name = next((k for k in ("budget", "window") if k in changes), None) or next(iter(changes))
+        raise bad(f"heedful.{name}" if name in ("budget", "window") else name, str(e)) from None
+    finally:
+        pool.settled(live)
 
 
 def _marks(session, ex) -> dict:
@@ -219,8 +228,9 @@ def run(pool: Pool, req: ChatRequest | CompletionRequest, emit, cancelled) -> Ou
     try:
         if chat and session.template is None:
             raise bad("messages", "this model has no chat template: use /v1/completions with a plain prompt")
+        pool.rebudget(live, ex.settings.get("budget"))
         with pool.compute:
-            _apply_settings(session, ex, req.sampling)
+            _apply_settings(pool, live, ex, req.sampling)
             if chat:
                 for i, m in enumerate(turns):
                     if not m["content"].strip():
@@ -268,12 +278,10 @@ def mark(pool: Pool, sid: int, ex) -> dict:
         live = pool.checkout(sid)
         committed = False
         try:
+            pool.rebudget(live, ex.settings.get("budget"))
             with pool.compute:
                 if ex.settings:
-                    try:
-                        live.session.set(**ex.settings)
-                    except HeedfulError as e:
-                        raise bad(f"heedful.{next(iter(ex.settings))}", str(e)) from None
+                    _set(pool, live, dict(ex.settings))
                 marked = _marks(live.session, ex)
             live.recorder.commit(pool.store)
             committed = True
