@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
 import click
 
 from heedful.app.options import model_options, session_options
+from heedful.errors import HeedfulError
 from heedful.limits import MAX_GENERATE
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -47,6 +50,35 @@ def serve(host, port, db, api_key, model_id, max_kv_bytes, max_tokens_limit, def
         click.echo(f"heedful: warning: serving on {host} without --api-key: anyone who reaches it can use it",
                    err=True)
     limit = parse_size(max_kv_bytes)
+    sock = bind(host, port)  # before the model loads: a port in use is one line at once
+    try:
+        _serve(sock, host, port, db, api_key, model_id, limit, max_tokens_limit, default_max_tokens, max_requests,
+               cors, model, dtype, device, trust_remote_code, settings)
+    finally:
+        sock.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) as uvicorn binds one (IPv6 when the host has a
+    colon; SO_REUSEADDR), handed to uvicorn; a port in use or a host that is not this
+    machine's is a HeedfulError naming the flag."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise HeedfulError(f"--port {port}: address already in use") from None
+        if e.errno == errno.EACCES:
+            raise HeedfulError(f"--port {port}: permission denied (ports below 1024 need privileges)") from None
+        raise HeedfulError(f"--host {host}: cannot bind it ({e.strerror or e})") from None
+    return sock
+
+
+def _serve(sock, host, port, db, api_key, model_id, limit, max_tokens_limit, default_max_tokens, max_requests, cors,
+           model, dtype, device, trust_remote_code, settings):
     import uvicorn
 
     from heedful.models.loading import load_model
@@ -64,8 +96,13 @@ def serve(host, port, db, api_key, model_id, max_kv_bytes, max_tokens_limit, def
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="on", timeout_graceful_shutdown=5))
     _announce(server, config, store)
-    server.run()
+    server.run(sockets=[sock])
     store.close()
+
+
+def base_url(host: str, port: int) -> str:
+    """The /v1 base URL of a listening address (an IPv6 host in brackets)."""
+    return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
 def _model_id(model, lm) -> str:
@@ -82,7 +119,7 @@ def _announce(server, config, store) -> None:
         for s in server.servers:
             for sock in s.sockets:
                 host, port = sock.getsockname()[:2]
-                click.echo(f"heedful: serving {config.model_id} on http://{host}:{port}/v1 (store {store.path})",
+                click.echo(f"heedful: serving {config.model_id} on {base_url(host, port)} (store {store.path})",
                            err=True)
                 return
 
