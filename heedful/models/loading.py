@@ -98,10 +98,14 @@ def resolve_source(name: str | None) -> tuple[str, str, bool]:
 
     if name is None:
         name = os.environ.get("HEEDFUL_MODEL") or None
+    gguf_file = os.environ.get("HEEDFUL_GGUF_FILE")
+    if gguf_file and (name in (None, "default") or name in NAMED or name.lower().endswith(".gguf")):
+        given = f"--model {name}" if name else "the default model"
+        raise ModelLoadError(f"--gguf-file {gguf_file}: names a file of the folder or hub repository that "
+                             f"--model DIR or --model ORG/NAME gives, not of {given}")
     if name in NAMED:
         return str(named_folder(name)), name, True
-    gguf_file = os.environ.get("HEEDFUL_GGUF_FILE")
-    if gguf_file and name not in (None, "default") and not name.lower().endswith(".gguf"):
+    if gguf_file:
         from heedful.models.gguf import converted_folder, gguf_in
 
         return str(converted_folder(gguf_in(name, gguf_file), f"{name} --gguf-file {gguf_file}")), name, True

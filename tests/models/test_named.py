@@ -179,3 +179,11 @@ def test_gguf_file_that_is_not_there_is_one_line(tmp_path):
                  env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "--model someone/nothing-here --gguf-file m.gguf: cannot get it from the hub" in r.stderr
+
+
+@pytest.mark.parametrize("model", [None, "smollm2", "x.gguf"])
+def test_gguf_file_without_a_folder_or_hub_id_is_one_line(model):
+    r = _heedful("inspect", "x", "--gguf-file", "a.gguf", *(["--model", model] if model else []),
+                 env={"HEEDFUL_MODEL": ""})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("heedful: error: --gguf-file a.gguf: names a file of the folder or hub repository")
