@@ -112,7 +112,7 @@ def _int(body: dict, name: str, lo: int, hi: int, default=None, where: str = "")
     if v is None:
         return default
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise bad(where + name, f"must be an integer from {lo} to {hi:,} (got {json.dumps(v)[:40]})")
+        raise bad(where + name, f"must be an integer from {lo:,} to {hi:,} (got {json.dumps(v)[:40]})")
     return v
 
 
@@ -183,7 +183,13 @@ def _sampling(body: dict, max_tokens_limit: int, default_max: int) -> Sampling:
     opts = body.get("stream_options")
     if opts is not None and not isinstance(opts, dict):
         raise bad("stream_options", "must be an object")
-    return Sampling(max_tokens=mt, temperature=_num(body, "temperature", 0.0, 2.0),
+    from heedful.selector.config import MIN_TEMPERATURE
+
+    temperature = _num(body, "temperature", 0.0, 2.0)
+    if temperature is not None and 0 < temperature < MIN_TEMPERATURE:  # logits / T would overflow
+        raise bad("temperature", f"must be 0 (greedy) or a number from {MIN_TEMPERATURE} to 2.0 "
+                                 f"(got {json.dumps(body['temperature'])[:40]})")
+    return Sampling(max_tokens=mt, temperature=temperature,
                     top_p=_num(body, "top_p", 0.0, 1.0), stop=stops, stream=_bool(body, "stream"),
                     include_usage=_bool(opts or {}, "include_usage", "stream_options."))
 

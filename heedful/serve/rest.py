@@ -84,10 +84,13 @@ def routes(pool) -> list[Route]:
     async def _mark(request: Request, sid: int, fields: dict):
         from heedful.serve.runner import mark
 
-        ex = parse_extras({"heedful": {k: v for k, v in fields.items() if v is not None}}, None)
-        if ex.session is not None or ex.append or ex.new:
-            raise bad("heedful.session", "the session is the one in the path")
-        return JSONResponse(await asyncio.to_thread(mark, pool, sid, ex))
+        try:
+            ex = parse_extras({"heedful": {k: v for k, v in fields.items() if v is not None}}, None)
+            if ex.session is not None or ex.append or ex.new:
+                raise bad("heedful.session", "the session is the one in the path")
+            return JSONResponse(await asyncio.to_thread(mark, pool, sid, ex))
+        except ApiError as e:
+            raise _top_level(e) from None
 
     async def export(request: Request):
         from heedful.store.export import FORMATS, WHATS
@@ -101,6 +104,8 @@ def routes(pool) -> list[Route]:
             raise bad("what", f"{what[:40]!r}: one of {', '.join(WHATS)}")
         if fmt not in FORMATS:
             raise bad("format", f"{fmt[:40]!r}: one of {', '.join(FORMATS)}")
+        if what == "events" and fmt != "jsonl":
+            raise bad("format", "what=events is written as JSON Lines (the replay format): use format=jsonl")
         out = io.StringIO()
         await asyncio.to_thread(write, pool.store, sid, what, fmt, out)
         media = {"jsonl": "application/jsonl", "md": "text/markdown", "txt": "text/plain"}[fmt]
@@ -120,3 +125,14 @@ async def _body(request: Request) -> dict:
     if len(body) > 16:
         raise bad("body", "too many fields")
     return body
+
+
+def _top_level(e: ApiError) -> ApiError:
+    """An error about a field of a "heedful" object, for a body whose fields are top-level
+    (/marks, /pins): `budget`, `pin[0]`, not `heedful.budget`."""
+    if not (e.param or "").startswith("heedful."):
+        return e
+    param, message = e.param[len("heedful."):], str(e)
+    if message.startswith(e.param):
+        message = param + message[len(e.param):]
+    return ApiError(message, e.status, param, e.type, e.code)

@@ -11,6 +11,7 @@ before that request (no half turn).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -114,9 +115,16 @@ def _set(pool: Pool, live: Live, changes: dict) -> None:
         live.session.set(**changes)
     except HeedfulError as e:
         name = next((k for k in ("budget", "window") if k in changes), None) or next(iter(changes))
-        raise bad(f"heedful.{name}" if name in ("budget", "window") else name, str(e)) from None
+        raise bad(f"heedful.{name}" if name in ("budget", "window") else name, request_words(str(e))) from None
     finally:
         pool.settled(live)
+
+
+def request_words(message: str) -> str:
+    """An engine's message in a request's words: without the `set: ` of Session.set, and its
+    settings named as the request's fields (`budget`, `window`), not as the CLI's flags."""
+    message = re.sub(r"^set: ", "", message)
+    return re.sub(r"(?<![\w-])--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), message)
 
 
 def _marks(session, ex) -> dict:

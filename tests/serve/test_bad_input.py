@@ -107,7 +107,7 @@ def test_refused_marks_and_histories_leave_the_session_unchanged(server, http, s
     # a budget the pins cannot fit in
     error(http.post("/chat/completions", json={"messages": more, "heedful": {"session": sid, "budget": 2}}),
           400, "heedful.budget")
-    error(http.post(f"/sessions/{sid}/pins", json={"pin": ["/nothing here/"]}), 400, "heedful.pin[0]")
+    error(http.post(f"/sessions/{sid}/pins", json={"pin": ["/nothing here/"]}), 400, "pin[0]")
     error(http.post(f"/sessions/{sid}/pins", json={"pins": ["heron"]}), 400, "pins")
     error(http.get(f"/sessions/{sid}/export?what=everything"), 400, "what")
     error(http.get("/sessions/999999/pins"), 404, "session")
@@ -119,6 +119,34 @@ def test_refused_marks_and_histories_leave_the_session_unchanged(server, http, s
     assert h["session"] == sid and h["marked"]["pin"] and any("heron" in p["text"] for p in h["pins"])
     pins = http.get(f"/sessions/{sid}/pins").json()["data"]
     assert [p["text"] for p in pins] == [" heron"] or [p["text"].strip() for p in pins] == ["heron"]
+
+
+def test_errors_name_the_request_fields_not_the_cli_flags(server, http, sid):
+    before = snapshot(server, sid)
+    window = server.pool.settings["window"]
+
+    def words(r, status, param, start):
+        e = error(r, status, param)
+        assert e["message"].startswith(start), e
+        assert "--" not in e["message"] and "set:" not in e["message"], e
+        return e["message"]
+
+    # /marks takes the marks as top-level fields: its errors name them so
+    words(http.post(f"/sessions/{sid}/marks", json={"budget": 8}), 400, "budget",
+          f"budget: budget 8 is smaller than window {window} + sinks")
+    words(http.post(f"/sessions/{sid}/marks", json={"drop": ["zebra"]}), 400, "drop[0]", "drop[0]: ")
+    more = [{"role": "user", "content": "And?"}]
+    words(http.post("/chat/completions", json={"messages": more, "heedful": {"session": sid, "append": True,
+                                                                             "budget": 8}}), 400,
+          "heedful.budget", f"heedful.budget: budget 8 is smaller than window {window}")
+    m = words(http.get(f"/sessions/{sid}/export?what=events&format=md"), 400, "format", "format: ")
+    assert "format=jsonl" in m
+    m = words(http.post("/chat/completions", json={"messages": USER, "temperature": 1e-300}), 400, "temperature",
+              "temperature: must be 0 (greedy) or a number from ")
+    assert m.count("temperature") == 1
+    m = words(http.post("/chat/completions", json={"messages": USER, "seed": 2**64}), 400, "seed",
+              "seed: must be an integer from -9,223,372,036,854,775,808 to 9,223,372,036,854,775,807")
+    assert snapshot(server, sid) == before
 
 
 def test_an_api_key_is_required_when_set_and_cors_is_off(tiny_chat, tmp_path):
