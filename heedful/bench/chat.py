@@ -77,7 +77,11 @@ def run_conversation(lm, conv: dict, policy: str, budget: int, answer_tokens: in
     from heedful.selector.session import Session, SessionConfig
 
     tok = lm.tokenizer
-    total = 128 * (len(conv["chatter"]) + 2)  # a generous bound on the conversation's tokens (full attention evicts nothing)
+    # a generous bound on the conversation's tokens (full attention evicts nothing), within the
+    # model's positions
+    total = 128 * (len(conv["chatter"]) + 2)
+    limit = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
+    total = min(total, limit - 64) if limit else total
     cfg, _ = settings(policy, budget, total, pin_rows)
     s = Session(lm.model, tok, config=SessionConfig(model="bench", temperature=0, **cfg), recorder=NullRecorder(),
                 gated=lm.gated)
@@ -142,7 +146,8 @@ def chat(conversations, turns, budget, pin_rows, policies, seed, as_json, model,
                "accuracy": {p: right[p] / conversations for p in chosen},
                "seconds": round(time.perf_counter() - t0, 1)}
     if not as_json:
-        click.echo(f"{lm.name}: {conversations} conversations of {turns + 2} turns, KV budget {budget}")
+        click.echo(f"{lm.name}: {conversations} conversation(s): the fact, {turns} exchange(s) of chatter, the "
+                   f"question; KV budget {budget}")
         for p in chosen:
             click.echo(f"  {p:<13} {right[p]:>3}/{conversations}  {right[p] / conversations:.2f}")
     click.echo(json.dumps(summary))

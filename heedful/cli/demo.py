@@ -45,7 +45,7 @@ def default_demo_model(model: str | None) -> str | None:
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per episode, then a summary.")
 def demo(episodes, budget, turns, filler, model, dtype, device, trust_remote_code, as_json):
-    """A fact, a long stretch, a question: the answer with the fact pinned vs the window alone.
+    """A fact, a long stretch, a question: answered with the fact pinned, the window alone, and more.
 
     Default model: smollm2 (a real instruct model, in a conversation) where it is installed,
     else the embedded gated model; -m default shows the embedded model's recall episodes."""
@@ -113,6 +113,9 @@ def chat_demo(lm, conversations: int, budget: int, turns: int, as_json: bool) ->
         for p, label in CHAT_RUNS:
             r = runs[p]
             click.echo(f"    {label:<15} {'right' if r['right'] else 'wrong':<6} {r['answer'][:60]}")
+        if runs["window"]["resident"] >= runs["window"]["tokens"]:
+            click.echo(f"    (the conversation fits the budget of {budget}: nothing left the window; "
+                       "raise --turns or lower --budget to see the difference)")
         click.echo("")
     summary = {p: score[p] / conversations for p, _ in CHAT_RUNS}
     if as_json:
