@@ -77,3 +77,27 @@ def test_headless_recall_of_evicted_text(cli, tmp_path, tiny_qwen35_dir):
     assert "4821" in "".join(texts[a:b])  # the re-encoded copy is pinned
     code, out, err = cli("recall", "no such words", "--db", db, "--session", 1, "--model", tiny_qwen35_dir)
     assert code == 2 and "not found" in err and err.count("\n") == 1
+
+
+def test_a_chat_session_resumes_and_its_exported_log_replays_byte_for_byte(cli, tmp_path, tiny_chat_dir):
+    """generate --chat --system records the turns; --session continues the conversation with a
+    new user turn; the exported events replay to the same tokens, sources and pins."""
+    db, again, log = tmp_path / "c.db", tmp_path / "r.db", tmp_path / "e.jsonl"
+    code, out, err = cli("generate", "--chat", "--system", "Be brief.", "My code is 4821.", "--pin", "4821",
+                         "--model", tiny_chat_dir, "--db", db, "-n", "6", "--window", "16", "--budget", "48",
+                         "--json")
+    assert code == 0, err
+    code, out, err = cli("generate", "--chat", "What is my code?", "--db", db, "--session", 1,
+                         "--model", tiny_chat_dir, "-n", "6", "--json")
+    assert code == 0, err
+    code, _, err = cli("export", "--db", db, "--session", 1, "--what", "events", "-o", log)
+    assert code == 0, err
+    code, _, err = cli("replay", log, "--db", again, "--model", tiny_chat_dir)
+    assert code == 0, err
+    with Store.open(db) as a, Store.open(again) as b:
+        x, y = a.load(1), b.load(1)
+        assert x.token_ids == y.token_ids and x.token_sources == y.token_sources
+        assert a.session(1).state.pins.to_list() == b.session(1).state.pins.to_list() != []
+        says = [e for e in a.events(1) if e["op"] == "say"]
+        assert [e["role"] for e in says] == ["system", "user", "user"]
+        assert {"system", "user", "markup", "generated"} <= set(x.token_sources)
