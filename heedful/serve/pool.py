@@ -116,7 +116,7 @@ class Pool:
         self._all: set[Live] = set()  # every session the pool holds, live or being opened
         self._reserved = 0  # bytes of sessions being opened
         self.stop_ids, self.row_bytes = self._probe()
-        self.session_bytes = self.bound(self.settings.get("budget") or self._default_budget)
+        self.session_bytes = self.bound(self._default_budget)
         if self.session_bytes > max_kv_bytes:
             raise HeedfulError(f"--max-kv-bytes {max_kv_bytes:,}: one session (budget {self._default_budget}) "
                                f"needs up to {self.session_bytes:,} bytes of KV; give at least that")
@@ -259,8 +259,9 @@ class Pool:
             return
         new = self.bound(budget)
         if new > self.max_kv_bytes:
+            fits = self.max_kv_bytes // self.row_bytes
             raise ApiError(f"heedful.budget: budget {budget} needs up to {new:,} bytes of KV, over the server's "
-                           f"bound of {self.max_kv_bytes:,} (at most {self.max_kv_bytes // self.row_bytes:,})",
+                           f"bound of {self.max_kv_bytes:,} (a budget of at most {fits:,} fits)",
                            400, "heedful.budget", code="kv_memory")
         with self._cond:
             if new > live.kv:

@@ -44,14 +44,15 @@ def test_drops_folds_and_budgets_never_pass_the_bound(tiny_chat, tmp_path):
         with httpx.Client(base_url=running.url, timeout=60) as c:
             sids = []
             for k in range(3):
-                r = c.post("/completions", json={"prompt": f"Client {k}: the code is 48{k}. We walked by the lake.",
-                                                 "max_tokens": 2, "heedful": {"drop": ["lake"], "new": True}})
+                prompt = f"Client {k}: the code is 48{k}. We walked by the lake."
+                r = c.post("/completions", json={"prompt": prompt, "max_tokens": 2,
+                                                 "heedful": {"drop": ["lake"], "new": True}})
                 assert r.status_code == 200, r.text
                 assert r.json()["heedful"]["kv_bytes"] <= limit
                 sids.append(r.json()["heedful"]["session"])
             r = c.post("/completions", json={"prompt": " And the boat was red.", "max_tokens": 2,
-                                             "heedful": {"session": sids[0], "fold": [{"target": "the boat", "gist": "boat"}],
-                                                         "budget": SETTINGS["budget"] + 32}})
+                                             "heedful": {"session": sids[0], "budget": SETTINGS["budget"] + 32,
+                                                         "fold": [{"target": "the boat", "gist": "boat"}]}})
             assert r.status_code == 200, r.text
             r = c.post(f"/sessions/{sids[1]}/marks", json={"budget": SETTINGS["budget"] + 16, "drop": ["code"]})
             assert r.status_code == 200, r.text
