@@ -321,7 +321,8 @@ def _report(name, results, chosen, ctxs, fracs, speed, pickers_info, png, as_jso
     machine = _machine()
     seeds = sorted({r["seed"] for r in results})
     n_tasks = len({r["task"] for r in results})
-    title = f"{name}: {n_tasks} tasks, seeds {seeds[0]}-{seeds[-1]}, {machine}, {seconds / 60:.1f} min"
+    took = f"{seconds / 60:.1f} min" if seconds else "rendered from --json lines"
+    title = f"{name}: {n_tasks} tasks, seeds {seeds[0]}-{seeds[-1]}, {machine}, {took}"
     plot(results, png, title)
     click.echo(f"plot: {png}")
     summary = {"model": name, "machine": machine, "seeds": seeds, "contexts": ctxs,
