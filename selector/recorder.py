@@ -108,5 +108,11 @@ class NullRecorder:
     def flush(self):
         pass
 
+    def release(self):
+        pass
+
+    def discard(self):
+        pass
+
     def close(self):
         pass

@@ -90,10 +90,13 @@ def fingerprints(lm: LoadedModel) -> dict:
 
 
 def stamp(recorder, lm: LoadedModel) -> None:
-    """Writes the model's fingerprints into a store recorder's session state."""
+    """Writes the model's fingerprints into a store recorder's session state. Every rank of a
+    tensor-parallel run computes them (gathering the sharded embedding is a collective),
+    though only the recording rank keeps them."""
+    prints = fingerprints(lm)
     state = getattr(recorder, "state", None)
     if state is not None and hasattr(state, "fingerprints"):
-        state.fingerprints = fingerprints(lm)
+        state.fingerprints = prints
 
 
 def session_for(lm: LoadedModel, *, recorder=None, **settings) -> Session:

@@ -346,8 +346,10 @@ def model_fingerprint(model) -> str:
     cfg = model.config
     cfg = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
     arch = {k: getattr(cfg, k, None) for k in ARCH_KEYS}
-    emb = model.get_input_embeddings().weight
-    sample = emb[: min(256, emb.shape[0])].detach().to("cpu", torch.bfloat16).float().numpy().tobytes()
+    emb = model.get_input_embeddings().weight.detach()
+    if hasattr(emb, "full_tensor"):  # tensor parallel: a DTensor, sharded; every rank gathers the whole
+        emb = emb.full_tensor()
+    sample = emb[: min(256, emb.shape[0])].to("cpu", torch.bfloat16).float().numpy().tobytes()
     h = hashlib.sha256(json.dumps(arch, sort_keys=True).encode())
     h.update(sample)
     return h.hexdigest()[:16]
