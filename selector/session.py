@@ -40,6 +40,7 @@ from heedful.selector.recorder import NullRecorder, Recorder
 from heedful.selector.residency import Residency
 from heedful.selector.rows import RowKind
 from heedful.selector.sampling import Sampler
+from heedful.selector.slots import CapacityError
 from heedful.selector.stream import TokenStream
 from heedful.spans import Spans
 
@@ -613,18 +614,23 @@ class Session:
             folded = Spans((a, b) for a, b, _ in folds)
             keep = [t for t in range(n) if (t >= lo or s.policy.is_fixed(t, s._pins)) and t not in s._dropped
                     and t not in folded]
-            if not c.fold_budget:
-                s._reencode(keep)
-            else:  # the fixed rows before the tail (R blocks, a window before them, the window), then the tail
-                start = max(0, lo - c.fold_budget * c.fold_block - c.window) // c.fold_block * c.fold_block
-                s._reencode([t for t in keep if t < start])
-                tail = [t for t in range(start, n) if t not in s._dropped and t not in folded]
-                ids = s.stream.ids
-                logits = s.residency.restore_summaries(tail, lambda t: ids[t], s._kept(), s._chunk())
-                s.next_logits = logits if logits is not None else s.next_logits
-            for a, b, gist in folds:  # the span returns to be read, then its gist replaces it
-                s._reencode(list(range(a, b)))
-                s._fold_in(a, b, Fold(gist, tuple(tokenizer(gist, add_special_tokens=False)["input_ids"])), n)
+            try:
+                if not c.fold_budget:
+                    s._reencode(keep)
+                else:  # the fixed rows before the tail (R blocks, a window before them, the window), then the tail
+                    start = max(0, lo - c.fold_budget * c.fold_block - c.window) // c.fold_block * c.fold_block
+                    s._reencode([t for t in keep if t < start])
+                    tail = [t for t in range(start, n) if t not in s._dropped and t not in folded]
+                    ids = s.stream.ids
+                    logits = s.residency.restore_summaries(tail, lambda t: ids[t], s._kept(), s._chunk())
+                    s.next_logits = logits if logits is not None else s.next_logits
+                for a, b, gist in folds:  # the span returns to be read, then its gist replaces it
+                    s._reencode(list(range(a, b)))
+                    s._fold_in(a, b, Fold(gist, tuple(tokenizer(gist, add_special_tokens=False)["input_ids"])), n)
+            except CapacityError:
+                raise BudgetError(f"resume: the stored session does not fit these settings (budget {c.budget}, "
+                                  f"window {c.window}, fold budget {c.fold_budget} x block {c.fold_block}): "
+                                  "raise the budget or keep the stored settings") from None
             s.residency.peak = s.residency.resident()
         if recorder is not None:
             s.recorder = recorder

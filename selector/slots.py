@@ -29,6 +29,11 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 
+class CapacityError(RuntimeError):
+    """More rows than the bank holds: the engine's own checks should prevent it; a resume
+    under settings its stored session cannot fit reports it as a BudgetError."""
+
+
 @dataclass
 class Alignment:
     """What a forward of n rows needs: the rows to re-rotate (ranks, new positions), and the
@@ -69,8 +74,8 @@ class Slots:
     # ------------------------------------------------------------------ slots
     def alloc(self, n: int) -> list[int]:
         if len(self.slots) + n > self.capacity:
-            raise RuntimeError(f"KV budget exceeded: {len(self.slots)} resident + {n} new rows > capacity "
-                               f"{self.capacity}")
+            raise CapacityError(f"KV budget exceeded: {len(self.slots)} resident + {n} new rows > capacity "
+                                f"{self.capacity}")
         out = [heapq.heappop(self._free) for _ in range(n)]
         if out:
             self.hi = max(self.hi, max(out) + 1)

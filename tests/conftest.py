@@ -10,7 +10,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from hypothesis import settings  # noqa: E402
+
 from tests.tiny_models import build_tiny_model  # noqa: E402
+
+# Property tests draw the same examples on every run (CI must not pass or fail by the draw);
+# a defect they find is kept as an explicit case. HEEDFUL_HYPOTHESIS=random draws afresh.
+settings.register_profile("fixed", derandomize=True)
+settings.register_profile("random", derandomize=False)
+settings.load_profile(os.environ.get("HEEDFUL_HYPOTHESIS", "fixed"))
 
 
 @pytest.fixture(scope="session")
