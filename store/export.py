@@ -114,7 +114,9 @@ def write_tokens(out, what: str, fmt: str, *, ids, texts, sources, state, headin
     # md
     chat = bool(CHAT_SOURCES & set(sources))
     if chat:
-        runs = [r for a, b, st in runs for r in _split_by_role(a, b, st, sources)] if what != "all" else runs
+        if what != "all":
+            turns = _role_turns(sources) or [(0, len(sources), "markup")]
+            runs = [r for a, b, st in runs for r in _split_by_role(a, b, st, turns)]
     out.write(f"# {heading}\n\n")
     out.write(f"{what} tokens of {len(texts)}; model {model}; pinned {state.pins.total()}, "
               f"evicted {state.evicted.total()}\n")
@@ -150,10 +152,10 @@ def _role_turns(sources) -> list[tuple[int, int, str]]:
     return out
 
 
-def _split_by_role(a: int, b: int, label: str, sources) -> list[tuple[int, int, str]]:
+def _split_by_role(a: int, b: int, label: str, turns) -> list[tuple[int, int, str]]:
     """A run [a, b) cut where the turns change, each piece labelled with its turn's role."""
     out = []
-    for ta, tb, role in _role_turns(sources) or [(0, len(sources), "markup")]:
+    for ta, tb, role in turns:
         lo, hi = max(a, ta), min(b, tb)
         if lo < hi:
             out.append((lo, hi, f"{role}, {label}"))

@@ -97,8 +97,9 @@ def run_conversation(lm, conv: dict, policy: str, budget: int, answer_tokens: in
     t0 = time.perf_counter()
     ids = [t.id for t in s.generate(answer_tokens, stop_at_eos=True)]
     answer = tok.decode(ids, skip_special_tokens=True).strip()
-    return {"policy": policy, "right": re.search(rf"(?<!\d){conv['code']}(?!\d)", answer) is not None, "answer": answer, "tokens": len(s),
-            "resident": len(s.retained()), "seconds": time.perf_counter() - t0}
+    right = re.search(rf"(?<!\d){conv['code']}(?!\d)", answer) is not None  # 32011 is not 3201
+    return {"policy": policy, "right": right, "answer": answer, "tokens": len(s), "resident": len(s.retained()),
+            "seconds": time.perf_counter() - t0}
 
 
 @click.command()

@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-import heedful.cli
 from heedful.bench.chat import POLICIES, conversation, run_conversation
 
 
-def _run(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        heedful.cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
-def test_the_summary_counts_the_answers_of_every_policy(capsys, tiny_chat_dir):
-    code, out, err = _run(capsys, "bench", "chat", "--model", tiny_chat_dir, "--conversations", 2, "--turns", 1,
+def test_the_summary_counts_the_answers_of_every_policy(cli, tiny_chat_dir):
+    code, out, err = cli("bench", "chat", "--model", tiny_chat_dir, "--conversations", 2, "--turns", 1,
                           "--budget", 200, "--pin-rows", 100, "--json")
     assert code == 0, err
     lines = [json.loads(x) for x in out.splitlines()]
@@ -39,8 +29,8 @@ def test_each_pin_holds_what_it_says(tiny_chat):
     assert fact["resident"] < content["resident"] < turn["resident"]
 
 
-def test_a_base_model_and_an_unknown_policy_are_one_line(capsys, tiny_qwen35_dir, tiny_chat_dir):
-    code, _, err = _run(capsys, "bench", "chat", "--model", tiny_qwen35_dir, "--conversations", 1)
+def test_a_base_model_and_an_unknown_policy_are_one_line(cli, tiny_qwen35_dir, tiny_chat_dir):
+    code, _, err = cli("bench", "chat", "--model", tiny_qwen35_dir, "--conversations", 1)
     assert code == 2 and "has no chat template" in err and len(err.strip().splitlines()) == 1
-    code, _, err = _run(capsys, "bench", "chat", "--model", tiny_chat_dir, "--policies", "full,nope")
+    code, _, err = cli("bench", "chat", "--model", tiny_chat_dir, "--policies", "full,nope")
     assert code == 2 and "unknown policy nope" in err
